@@ -1,0 +1,3 @@
+//! Configuration: raw UCI sections in, validated typed config out.
+
+pub mod raw;

@@ -1,0 +1,169 @@
+//! One error type for the whole program, so every failure carries its context and its exit code.
+
+use std::fmt;
+
+/// Everything that can go wrong; the variant decides the exit code (2 = bad input, 1 = runtime).
+#[derive(Debug)]
+pub enum Error {
+    /// A config value is wrong: the user must fix `section`/`option`, nothing was changed.
+    Config {
+        section: String,
+        option: Option<String>,
+        message: String,
+    },
+    /// The command line itself is wrong.
+    Usage(String),
+    /// A spawned tool exited non-zero; its stderr is the most useful thing to show.
+    Exec {
+        program: String,
+        status: Option<i32>,
+        stderr: String,
+    },
+    /// A file or socket operation failed; the path says where.
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Input from a peer (a tool's output, a ubus reply) did not have the expected shape.
+    Protocol(String),
+    /// A layer's explanation wrapped around the error it got from below.
+    Context { context: String, source: Box<Error> },
+    /// Several independent failures (stop keeps going and reports them all).
+    Many(Vec<Error>),
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A config error for `section`, `option`: the shape every validation message takes.
+    pub fn config(section: &str, option: Option<&str>, message: impl Into<String>) -> Self {
+        Error::Config {
+            section: section.to_string(),
+            option: option.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    /// An I/O error tied to the path (or socket, or program) it happened on.
+    pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// The process exit code: 2 when the input is at fault (nothing changed), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config { .. } | Error::Usage(_) => 2,
+            Error::Context { source, .. } => source.exit_code(),
+            Error::Many(errors) if !errors.is_empty() && errors.iter().all(|e| e.exit_code() == 2) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config {
+                section,
+                option: Some(option),
+                message,
+            } => write!(f, "{section} option '{option}': {message}"),
+            Error::Config {
+                section,
+                option: None,
+                message,
+            } => write!(f, "{section}: {message}"),
+            Error::Usage(message) | Error::Protocol(message) => f.write_str(message),
+            Error::Exec {
+                program,
+                status,
+                stderr,
+            } => {
+                match status {
+                    Some(code) => write!(f, "{program} exited with status {code}")?,
+                    None => write!(f, "{program} was killed by a signal")?,
+                }
+                let stderr = stderr.trim();
+                if !stderr.is_empty() {
+                    write!(f, ": {stderr}")?;
+                }
+                Ok(())
+            }
+            Error::Io { path, source } => write!(f, "{path}: {source}"),
+            Error::Context { context, source } => write!(f, "{context}: {source}"),
+            Error::Many(errors) => {
+                for (i, error) in errors.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{error}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Adds a "while doing X" layer to any fallible result.
+pub trait Context<T> {
+    /// Wraps the error with a fixed explanation.
+    fn context(self, context: impl Into<String>) -> Result<T>;
+    /// Wraps the error with an explanation built only on failure.
+    fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T> Context<T> for Result<T> {
+    fn context(self, context: impl Into<String>) -> Result<T> {
+        self.map_err(|source| Error::Context {
+            context: context.into(),
+            source: Box::new(source),
+        })
+    }
+
+    fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|source| Error::Context {
+            context: context().into(),
+            source: Box::new(source),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_error_names_section_and_option() {
+        let e = Error::config(
+            "interface 'wanb'",
+            Some("weight"),
+            "expected an integer 1..1000, got \"x\"",
+        );
+        assert_eq!(
+            e.to_string(),
+            "interface 'wanb' option 'weight': expected an integer 1..1000, got \"x\""
+        );
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn context_keeps_exit_code_and_chains_text() {
+        let r: Result<()> = Err(Error::Exec {
+            program: "nft".into(),
+            status: Some(1),
+            stderr: "Error: syntax error\n".into(),
+        });
+        let e = r.context("loading the ruleset").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "loading the ruleset: nft exited with status 1: Error: syntax error"
+        );
+        assert_eq!(e.exit_code(), 1);
+    }
+}

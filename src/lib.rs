@@ -1,0 +1,7 @@
+//! connmark-lb: multi-WAN connmark load balancing for OpenWrt routers.
+//!
+//! Pipeline: config source -> validated [`config::Config`] -> pure plan -> text renderers ->
+//! appliers that spawn `nft`/`iptables-restore`/`ip`. Only the edges touch the system.
+
+pub mod config;
+pub mod error;

@@ -1,0 +1,3 @@
+//! Command-line entry point; everything lives in the library.
+
+fn main() {}
