@@ -58,7 +58,11 @@ impl Error {
         match self {
             Error::Config { .. } | Error::Usage(_) => 2,
             Error::Context { source, .. } => source.exit_code(),
-            Error::Many(errors) if !errors.is_empty() && errors.iter().all(|e| e.exit_code() == 2) => 2,
+            Error::Many(errors)
+                if !errors.is_empty() && errors.iter().all(|e| e.exit_code() == 2) =>
+            {
+                2
+            }
             _ => 1,
         }
     }
