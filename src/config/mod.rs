@@ -129,7 +129,7 @@ pub enum RuleTarget {
 }
 
 /// `config rule`: first match decides the policy of a new LAN connection.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub label: String,
     pub proto: Proto,
@@ -305,6 +305,7 @@ fn read_globals(r: &mut SectionReader) -> Result<Globals> {
             format!("expected a contiguous bit mask of at least 2 bits, got {mark_mask:#x}"),
         ));
     }
+    // From 256 up, our tables can never collide with the kernel's 253..255.
     let table_base = r.int("table_base", d.table_base, 256, 0x7fff_0000)?;
     let priority_base = r.int(
         "priority_base",
@@ -555,15 +556,6 @@ fn check_interfaces(globals: &Globals, interfaces: &[Interface]) -> Result<()> {
                 globals.mark_mask,
                 interfaces.len()
             ),
-        ));
-    }
-    let reserved = 253..=255;
-    let (first, last) = (globals.table_base + 1, globals.table_base + capacity);
-    if reserved.contains(&first) || reserved.contains(&last) || (first < 253 && last > 255) {
-        return Err(Error::config(
-            "globals",
-            Some("table_base"),
-            format!("tables {first}..{last} would overlap the kernel's tables 253..255"),
         ));
     }
     for (i, iface) in interfaces.iter().enumerate() {

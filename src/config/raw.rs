@@ -21,7 +21,7 @@ pub struct RawSection {
     /// The section name; anonymous sections carry a generated `cfgXXXXXX` name.
     pub name: String,
     pub anonymous: bool,
-    /// Options in file order.
+    /// Options; consumers must not rely on their order (JSON objects do not keep it).
     pub options: Vec<(String, RawValue)>,
     /// Position among sections of the same type, for `@type[N]` labels.
     pub type_index: usize,
