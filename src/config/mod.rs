@@ -4,6 +4,7 @@
 //! config exits 2 and changes nothing.
 
 pub mod raw;
+pub mod uci_text;
 pub mod value;
 
 use crate::error::{Error, Result};
