@@ -53,6 +53,14 @@ impl Error {
         }
     }
 
+    /// Wraps this error with an explanation of what was being done.
+    pub fn wrap(self, context: impl Into<String>) -> Self {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
     /// The process exit code: 2 when the input is at fault (nothing changed), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -124,17 +132,11 @@ pub trait Context<T> {
 
 impl<T> Context<T> for Result<T> {
     fn context(self, context: impl Into<String>) -> Result<T> {
-        self.map_err(|source| Error::Context {
-            context: context.into(),
-            source: Box::new(source),
-        })
+        self.map_err(|e| e.wrap(context))
     }
 
     fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T> {
-        self.map_err(|source| Error::Context {
-            context: context().into(),
-            source: Box::new(source),
-        })
+        self.map_err(|e| e.wrap(context()))
     }
 }
 
