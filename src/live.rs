@@ -190,7 +190,7 @@ mod tests {
                 action: RuleAction::Lookup(4001)
             }
         );
-        assert_eq!(s.rules[1].action, RuleAction::MainWithoutDefault);
+        assert_eq!(s.rules[0].action, RuleAction::MainWithoutDefault);
         assert_eq!(
             s.routes.len(),
             2,
