@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(s.devices, ["lo", "wan1"]);
         assert_eq!(s.other_rules, 3, "lookups of named tables and from-prefix rules");
         assert_eq!(
-            s.rules[2],
+            s.rules[1],
             IpRule {
                 priority: 4003,
                 selector: Selector::Fwmark {
