@@ -91,7 +91,10 @@ pub fn run(args: &Args) -> Result<()> {
     match args.verb {
         Verb::Check => {
             let config = args.load_config()?;
-            print!("{}", check_text(&config));
+            print!(
+                "{}",
+                check_text(&config, Backend::resolve(config.globals.backend))
+            );
             Ok(())
         }
         Verb::Apply => {
@@ -111,9 +114,8 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// Everything `apply` would load, as text: firewall rules, ip batch (from an empty state) and
 /// sysctls. Pure: used by `check` and the golden tests.
-pub fn check_text(config: &Config) -> String {
+pub fn check_text(config: &Config, backend: Backend) -> String {
     let plan = Plan::build(config, &link_states(config));
-    let backend = Backend::resolve(config.globals.backend);
     let firewall = match backend {
         Backend::Nftables => nft::ruleset(&plan),
         Backend::Iptables => iptables::ruleset(&plan, &IptablesState::default()),

@@ -178,7 +178,10 @@ mod tests {
 "#;
         let s = IpState::parse(text).unwrap();
         assert_eq!(s.devices, ["lo", "wan1"]);
-        assert_eq!(s.other_rules, 3, "lookups of named tables and from-prefix rules");
+        assert_eq!(
+            s.other_rules, 3,
+            "lookups of named tables and from-prefix rules"
+        );
         assert_eq!(
             s.rules[1],
             IpRule {
