@@ -278,15 +278,22 @@ fn apply_three_times_equals_once(backend: Backend) {
     );
 }
 
-/// Bad configs exit 2, name the offending section and option, and leave the live rules, ip
-/// rules, routes and applied state byte for byte as they were.
-fn bad_config_changes_nothing(backend: Backend) {
+/// `check` prints the rules and bad configs exit 2 naming the offending option; neither
+/// changes the live rules, ip rules, routes or applied state by a single byte.
+fn check_and_bad_config_change_nothing(backend: Backend) {
     let good = LbConfig::new(backend, Balance::RoundRobin, weights(2));
     let lab = Lab::new(&good);
     let topo = &lab.topo;
     let applied = topo.state_dir().join("applied.json");
     let applied_before = fs::read(&applied).unwrap_or_else(|e| panic!("{applied:?}: {e}"));
     let before = topo.router_state();
+
+    let printed = topo.lb_ok("check", &lab.config);
+    let expected = match backend {
+        Backend::Nftables => "table inet connmark_lb",
+        Backend::Iptables => "CMLB_",
+    };
+    assert!(printed.contains(expected), "check printed:\n{printed}");
 
     let bad = [
         ("weight", good.clone().with_option("wan2", "weight", "x")),
@@ -546,6 +553,34 @@ fn stop_removes_ours_and_keeps_foreign(backend: Backend) {
     assert_eq!((after.1, after.2), (0, 0), "foreign marks lost after stop");
 }
 
+/// Re-applying with the other backend replaces ours instead of adding a second set of rules.
+fn switching_backend_replaces_the_old_rules(backend: Backend) {
+    let other = match backend {
+        Backend::Nftables => Backend::Iptables,
+        Backend::Iptables => Backend::Nftables,
+    };
+    let lab = Lab::new(&LbConfig::new(other, Balance::RoundRobin, weights(2)));
+    let topo = &lab.topo;
+    let config = topo.write_config(
+        "switched",
+        &LbConfig::new(backend, Balance::RoundRobin, weights(2)),
+    );
+    topo.apply(&config);
+    let state = topo.router_state();
+    assert_ours_present(backend, &state, 2);
+    match backend {
+        Backend::Nftables => assert!(!state.iptables.contains("CMLB_"), "{}", state.iptables),
+        Backend::Iptables => assert!(!state.nft.contains("connmark_lb"), "{}", state.nft),
+    }
+    let tally = tcp_connections(&topo.lan, tcp_target(), 100);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    LinkLoad::from_tally(topo, &tally).assert_shares(
+        &format!("{} tcp after switching backend", backend.name()),
+        weights(2),
+        2.0,
+    );
+}
+
 /// Instantiates every case once per backend, as `nftables::case` and `iptables::case`.
 macro_rules! for_both_backends {
     ($($case:ident),* $(,)?) => {
@@ -578,7 +613,8 @@ for_both_backends!(
     lost_syn_retransmit_keeps_its_link,
     inbound_replies_leave_by_their_link,
     apply_three_times_equals_once,
-    bad_config_changes_nothing,
+    check_and_bad_config_change_nothing,
     reapply_during_traffic_loses_nothing,
     stop_removes_ours_and_keeps_foreign,
+    switching_backend_replaces_the_old_rules,
 );
