@@ -4,4 +4,5 @@
 //! appliers that spawn `nft`/`iptables-restore`/`ip`. Only the edges touch the system.
 
 pub mod config;
+pub mod daemon;
 pub mod error;
