@@ -346,6 +346,7 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
     let source = r.ipv4("source")?;
     let weight = r.int("weight", 1, 1, 1000)?;
     let metric = r.int("metric", 1, 1, 1000)?;
+    // Without a fixed device, the netifd interface of the same name is the default source.
     let netifd = match r.single("interface")? {
         Some(n) if valid_name(n) => Some(n.to_string()),
         Some(n) => {
@@ -354,14 +355,9 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
                 format!("expected a netifd interface name [A-Za-z0-9_], got \"{n}\""),
             ));
         }
+        None if device.is_none() => Some(name.clone()),
         None => None,
     };
-    if device.is_none() && netifd.is_none() && enabled {
-        return Err(r.error(
-            "device",
-            "expected a device (or 'interface' naming a netifd interface to resolve it from)",
-        ));
-    }
     Ok(Interface {
         name,
         enabled,

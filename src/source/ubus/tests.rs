@@ -672,3 +672,57 @@ fn netifd_link_status_resolves_known_and_unknown_interfaces() {
         "ubus call network.interface.broken status failed with status 6 (PERMISSION_DENIED)"
     );
 }
+
+#[test]
+fn links_are_resolved_from_netifd_and_unknown_ones_are_down() {
+    use crate::config::Config;
+    use crate::config::raw::RawConfig;
+    use crate::plan::LinkState;
+    use std::net::Ipv4Addr;
+
+    let status = serde_json::json!({
+        "up": true, "l3_device": "pppoe-wan",
+        "ipv4-address": [{"address": "100.64.0.7", "mask": 32}],
+        "route": [{"target": "0.0.0.0", "mask": 0, "nexthop": "100.64.0.1"}]
+    });
+    let server = TestServer::start(
+        Some(hello()),
+        fake_ubusd(vec![("network.interface.wan", Behaviour::Reply(status))]),
+    );
+    let config = Config::from_raw(
+        &RawConfig::from_json_text(
+            r#"{"values":{
+            "wan":{".type":"interface",".name":"wan",".index":0},
+            "wanb":{".type":"interface",".name":"wanb",".index":1,"interface":"lte"},
+            "wanc":{".type":"interface",".name":"wanc",".index":2,"device":"eth3"}}}"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let (states, warnings) = crate::source::resolve_links(&config, &server.socket);
+    assert_eq!(
+        states,
+        [
+            LinkState {
+                device: Some("pppoe-wan".into()),
+                gateway: Some(Ipv4Addr::new(100, 64, 0, 1)),
+                source: Some(Ipv4Addr::new(100, 64, 0, 7)),
+                up: true
+            },
+            LinkState {
+                device: None,
+                gateway: None,
+                source: None,
+                up: false
+            },
+            LinkState {
+                device: Some("eth3".into()),
+                gateway: None,
+                source: None,
+                up: true
+            },
+        ]
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    drop(server.requests());
+}
