@@ -108,6 +108,36 @@ pub struct PortRange {
     pub to: u16,
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl PortRange {
+    /// `443`, or `from{separator}to` (nft writes ranges with `-`, iptables multiport with `:`).
+    pub fn render(&self, separator: char) -> String {
+        if self.from == self.to {
+            self.from.to_string()
+        } else {
+            format!("{}{separator}{}", self.from, self.to)
+        }
+    }
+}
+
+impl Proto {
+    /// The protocol as both nft and iptables spell it; None matches everything.
+    pub fn keyword(&self) -> Option<String> {
+        match self {
+            Proto::All => None,
+            Proto::Tcp => Some("tcp".into()),
+            Proto::Udp => Some("udp".into()),
+            Proto::Icmp => Some("icmp".into()),
+            Proto::Number(n) => Some(n.to_string()),
+        }
+    }
+}
+
 /// Which protocol a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
