@@ -53,12 +53,24 @@ impl Error {
         }
     }
 
+    /// Wraps this error with an explanation of what was being done.
+    pub fn wrap(self, context: impl Into<String>) -> Self {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
     /// The process exit code: 2 when the input is at fault (nothing changed), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config { .. } | Error::Usage(_) => 2,
             Error::Context { source, .. } => source.exit_code(),
-            Error::Many(errors) if !errors.is_empty() && errors.iter().all(|e| e.exit_code() == 2) => 2,
+            Error::Many(errors)
+                if !errors.is_empty() && errors.iter().all(|e| e.exit_code() == 2) =>
+            {
+                2
+            }
             _ => 1,
         }
     }
@@ -120,17 +132,11 @@ pub trait Context<T> {
 
 impl<T> Context<T> for Result<T> {
     fn context(self, context: impl Into<String>) -> Result<T> {
-        self.map_err(|source| Error::Context {
-            context: context.into(),
-            source: Box::new(source),
-        })
+        self.map_err(|e| e.wrap(context))
     }
 
     fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T> {
-        self.map_err(|source| Error::Context {
-            context: context().into(),
-            source: Box::new(source),
-        })
+        self.map_err(|e| e.wrap(context()))
     }
 }
 

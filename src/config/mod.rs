@@ -1,3 +1,769 @@
 //! Configuration: raw UCI sections in, validated typed config out.
+//!
+//! Everything the user can get wrong is caught here, before any rule is rendered, so a bad
+//! config exits 2 and changes nothing.
 
 pub mod raw;
+pub mod uci_text;
+pub mod value;
+
+use crate::error::{Error, Result};
+use raw::{RawConfig, RawSection};
+use std::net::Ipv4Addr;
+use value::SectionReader;
+
+/// Which firewall tool carries the marking rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// nftables when `nft` works, else iptables.
+    Auto,
+    Nftables,
+    Iptables,
+}
+
+/// How a policy spreads new connections over its links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Exact weighted rotation (the seed's nth).
+    RoundRobin,
+    /// Weighted random choice.
+    Random,
+}
+
+/// What a policy does when none of its links is alive (mwan3's meanings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastResort {
+    /// Reject with "network unreachable" so clients fail fast.
+    Unreachable,
+    /// Drop silently.
+    Blackhole,
+    /// Leave the connection to the main routing table.
+    Default,
+}
+
+/// `config globals`: settings shared by every link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Globals {
+    pub enabled: bool,
+    pub backend: BackendChoice,
+    /// The fwmark/ctmark bits we own; other packages keep the rest.
+    pub mark_mask: u32,
+    /// Link i routes through table `table_base + i`.
+    pub table_base: u32,
+    /// Our ip rules start at this priority.
+    pub priority_base: u32,
+    /// Ingress devices whose new connections are balanced; empty = every non-WAN device.
+    pub lan: Vec<String>,
+    pub balance: Balance,
+}
+
+/// `config interface`: one WAN link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interface {
+    pub name: String,
+    pub enabled: bool,
+    /// Fixed kernel device; None when it is resolved from netifd.
+    pub device: Option<String>,
+    pub gateway: Option<Ipv4Addr>,
+    /// SNAT address; None = masquerade.
+    pub source: Option<Ipv4Addr>,
+    pub weight: u32,
+    pub metric: u32,
+    /// netifd interface to resolve device/gateway/source from (None: fixed values only).
+    pub netifd: Option<String>,
+    /// 1-based position among interface sections: decides mark and table, stable while the
+    /// file's interface order is.
+    pub id: u32,
+}
+
+/// `config member`: an interface with the metric and weight one policy gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub name: String,
+    /// Index into [`Config::interfaces`].
+    pub interface: usize,
+    pub metric: u32,
+    pub weight: u32,
+}
+
+/// `config policy`: how new connections are spread over members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub members: Vec<Member>,
+    pub last_resort: LastResort,
+}
+
+/// An IPv4 prefix matcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+/// An inclusive port range (a single port has `from == to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl PortRange {
+    /// `443`, or `from{separator}to` (nft writes ranges with `-`, iptables multiport with `:`).
+    pub fn render(&self, separator: char) -> String {
+        if self.from == self.to {
+            self.from.to_string()
+        } else {
+            format!("{}{separator}{}", self.from, self.to)
+        }
+    }
+}
+
+impl Proto {
+    /// The protocol as both nft and iptables spell it; None matches everything.
+    pub fn keyword(&self) -> Option<String> {
+        match self {
+            Proto::All => None,
+            Proto::Tcp => Some("tcp".into()),
+            Proto::Udp => Some("udp".into()),
+            Proto::Icmp => Some("icmp".into()),
+            Proto::Number(n) => Some(n.to_string()),
+        }
+    }
+}
+
+/// Which protocol a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    All,
+    Tcp,
+    Udp,
+    Icmp,
+    Number(u8),
+}
+
+/// Where a matched connection goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleTarget {
+    /// Index into [`Config::policies`].
+    Policy(usize),
+    /// Bypass balancing: main routing table.
+    Default,
+    Unreachable,
+    Blackhole,
+}
+
+/// `config rule`: first match decides the policy of a new LAN connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub label: String,
+    pub proto: Proto,
+    pub src_ip: Vec<Cidr>,
+    pub dest_ip: Vec<Cidr>,
+    pub src_port: Vec<PortRange>,
+    pub dest_port: Vec<PortRange>,
+    pub target: RuleTarget,
+}
+
+/// The validated configuration; building it is the only place user input is checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub globals: Globals,
+    pub interfaces: Vec<Interface>,
+    pub policies: Vec<Policy>,
+    pub rules: Vec<Rule>,
+    /// Non-fatal findings (unknown options, unused sections) for the log.
+    pub warnings: Vec<String>,
+}
+
+/// Default mark mask: six bits, clear of sqm's 0xff and pbr's 0x00ff0000.
+pub const DEFAULT_MARK_MASK: u32 = 0x3F00;
+/// Default first routing table (link i uses base + i).
+pub const DEFAULT_TABLE_BASE: u32 = 4000;
+/// Default first ip rule priority: after mwan3's 1000-3999, well before pbr's ~30000.
+pub const DEFAULT_PRIORITY_BASE: u32 = 4000;
+/// How many ip rule priorities we may occupy from `priority_base`.
+pub const PRIORITY_SPAN: u32 = 512;
+/// Upper bound of links, so the priority and table spans stay fixed.
+pub const MAX_LINKS: u32 = 250;
+
+const SECTION_TYPES: &[&str] = &["globals", "interface", "member", "policy", "rule"];
+
+impl Config {
+    /// Validates raw sections into a typed config, reporting every error found.
+    pub fn from_raw(raw: &RawConfig) -> Result<Config> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+
+        for s in &raw.sections {
+            if !SECTION_TYPES.contains(&s.kind.as_str()) {
+                warnings.push(format!("{}: unknown section type, ignored", s.label()));
+            } else if !valid_name(&s.name) {
+                errors.push(Error::config(
+                    &s.label(),
+                    None,
+                    "expected a section name of letters, digits and _ (1..64 characters)",
+                ));
+            }
+        }
+        let mut read = Reading {
+            raw,
+            errors: &mut errors,
+            warnings: &mut warnings,
+        };
+
+        let globals = read
+            .each("globals", |r, _| read_globals(r))
+            .pop()
+            .unwrap_or_default();
+        let interfaces = read.each("interface", |r, i| read_interface(r, i as u32 + 1));
+        read.check(check_interfaces(&globals, &interfaces));
+        let members = read.each("member", |r, _| read_member(r, &interfaces));
+        let mut policies = read.each("policy", |r, _| read_policy(r, &members, &interfaces));
+        if policies.is_empty() && members.is_empty() {
+            policies.push(implicit_policy(&interfaces));
+        }
+        let rules = read.each("rule", |r, _| read_rule(r, &policies));
+
+        if globals.enabled && interfaces.iter().all(|i| !i.enabled) && errors.is_empty() {
+            errors.push(Error::config(
+                "config",
+                None,
+                "no enabled interface section: nothing to balance",
+            ));
+        }
+
+        match errors.len() {
+            0 => Ok(Config {
+                globals,
+                interfaces,
+                policies,
+                rules,
+                warnings,
+            }),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Many(errors)),
+        }
+    }
+}
+
+/// Reads every section of one type, collecting errors and warnings instead of stopping at the
+/// first, so the user sees all problems at once.
+struct Reading<'a> {
+    raw: &'a RawConfig,
+    errors: &'a mut Vec<Error>,
+    warnings: &'a mut Vec<String>,
+}
+
+impl Reading<'_> {
+    fn each<T>(
+        &mut self,
+        kind: &str,
+        mut read: impl FnMut(&mut SectionReader, usize) -> Result<T>,
+    ) -> Vec<T> {
+        let sections: Vec<&RawSection> = self
+            .raw
+            .sections
+            .iter()
+            .filter(|s| s.kind == kind)
+            .collect();
+        let mut out = Vec::new();
+        for (i, s) in sections.iter().enumerate() {
+            let mut r = SectionReader::new(s);
+            match read(&mut r, i) {
+                Ok(v) => out.push(v),
+                Err(e) => self.errors.push(e),
+            }
+            self.warnings.extend(r.unknown_options());
+            if sections[..i].iter().any(|o| o.name == s.name) {
+                self.errors
+                    .push(Error::config(&s.label(), None, "duplicate section name"));
+            }
+        }
+        out
+    }
+
+    fn check(&mut self, result: Result<()>) {
+        self.errors.extend(result.err());
+    }
+}
+
+impl Default for Globals {
+    fn default() -> Self {
+        Globals {
+            enabled: true,
+            backend: BackendChoice::Auto,
+            mark_mask: DEFAULT_MARK_MASK,
+            table_base: DEFAULT_TABLE_BASE,
+            priority_base: DEFAULT_PRIORITY_BASE,
+            lan: Vec::new(),
+            balance: Balance::RoundRobin,
+        }
+    }
+}
+
+/// UCI section names are `[A-Za-z0-9_]`; we also bound the length since names become chain
+/// names.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn read_globals(r: &mut SectionReader) -> Result<Globals> {
+    let d = Globals::default();
+    let enabled = r.bool("enabled", d.enabled)?;
+    let backend = r.choice(
+        "backend",
+        d.backend,
+        &[
+            ("auto", BackendChoice::Auto),
+            ("nftables", BackendChoice::Nftables),
+            ("iptables", BackendChoice::Iptables),
+        ],
+    )?;
+    let mark_mask = r.int("mark_mask", d.mark_mask, 1, u32::MAX)?;
+    let shifted = mark_mask >> mark_mask.trailing_zeros();
+    if shifted & shifted.wrapping_add(1) != 0 || shifted < 3 {
+        return Err(r.error(
+            "mark_mask",
+            format!("expected a contiguous bit mask of at least 2 bits, got {mark_mask:#x}"),
+        ));
+    }
+    // From 256 up, our tables can never collide with the kernel's 253..255.
+    let table_base = r.int("table_base", d.table_base, 256, 0x7fff_0000)?;
+    let priority_base = r.int(
+        "priority_base",
+        d.priority_base,
+        1,
+        32766 - PRIORITY_SPAN - 1,
+    )?;
+    let mut lan = Vec::new();
+    for dev in r.list("lan") {
+        value::check_device(dev).map_err(|why| r.error("lan", format!("{why}, got \"{dev}\"")))?;
+        lan.push(dev.to_string());
+    }
+    let balance = r.choice(
+        "balance",
+        d.balance,
+        &[
+            ("round-robin", Balance::RoundRobin),
+            ("random", Balance::Random),
+        ],
+    )?;
+    Ok(Globals {
+        enabled,
+        backend,
+        mark_mask,
+        table_base,
+        priority_base,
+        lan,
+        balance,
+    })
+}
+
+fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
+    let name = r.section.name.clone();
+    let enabled = r.bool("enabled", true)?;
+    let device = r.device("device")?;
+    let gateway = r.ipv4("gateway")?;
+    let source = r.ipv4("source")?;
+    let weight = r.int("weight", 1, 1, 1000)?;
+    let metric = r.int("metric", 1, 1, 1000)?;
+    // Without a fixed device, the netifd interface of the same name is the default source.
+    let netifd = match r.single("interface")? {
+        Some(n) if valid_name(n) => Some(n.to_string()),
+        Some(n) => {
+            return Err(r.error(
+                "interface",
+                format!("expected a netifd interface name [A-Za-z0-9_], got \"{n}\""),
+            ));
+        }
+        None if device.is_none() => Some(name.clone()),
+        None => None,
+    };
+    Ok(Interface {
+        name,
+        enabled,
+        device,
+        gateway,
+        source,
+        weight,
+        metric,
+        netifd,
+        id,
+    })
+}
+
+fn read_member(r: &mut SectionReader, interfaces: &[Interface]) -> Result<(String, Member)> {
+    let interface = match r.single("interface")? {
+        None => return Err(r.error("interface", "expected the name of an interface section")),
+        Some(name) => interfaces
+            .iter()
+            .position(|i| i.name == name)
+            .ok_or_else(|| {
+                r.error(
+                    "interface",
+                    format!("no interface section named \"{name}\""),
+                )
+            })?,
+    };
+    let metric = r.int("metric", interfaces[interface].metric, 1, 1000)?;
+    let weight = r.int("weight", interfaces[interface].weight, 1, 1000)?;
+    let name = r.section.name.clone();
+    Ok((
+        name.clone(),
+        Member {
+            name,
+            interface,
+            metric,
+            weight,
+        },
+    ))
+}
+
+fn read_policy(
+    r: &mut SectionReader,
+    members: &[(String, Member)],
+    interfaces: &[Interface],
+) -> Result<Policy> {
+    let mut chosen = Vec::new();
+    for name in r.list("use_member") {
+        let member = members
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| r.error("use_member", format!("no member section named \"{name}\"")))?;
+        chosen.push(member.1.clone());
+    }
+    if !chosen.iter().any(|m| interfaces[m.interface].enabled) {
+        return Err(r.error(
+            "use_member",
+            "expected at least one member whose interface is enabled",
+        ));
+    }
+    let last_resort = r.choice(
+        "last_resort",
+        LastResort::Unreachable,
+        &[
+            ("unreachable", LastResort::Unreachable),
+            ("blackhole", LastResort::Blackhole),
+            ("default", LastResort::Default),
+        ],
+    )?;
+    Ok(Policy {
+        name: r.section.name.clone(),
+        members: chosen,
+        last_resort,
+    })
+}
+
+/// With no policy and no member sections, every enabled interface is balanced by its own
+/// weight and metric: the small case stays small.
+fn implicit_policy(interfaces: &[Interface]) -> Policy {
+    Policy {
+        name: "balanced".to_string(),
+        members: interfaces
+            .iter()
+            .enumerate()
+            .map(|(i, iface)| Member {
+                name: iface.name.clone(),
+                interface: i,
+                metric: iface.metric,
+                weight: iface.weight,
+            })
+            .collect(),
+        last_resort: LastResort::Unreachable,
+    }
+}
+
+fn read_rule(r: &mut SectionReader, policies: &[Policy]) -> Result<Rule> {
+    let proto = match r.single("proto")? {
+        None | Some("all") => Proto::All,
+        Some("tcp") => Proto::Tcp,
+        Some("udp") => Proto::Udp,
+        Some("icmp") => Proto::Icmp,
+        Some(v) => match v.parse::<u8>() {
+            Ok(n) => Proto::Number(n),
+            Err(_) => {
+                return Err(r.error(
+                    "proto",
+                    format!("expected all|tcp|udp|icmp or a protocol number, got \"{v}\""),
+                ));
+            }
+        },
+    };
+    let src_ip = cidrs(r, "src_ip")?;
+    let dest_ip = cidrs(r, "dest_ip")?;
+    let src_port = ports(r, "src_port")?;
+    let dest_port = ports(r, "dest_port")?;
+    if (!src_port.is_empty() || !dest_port.is_empty()) && !matches!(proto, Proto::Tcp | Proto::Udp)
+    {
+        let option = if src_port.is_empty() {
+            "dest_port"
+        } else {
+            "src_port"
+        };
+        return Err(r.error(option, "ports need option proto 'tcp' or 'udp'"));
+    }
+    let target =
+        match r.single("use_policy")? {
+            None => return Err(r.error("use_policy", "expected the name of a policy section")),
+            Some("default") => RuleTarget::Default,
+            Some("unreachable") => RuleTarget::Unreachable,
+            Some("blackhole") => RuleTarget::Blackhole,
+            Some(name) => {
+                RuleTarget::Policy(policies.iter().position(|p| p.name == name).ok_or_else(
+                    || r.error("use_policy", format!("no policy section named \"{name}\"")),
+                )?)
+            }
+        };
+    Ok(Rule {
+        label: r.label.clone(),
+        proto,
+        src_ip,
+        dest_ip,
+        src_port,
+        dest_port,
+        target,
+    })
+}
+
+fn cidrs(r: &mut SectionReader, option: &'static str) -> Result<Vec<Cidr>> {
+    r.list(option)
+        .into_iter()
+        .map(|v| {
+            let (addr, len) = v.split_once('/').unwrap_or((v, "32"));
+            match (addr.parse::<Ipv4Addr>(), len.parse::<u8>()) {
+                (Ok(addr), Ok(len)) if len <= 32 => Ok(Cidr { addr, len }),
+                _ => Err(r.error(
+                    option,
+                    format!("expected an IPv4 address or prefix, got \"{v}\""),
+                )),
+            }
+        })
+        .collect()
+}
+
+fn ports(r: &mut SectionReader, option: &'static str) -> Result<Vec<PortRange>> {
+    let mut out = Vec::new();
+    for item in r.list(option) {
+        for part in item.split(',') {
+            let (from, to) = part.split_once(['-', ':']).unwrap_or((part, part));
+            match (from.parse::<u16>(), to.parse::<u16>()) {
+                (Ok(from), Ok(to)) if from >= 1 && from <= to => out.push(PortRange { from, to }),
+                _ => {
+                    return Err(r.error(
+                        option,
+                        format!("expected ports like 443, 8000-8080 or 80,443, got \"{item}\""),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Cross-section checks: marks must fit in the mask, devices may not repeat, LAN devices may
+/// not be WAN devices.
+fn check_interfaces(globals: &Globals, interfaces: &[Interface]) -> Result<()> {
+    let capacity = (globals.mark_mask >> globals.mark_mask.trailing_zeros()).saturating_sub(2);
+    let capacity = capacity.min(MAX_LINKS);
+    if interfaces.len() as u32 > capacity {
+        return Err(Error::config(
+            "globals",
+            Some("mark_mask"),
+            format!(
+                "{:#x} can number {capacity} links (2 values are reserved), but {} interface sections are configured",
+                globals.mark_mask,
+                interfaces.len()
+            ),
+        ));
+    }
+    for (i, iface) in interfaces.iter().enumerate() {
+        let Some(dev) = &iface.device else { continue };
+        if let Some(other) = interfaces[..i]
+            .iter()
+            .find(|o| o.device.as_ref() == Some(dev))
+        {
+            return Err(Error::config(
+                &format!("interface '{}'", iface.name),
+                Some("device"),
+                format!(
+                    "device \"{dev}\" is already used by interface '{}'",
+                    other.name
+                ),
+            ));
+        }
+        if globals.lan.contains(dev) {
+            return Err(Error::config(
+                "globals",
+                Some("lan"),
+                format!(
+                    "device \"{dev}\" is the WAN device of interface '{}'",
+                    iface.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> Result<Config> {
+        Config::from_raw(&RawConfig::from_json_text(json).unwrap())
+    }
+
+    const TWO_WANS: &str = r#"{"values":{
+        "globals":{".type":"globals",".name":"globals",".index":0,"lan":["br-lan"]},
+        "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1","gateway":"10.0.1.1","source":"10.0.1.2"},
+        "wanb":{".type":"interface",".name":"wanb",".index":2,"device":"eth2","gateway":"10.0.2.1","weight":"2"}
+    }}"#;
+
+    #[test]
+    fn small_config_gets_an_implicit_policy() {
+        let c = config(TWO_WANS).unwrap();
+        assert_eq!(c.policies.len(), 1);
+        assert_eq!(c.policies[0].name, "balanced");
+        let weights: Vec<u32> = c.policies[0].members.iter().map(|m| m.weight).collect();
+        assert_eq!(weights, [1, 2]);
+        assert_eq!(c.globals.mark_mask, 0x3f00);
+        assert_eq!(c.interfaces[1].id, 2);
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn bad_weight_names_section_and_option() {
+        let e = config(&TWO_WANS.replace(r#""weight":"2""#, r#""weight":"x""#)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "interface 'wanb' option 'weight': expected an integer 1..1000, got \"x\""
+        );
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn dangling_member_reference() {
+        let e = config(
+            r#"{"values":{
+            "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1"},
+            "m1":{".type":"member",".name":"m1",".index":2,"interface":"wanx"}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "member 'm1' option 'interface': no interface section named \"wanx\""
+        );
+    }
+
+    #[test]
+    fn mask_too_small_for_links() {
+        let e =
+            config(&TWO_WANS.replace(r#""lan":["br-lan"]"#, r#""mark_mask":"0x3""#)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "globals option 'mark_mask': 0x3 can number 1 links (2 values are reserved), but 2 interface sections are configured"
+        );
+    }
+
+    #[test]
+    fn non_contiguous_mask_is_rejected() {
+        let e = config(&TWO_WANS.replace(r#""lan":["br-lan"]"#, r#""mark_mask":"0x0f0f""#))
+            .unwrap_err();
+        assert!(e.to_string().contains("contiguous"), "{e}");
+    }
+
+    #[test]
+    fn ports_need_a_protocol_and_policy_must_exist() {
+        let base = r#"{"values":{
+            "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1"},
+            "m1":{".type":"member",".name":"m1",".index":2,"interface":"wan"},
+            "p1":{".type":"policy",".name":"p1",".index":3,"use_member":["m1"]},
+            "cfg01":{".type":"rule",".name":"cfg01",".anonymous":true,".index":4,RULE}}}"#;
+        let e =
+            config(&base.replace("RULE", r#""dest_port":"443","use_policy":"p1""#)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "@rule[0] option 'dest_port': ports need option proto 'tcp' or 'udp'"
+        );
+        let e = config(&base.replace("RULE", r#""use_policy":"p2""#)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "@rule[0] option 'use_policy': no policy section named \"p2\""
+        );
+        let ok = config(&base.replace(
+            "RULE",
+            r#""proto":"tcp","dest_port":"80,8000-8080","use_policy":"p1""#,
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.rules[0].dest_port,
+            [
+                PortRange { from: 80, to: 80 },
+                PortRange {
+                    from: 8000,
+                    to: 8080
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn policy_without_usable_member() {
+        let e = config(
+            r#"{"values":{
+            "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1"},
+            "wanb":{".type":"interface",".name":"wanb",".index":2,"device":"eth2","enabled":"0"},
+            "m1":{".type":"member",".name":"m1",".index":2,"interface":"wanb"},
+            "p1":{".type":"policy",".name":"p1",".index":3,"use_member":["m1"]}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "policy 'p1' option 'use_member': expected at least one member whose interface is enabled"
+        );
+    }
+
+    #[test]
+    fn duplicate_devices_and_several_errors_reported() {
+        let e = config(
+            r#"{"values":{
+            "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1","weight":"0"},
+            "wanb":{".type":"interface",".name":"wanb",".index":2,"device":"eth1"},
+            "wanc":{".type":"interface",".name":"wanc",".index":3,"device":"eth1"}}}"#,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("interface 'wan' option 'weight'"), "{text}");
+        assert!(
+            text.contains("interface 'wanc' option 'device': device \"eth1\" is already used by interface 'wanb'"),
+            "{text}"
+        );
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn unknown_options_and_sections_warn() {
+        let c = config(
+            r#"{"values":{
+            "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1","colour":"red"},
+            "x":{".type":"frobnicator",".name":"x",".index":2}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            [
+                "frobnicator 'x': unknown section type, ignored",
+                "interface 'wan' option 'colour': unknown option, ignored"
+            ]
+        );
+    }
+}

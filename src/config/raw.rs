@@ -21,7 +21,7 @@ pub struct RawSection {
     /// The section name; anonymous sections carry a generated `cfgXXXXXX` name.
     pub name: String,
     pub anonymous: bool,
-    /// Options in file order.
+    /// Options; consumers must not rely on their order (JSON objects do not keep it).
     pub options: Vec<(String, RawValue)>,
     /// Position among sections of the same type, for `@type[N]` labels.
     pub type_index: usize,
@@ -111,7 +111,11 @@ impl RawConfig {
                             .iter()
                             .map(|item| {
                                 item.as_str().map(str::to_string).ok_or_else(|| {
-                                    Error::config(&label, Some(option), "expected a list of strings")
+                                    Error::config(
+                                        &label,
+                                        Some(option),
+                                        "expected a list of strings",
+                                    )
                                 })
                             })
                             .collect::<Result<_>>()?,
@@ -126,13 +130,16 @@ impl RawConfig {
                 };
                 options.push((option.clone(), value));
             }
-            indexed.push((index, RawSection {
-                kind,
-                name,
-                anonymous,
-                options,
-                type_index: 0,
-            }));
+            indexed.push((
+                index,
+                RawSection {
+                    kind,
+                    name,
+                    anonymous,
+                    options,
+                    type_index: 0,
+                },
+            ));
         }
         indexed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
         let mut config = RawConfig {

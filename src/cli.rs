@@ -1,0 +1,179 @@
+//! The command line: one verb plus where the config comes from.
+
+use crate::apply::{self, Backend};
+use crate::config::{Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE};
+use crate::error::{Context, Error, Result};
+use crate::live::{IpState, IptablesState};
+use crate::names::DEFAULT_STATE_DIR;
+use crate::plan::{Footprint, LinkState, Plan};
+use crate::render::{ip, iptables, nft};
+use crate::source::{ConfigSource, resolve_links, ubus};
+use crate::state;
+use argh::FromArgs;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Multi-WAN connmark load balancing for OpenWrt: spreads new LAN connections over all WAN
+/// links, keeps each connection on its link, fails over when a link dies.
+#[derive(FromArgs, Debug)]
+pub struct Args {
+    /// apply | check | stop (apply: load the rules atomically; check: print them, change
+    /// nothing; stop: remove everything we added)
+    #[argh(positional)]
+    pub verb: Verb,
+    /// config as `ubus call uci get` JSON ({"values": {...}})
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// config in the /etc/config text format
+    #[argh(option)]
+    pub uci: Option<PathBuf>,
+    /// ubus socket for config and netifd (default /var/run/ubus/ubus.sock, else
+    /// /var/run/ubus.sock); used when neither --config nor --uci is given
+    #[argh(option)]
+    pub ubus_socket: Option<PathBuf>,
+    /// directory for applied.json and status.json (default /var/run/connmark-lb)
+    #[argh(option, default = "PathBuf::from(DEFAULT_STATE_DIR)")]
+    pub state_dir: PathBuf,
+}
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Apply,
+    Check,
+    Stop,
+}
+
+impl FromStr for Verb {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "apply" => Ok(Verb::Apply),
+            "check" => Ok(Verb::Check),
+            "stop" => Ok(Verb::Stop),
+            _ => Err(format!(
+                "unknown verb \"{s}\": expected apply, check or stop"
+            )),
+        }
+    }
+}
+
+impl Args {
+    /// The config source the options select: a file, or ubus.
+    pub fn source(&self) -> Result<ConfigSource> {
+        match (&self.config, &self.uci) {
+            (Some(_), Some(_)) => Err(Error::Usage("give --config or --uci, not both".into())),
+            (Some(path), None) => Ok(ConfigSource::Json(path.clone())),
+            (None, Some(path)) => Ok(ConfigSource::Uci(path.clone())),
+            (None, None) => Ok(ConfigSource::Ubus(self.ubus_socket())),
+        }
+    }
+
+    /// The ubus socket: `--ubus-socket`, else the one this OpenWrt release uses.
+    pub fn ubus_socket(&self) -> PathBuf {
+        self.ubus_socket
+            .clone()
+            .unwrap_or_else(ubus::default_socket)
+    }
+
+    /// Reads and validates the config from the chosen source; warnings go to stderr.
+    pub fn load_config(&self) -> Result<Config> {
+        let config = self.source()?.load()?;
+        warn(&config.warnings);
+        Ok(config)
+    }
+
+    /// Current link states (netifd lookups over ubus where the config asks for them).
+    pub fn link_states(&self, config: &Config) -> Vec<LinkState> {
+        let (states, warnings) = resolve_links(config, &self.ubus_socket());
+        warn(&warnings);
+        states
+    }
+}
+
+fn warn(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("connmark-lb: warning: {warning}");
+    }
+}
+
+/// Link states from fixed config values only (what `check` shows: nothing is asked).
+pub fn link_states(config: &Config) -> Vec<LinkState> {
+    config
+        .interfaces
+        .iter()
+        .map(LinkState::from_config)
+        .collect()
+}
+
+/// Runs one verb.
+pub fn run(args: &Args) -> Result<()> {
+    match args.verb {
+        Verb::Check => {
+            let config = args.load_config()?;
+            print!(
+                "{}",
+                check_text(&config, Backend::resolve(config.globals.backend))
+            );
+            Ok(())
+        }
+        Verb::Apply => {
+            let config = args.load_config()?;
+            if !config.globals.enabled {
+                eprintln!("connmark-lb: disabled in globals: removing our rules");
+                return apply::stop(&footprints(args, Some(&config)), &args.state_dir);
+            }
+            apply::apply(&config, args.link_states(&config), &args.state_dir).map(drop)
+        }
+        Verb::Stop => {
+            let config = args.load_config().ok();
+            apply::stop(&footprints(args, config.as_ref()), &args.state_dir).context("stop")
+        }
+    }
+}
+
+/// Everything `apply` would load, as text: firewall rules, ip batch (from an empty state) and
+/// sysctls. Pure: used by `check` and the golden tests.
+pub fn check_text(config: &Config, backend: Backend) -> String {
+    let plan = Plan::build(config, &link_states(config));
+    let firewall = match backend {
+        Backend::Nftables => nft::ruleset(&plan),
+        Backend::Iptables => iptables::ruleset(&plan, &IptablesState::default()),
+    };
+    let ops = ip::diff(&plan, &IpState::default(), &[]);
+    let mut sysctls = String::from("net.ipv4.ip_forward = 1\n");
+    for dev in std::iter::once("all").chain(plan.wan_devices().map(|(_, d)| d)) {
+        sysctls.push_str(&format!(
+            "net.ipv4.conf.{dev}.rp_filter = 2 (only if it is 1)\n"
+        ));
+    }
+    format!(
+        "# {} rules\n{firewall}# ip -batch\n{}# sysctl\n{sysctls}",
+        backend.name(),
+        ip::batch(&ops)
+    )
+}
+
+/// Every footprint we may have used: the last apply's, the config's, and the defaults.
+fn footprints(args: &Args, config: Option<&Config>) -> Vec<Footprint> {
+    let mut out: Vec<Footprint> = Vec::new();
+    let candidates = state::load_applied(&args.state_dir)
+        .map(|a| a.footprint)
+        .into_iter()
+        .chain(config.map(|c| Footprint {
+            mask: c.globals.mark_mask,
+            priority_base: c.globals.priority_base,
+            table_base: c.globals.table_base,
+        }))
+        .chain(std::iter::once(Footprint {
+            mask: DEFAULT_MARK_MASK,
+            priority_base: DEFAULT_PRIORITY_BASE,
+            table_base: DEFAULT_TABLE_BASE,
+        }));
+    for f in candidates {
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}

@@ -1,0 +1,856 @@
+//! The `/etc/config/<package>` text format, read without libuci.
+//!
+//! `--uci FILE` lets the binary run where there is no ubus (tests, a build host, a broken
+//! router), so it must read the same files uci reads and land on the same [`RawConfig`] that
+//! `ubus call uci get` would have produced. The parser is strict like uci's default context:
+//! anything uci would refuse is an error naming the line.
+//!
+//! Two stages: `tokenize` turns text into commands (lists of words, quoting and comments
+//! resolved), and `Builder` applies the commands to the section list.
+
+use super::raw::{RawConfig, RawSection, RawValue};
+use crate::error::{Error, Result};
+
+/// The tokenizer's input: characters with one of lookahead (for `\` CR LF).
+type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
+/// Parses the contents of one `/etc/config/<package>` file.
+pub fn parse(text: &str) -> Result<RawConfig> {
+    let mut builder = Builder::default();
+    for command in tokenize(text)? {
+        builder.apply(&command)?;
+    }
+    Ok(builder.finish())
+}
+
+/// One command: its words (quoting resolved; `''` is an empty word) up to a line end, a `;`
+/// or a comment.
+#[derive(Debug)]
+struct Command {
+    /// The line its first word is on, for error messages.
+    line: usize,
+    words: Vec<String>,
+}
+
+fn line_error(line: usize, message: impl Into<String>) -> Error {
+    Error::config(&format!("line {line}"), None, message)
+}
+
+/// Quotes a user-supplied text for an error message, making control characters visible.
+fn shown(text: &str) -> String {
+    format!("'{}'", text.escape_debug())
+}
+
+/// Splits the file into commands, resolving quotes, escapes, continuations and comments.
+fn tokenize(text: &str) -> Result<Vec<Command>> {
+    let mut commands = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut word: Option<String> = None;
+    let mut line = 1;
+    let mut command_line = 1;
+    let mut chars = text.chars().peekable();
+
+    let end_word = |word: &mut Option<String>, words: &mut Vec<String>| words.extend(word.take());
+    let end_command = |words: &mut Vec<String>, commands: &mut Vec<Command>, line: usize| {
+        if !words.is_empty() {
+            commands.push(Command {
+                line,
+                words: std::mem::take(words),
+            });
+        }
+    };
+
+    while let Some(c) = chars.next() {
+        // Until its first word starts, a command is on the line being read.
+        if word.is_none() && words.is_empty() {
+            command_line = line;
+        }
+        match c {
+            '\n' => {
+                end_word(&mut word, &mut words);
+                end_command(&mut words, &mut commands, command_line);
+                line += 1;
+            }
+            ';' => {
+                end_word(&mut word, &mut words);
+                end_command(&mut words, &mut commands, command_line);
+            }
+            '#' => {
+                end_word(&mut word, &mut words);
+                while chars.next_if(|&c| c != '\n').is_some() {}
+            }
+            ' ' | '\t' | '\r' | '\x0b' | '\x0c' => end_word(&mut word, &mut words),
+            quote @ ('\'' | '"') => {
+                let piece = quoted(&mut chars, &mut line, quote)?;
+                word.get_or_insert_with(String::new).push_str(&piece);
+            }
+            '\\' => match escaped(&mut chars, &mut line) {
+                Escaped::Char(c) => word.get_or_insert_with(String::new).push(c),
+                Escaped::Continuation | Escaped::EndOfInput => {}
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    end_word(&mut word, &mut words);
+    end_command(&mut words, &mut commands, command_line);
+    Ok(commands)
+}
+
+/// Reads a quoted piece after its opening quote: `'...'` is literal, `"..."` honours
+/// backslashes; both may span lines.
+fn quoted(chars: &mut Chars<'_>, line: &mut usize, quote: char) -> Result<String> {
+    let opened = *line;
+    let unterminated = || {
+        let kind = if quote == '"' { "double" } else { "single" };
+        line_error(opened, format!("unterminated {kind} quote"))
+    };
+    let mut text = String::new();
+    loop {
+        match chars.next() {
+            Some(c) if c == quote => return Ok(text),
+            Some('\\') if quote == '"' => match escaped(chars, line) {
+                Escaped::Char(c) => text.push(c),
+                Escaped::Continuation => {}
+                Escaped::EndOfInput => return Err(unterminated()),
+            },
+            Some(c) => {
+                if c == '\n' {
+                    *line += 1;
+                }
+                text.push(c);
+            }
+            None => return Err(unterminated()),
+        }
+    }
+}
+
+/// What a backslash stands for.
+enum Escaped {
+    /// The next character, taken literally (there is no `\n`-style translation).
+    Char(char),
+    /// Backslash at the end of a line: the line goes on with the next one.
+    Continuation,
+    EndOfInput,
+}
+
+/// Reads what follows a backslash; `\` CR LF counts as a continuation too.
+fn escaped(chars: &mut Chars<'_>, line: &mut usize) -> Escaped {
+    match chars.next() {
+        Some('\n') => {
+            *line += 1;
+            Escaped::Continuation
+        }
+        Some('\r') if chars.next_if_eq(&'\n').is_some() => {
+            *line += 1;
+            Escaped::Continuation
+        }
+        Some(c) => Escaped::Char(c),
+        None => Escaped::EndOfInput,
+    }
+}
+
+/// Section and option names: uci refuses anything but `[A-Za-z0-9_]`.
+fn is_name(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Section types: printable ASCII without space.
+fn is_type(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| (33..=126).contains(&b))
+}
+
+/// Package names: like section names, plus `-` (as in `connmark-lb`).
+fn is_package(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `package <name>`: only checked, since the package is the file being read.
+fn check_package(line: usize, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(line_error(
+            line,
+            "package: expected a package name, found nothing",
+        ));
+    }
+    if !is_package(name) {
+        return Err(line_error(
+            line,
+            format!(
+                "package name {} may only contain letters, digits, '_' and '-'",
+                shown(name)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies commands in order, tracking the section that `option`/`list` lines go to.
+#[derive(Default)]
+struct Builder {
+    sections: Vec<RawSection>,
+    /// Index of the section opened by the last `config`.
+    current: Option<usize>,
+}
+
+impl Builder {
+    fn apply(&mut self, command: &Command) -> Result<()> {
+        let line = command.line;
+        let Some((keyword, args)) = command.words.split_first() else {
+            return Ok(());
+        };
+        let (name, max_args) = match keyword.as_str() {
+            "config" | "c" => ("config", 2),
+            "option" | "o" => ("option", 2),
+            "list" | "l" => ("list", 2),
+            "package" | "p" => ("package", 1),
+            other => {
+                return Err(line_error(
+                    line,
+                    format!(
+                        "expected config, option, list or package, found {}",
+                        shown(other)
+                    ),
+                ));
+            }
+        };
+        if let Some(extra) = args.get(max_args) {
+            return Err(line_error(
+                line,
+                format!(
+                    "too many arguments: {name} takes at most {max_args}, found extra {}",
+                    shown(extra)
+                ),
+            ));
+        }
+        let first = args.first().map(String::as_str).unwrap_or("");
+        let second = args.get(1).map(String::as_str).unwrap_or("");
+        match name {
+            "config" => self.open_section(line, first, second),
+            "package" => check_package(line, first),
+            _ => self.set_option(line, name == "list", first, second),
+        }
+    }
+
+    /// `config <type> [name]`: a new section, or more options for an existing named one.
+    fn open_section(&mut self, line: usize, kind: &str, name: &str) -> Result<()> {
+        if kind.is_empty() {
+            return Err(line_error(
+                line,
+                "config: expected a section type, found nothing",
+            ));
+        }
+        if !is_type(kind) {
+            return Err(line_error(
+                line,
+                format!(
+                    "section type {} may only contain printable ASCII without spaces",
+                    shown(kind)
+                ),
+            ));
+        }
+        if !name.is_empty() && !is_name(name) {
+            return Err(line_error(
+                line,
+                format!(
+                    "section name {} may only contain letters, digits and '_'",
+                    shown(name)
+                ),
+            ));
+        }
+        self.close_current();
+        let existing = (!name.is_empty())
+            .then(|| self.sections.iter().position(|s| s.name == name))
+            .flatten();
+        match existing {
+            Some(index) if self.sections[index].kind != kind => Err(line_error(
+                line,
+                format!(
+                    "section {} was declared with type {}, found type {}",
+                    shown(name),
+                    shown(&self.sections[index].kind),
+                    shown(kind)
+                ),
+            )),
+            Some(index) => {
+                self.current = Some(index);
+                Ok(())
+            }
+            None => {
+                self.sections.push(RawSection {
+                    kind: kind.to_string(),
+                    name: name.to_string(),
+                    anonymous: name.is_empty(),
+                    options: Vec::new(),
+                    type_index: 0,
+                });
+                self.current = Some(self.sections.len() - 1);
+                Ok(())
+            }
+        }
+    }
+
+    /// `option`/`list`: an empty option value deletes (uci treats it as unset), an empty list
+    /// item is kept.
+    fn set_option(&mut self, line: usize, list: bool, option: &str, value: &str) -> Result<()> {
+        let keyword = if list { "list" } else { "option" };
+        if option.is_empty() {
+            return Err(line_error(
+                line,
+                format!("{keyword}: expected an option name, found nothing"),
+            ));
+        }
+        if !is_name(option) {
+            return Err(line_error(
+                line,
+                format!(
+                    "option name {} may only contain letters, digits and '_'",
+                    shown(option)
+                ),
+            ));
+        }
+        let Some(current) = self.current else {
+            return Err(line_error(
+                line,
+                format!(
+                    "{keyword} {} before the first config section",
+                    shown(option)
+                ),
+            ));
+        };
+        let options = &mut self.sections[current].options;
+        let slot = options.iter().position(|(name, _)| name == option);
+        let value = value.to_string();
+        match (list, slot) {
+            (false, Some(i)) if value.is_empty() => {
+                options.remove(i);
+            }
+            (false, None) if value.is_empty() => {}
+            (false, Some(i)) => options[i].1 = RawValue::Single(value),
+            (true, Some(i)) => match &mut options[i].1 {
+                RawValue::List(items) => items.push(value),
+                RawValue::Single(old) => {
+                    options[i].1 = RawValue::List(vec![std::mem::take(old), value]);
+                }
+            },
+            (false, None) => options.push((option.to_string(), RawValue::Single(value))),
+            (true, None) => options.push((option.to_string(), RawValue::List(vec![value]))),
+        }
+        Ok(())
+    }
+
+    /// Gives the open section its `cfgNNHHHH` name once its options are known, as uci does
+    /// when the next section starts.
+    fn close_current(&mut self) {
+        let Some(index) = self.current.take() else {
+            return;
+        };
+        let section = &self.sections[index];
+        if !section.anonymous || !section.name.is_empty() {
+            return;
+        }
+        let mut hash = content_hash(section);
+        let name = loop {
+            let candidate = format!("cfg{index:02x}{hash:04x}");
+            if !self.sections.iter().any(|s| s.name == candidate) {
+                break candidate;
+            }
+            hash = (hash + 1) & 0xffff;
+        };
+        self.sections[index].name = name;
+    }
+
+    fn finish(mut self) -> RawConfig {
+        self.close_current();
+        let mut config = RawConfig {
+            sections: self.sections,
+        };
+        config.number_types();
+        config
+    }
+}
+
+/// A 16-bit FNV-1a digest of a section's type and options, so generated names are stable
+/// for the same content.
+fn content_hash(section: &RawSection) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut feed = |text: &str| {
+        for byte in text.bytes().chain([0]) {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+    };
+    feed(&section.kind);
+    for (name, value) in &section.options {
+        feed(name);
+        match value {
+            RawValue::Single(text) => feed(text),
+            RawValue::List(items) => items.iter().for_each(|item| feed(item)),
+        }
+    }
+    (hash ^ (hash >> 16)) & 0xffff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(text: &str) -> RawValue {
+        RawValue::Single(text.to_string())
+    }
+
+    fn list(items: &[&str]) -> RawValue {
+        RawValue::List(items.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// The options of the only section in `text`.
+    fn options_of(text: &str) -> Vec<(String, RawValue)> {
+        let config = parse(text).unwrap();
+        assert_eq!(config.sections.len(), 1, "{config:?}");
+        config.sections.into_iter().next().unwrap().options
+    }
+
+    /// The single value of option `v` in `config t 's'` followed by `body`.
+    fn value_of(body: &str) -> RawValue {
+        let options = options_of(&format!("config t 's'\n{body}\n"));
+        assert_eq!(options.len(), 1, "{options:?}");
+        assert_eq!(options[0].0, "v");
+        options[0].1.clone()
+    }
+
+    fn error_of(text: &str) -> String {
+        let error = parse(text).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        error.to_string()
+    }
+
+    #[test]
+    fn sections_keep_file_order_and_are_numbered_per_type() {
+        let config = parse(
+            "config interface 'wana'\n\
+             config member 'm1'\n\
+             config interface 'wanb'\n\
+             config rule\n\
+             config rule\n",
+        )
+        .unwrap();
+        let summary: Vec<_> = config
+            .sections
+            .iter()
+            .map(|s| (s.kind.as_str(), s.anonymous, s.type_index))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("interface", false, 0),
+                ("member", false, 0),
+                ("interface", false, 1),
+                ("rule", true, 0),
+                ("rule", true, 1),
+            ]
+        );
+        assert_eq!(config.sections[2].name, "wanb");
+        assert_eq!(config.sections[4].label(), "@rule[1]");
+    }
+
+    #[test]
+    fn anonymous_sections_get_stable_uci_style_names() {
+        let text = "config rule\n\toption proto 'tcp'\nconfig rule\n\toption proto 'udp'\n";
+        let first = parse(text).unwrap();
+        let names: Vec<_> = first.sections.iter().map(|s| s.name.clone()).collect();
+        for (position, name) in names.iter().enumerate() {
+            assert_eq!(name.len(), 9, "{name}");
+            assert!(name.starts_with(&format!("cfg{position:02x}")), "{name}");
+            assert!(name[3..].bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
+        }
+        assert_ne!(
+            names[0][5..],
+            names[1][5..],
+            "different content, different hash"
+        );
+        assert_eq!(parse(text).unwrap(), first, "names are deterministic");
+        let renamed = parse("config rule\n\toption proto 'icmp'\n").unwrap();
+        assert_ne!(renamed.sections[0].name, names[0]);
+    }
+
+    #[test]
+    fn generated_name_never_takes_an_existing_name() {
+        // The name an empty `rule` gets at position 1, taken by a named section first.
+        let alone = parse("config member 'm'\nconfig rule\n").unwrap();
+        let taken = alone.sections[1].name.clone();
+        let config = parse(&format!("config rule '{taken}'\nconfig rule\n")).unwrap();
+        assert_eq!(config.sections.len(), 2);
+        assert_eq!(config.sections[0].name, taken);
+        assert!(config.sections[1].anonymous);
+        assert!(config.sections[1].name.starts_with("cfg01"));
+        assert_ne!(config.sections[1].name, taken);
+    }
+
+    #[test]
+    fn option_overwrites_and_list_appends() {
+        assert_eq!(value_of("option v 'a'\noption v 'b'"), single("b"));
+        assert_eq!(value_of("list v 'a'\nlist v 'b'"), list(&["a", "b"]));
+        assert_eq!(
+            value_of("option v 'a'\nlist v 'b'\nlist v 'c'"),
+            list(&["a", "b", "c"])
+        );
+        assert_eq!(value_of("list v 'a'\noption v 'b'"), single("b"));
+    }
+
+    #[test]
+    fn empty_option_creates_nothing_but_empty_list_item_is_kept() {
+        assert_eq!(options_of("config t 's'\n\toption v ''\n\toption w\n"), []);
+        assert_eq!(
+            options_of("config t 's'\n\toption v 'a'\n\toption v ''\n"),
+            [],
+            "an empty set unsets, as in uci"
+        );
+        assert_eq!(value_of("list v ''"), list(&[""]));
+        assert_eq!(
+            value_of("list v 'a'\nlist v ''\nlist v 'b'"),
+            list(&["a", "", "b"])
+        );
+    }
+
+    #[test]
+    fn reusing_a_section_name_merges_into_it() {
+        let config = parse(
+            "config interface 'wan'\n\toption weight '1'\n\tlist track_ip '1.1.1.1'\n\
+             config member 'm'\n\
+             config interface 'wan'\n\toption weight '2'\n\tlist track_ip '8.8.8.8'\n",
+        )
+        .unwrap();
+        assert_eq!(config.sections.len(), 2);
+        assert_eq!(
+            config.sections[0].options,
+            [
+                ("weight".to_string(), single("2")),
+                ("track_ip".to_string(), list(&["1.1.1.1", "8.8.8.8"])),
+            ]
+        );
+        assert_eq!(config.sections[1].options, []);
+    }
+
+    #[test]
+    fn one_letter_commands_and_package_lines() {
+        let short =
+            parse("p connmark-lb\nc interface wan\no weight 2\nl track_ip 1.1.1.1\n").unwrap();
+        let long = parse(
+            "package 'connmark-lb'\nconfig interface 'wan'\noption weight '2'\nlist track_ip '1.1.1.1'\n",
+        )
+        .unwrap();
+        assert_eq!(short, long);
+        assert_eq!(
+            short.sections[0].options,
+            [
+                ("weight".to_string(), single("2")),
+                ("track_ip".to_string(), list(&["1.1.1.1"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_end_commands_even_mid_token() {
+        let options = options_of(
+            "# header\n\
+             config t 's' # trailing\n\
+             \t# indented\n\
+             \toption a x#y z\n\
+             \toption b 'x#y'\n\
+             \toption c \"x#y\"\n\
+             \toption d x\\#y\n\
+             \toption e 'q'#comment\n",
+        );
+        assert_eq!(
+            options,
+            [
+                ("a".to_string(), single("x")),
+                ("b".to_string(), single("x#y")),
+                ("c".to_string(), single("x#y")),
+                ("d".to_string(), single("x#y")),
+                ("e".to_string(), single("q")),
+            ]
+        );
+    }
+
+    #[test]
+    fn semicolons_separate_commands() {
+        let config = parse("config t 'a'; option x 1;option y '2;3' ; config t b;o z 4\n").unwrap();
+        assert_eq!(config.sections.len(), 2);
+        assert_eq!(
+            config.sections[0].options,
+            [
+                ("x".to_string(), single("1")),
+                ("y".to_string(), single("2;3")),
+            ]
+        );
+        assert_eq!(config.sections[1].options, [("z".to_string(), single("4"))]);
+    }
+
+    #[test]
+    fn single_quotes_are_literal_and_may_span_lines() {
+        assert_eq!(
+            value_of(r#"option v 'a\b "c" ;d'"#),
+            single(r#"a\b "c" ;d"#)
+        );
+        assert_eq!(value_of("option v 'one\ntwo'"), single("one\ntwo"));
+    }
+
+    #[test]
+    fn double_quotes_take_backslashed_characters_literally() {
+        assert_eq!(
+            value_of(r#"option v "a\"b\\c\nd 'e'""#),
+            single(r#"a"b\cnd 'e'"#)
+        );
+        assert_eq!(value_of("option v \"one\ntwo\""), single("one\ntwo"));
+        assert_eq!(value_of("option v \"one\\\ntwo\""), single("onetwo"));
+    }
+
+    #[test]
+    fn unquoted_backslashes_escape_and_continue_lines() {
+        assert_eq!(value_of(r"option v a\ b\'c\\d"), single(r"a b'c\d"));
+        assert_eq!(value_of("option v one\\\ntwo"), single("onetwo"));
+        assert_eq!(value_of("option v \\\n  continued"), single("continued"));
+        assert_eq!(value_of("option v one\\\r\ntwo\r"), single("onetwo"));
+    }
+
+    #[test]
+    fn adjacent_pieces_concatenate() {
+        assert_eq!(value_of(r"option v 'it'\''s'"), single("it's"));
+        assert_eq!(value_of(r#"option v a"b c"'d e'f"#), single("ab cd ef"));
+        assert_eq!(value_of("list v ''''"), list(&[""]));
+    }
+
+    #[test]
+    fn crlf_line_ends_are_plain_whitespace() {
+        let options = options_of("config t 's'\r\n\toption a '1'\r\n\tlist b x\r\n");
+        assert_eq!(
+            options,
+            [
+                ("a".to_string(), single("1")),
+                ("b".to_string(), list(&["x"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn export_quoting_parses_back_to_the_original() {
+        let values = [
+            "it's",
+            "'",
+            "''",
+            "",
+            "a b\tc",
+            "#not a comment",
+            "semi;colon",
+            r"back\slash\",
+            "double \" quote",
+            "multi\nline\n",
+            "trailing space ",
+            "ünïcödé",
+        ];
+        let export = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
+        let double = |v: &str| format!("\"{}\"", v.replace('\\', r"\\").replace('"', "\\\""));
+        let bare = |v: &str| -> String {
+            if v.is_empty() {
+                return "''".to_string();
+            }
+            v.chars()
+                .map(|c| match c {
+                    '\n' => "'\n'".to_string(),
+                    c if c.is_alphanumeric() => c.to_string(),
+                    c => format!("\\{c}"),
+                })
+                .collect()
+        };
+        for render in [&export as &dyn Fn(&str) -> String, &double, &bare] {
+            let body: String = values
+                .iter()
+                .map(|v| format!("\tlist v {}\n", render(v)))
+                .collect();
+            assert_eq!(value_of(&body), list(&values), "{body}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_line_and_what_was_found() {
+        let cases = [
+            (
+                "# globals\n\n  option weight '3'\n",
+                "line 3: option 'weight' before the first config section",
+            ),
+            (
+                "list lan br-lan\n",
+                "line 1: list 'lan' before the first config section",
+            ),
+            (
+                "config t 's'\n\toption a 1\n\n\n\n\n\toption b 'x\n\n",
+                "line 7: unterminated single quote",
+            ),
+            (
+                "config t 's'\noption b \"x\\\"\n",
+                "line 2: unterminated double quote",
+            ),
+            (
+                "config t 's'\noption v 'two\nlines'\noption w 1 2\n",
+                "line 4: too many arguments: option takes at most 2, found extra '2'",
+            ),
+            (
+                "config interface wan extra\n",
+                "line 1: too many arguments: config takes at most 2, found extra 'extra'",
+            ),
+            (
+                "config t 's'\n  interface 'wan'\n",
+                "line 2: expected config, option, list or package, found 'interface'",
+            ),
+            (
+                "config t 's'\nopt x 1\n",
+                "line 2: expected config, option, list or package, found 'opt'",
+            ),
+            (
+                "config interface 'wan-b'\n",
+                "line 1: section name 'wan-b' may only contain letters, digits and '_'",
+            ),
+            (
+                "config 'my type' 'x'\n",
+                "line 1: section type 'my type' may only contain printable ASCII without spaces",
+            ),
+            (
+                "config\n",
+                "line 1: config: expected a section type, found nothing",
+            ),
+            (
+                "config ''\n",
+                "line 1: config: expected a section type, found nothing",
+            ),
+            (
+                "config t 's'\noption track-ip 1\n",
+                "line 2: option name 'track-ip' may only contain letters, digits and '_'",
+            ),
+            (
+                "config t 's'\nlist\n",
+                "line 2: list: expected an option name, found nothing",
+            ),
+            (
+                "config t 's'\noption 'a\tb' 1\n",
+                "line 2: option name 'a\\tb' may only contain letters, digits and '_'",
+            ),
+            (
+                "config interface 'wan'\nconfig member 'm'\nconfig member 'wan'\n",
+                "line 3: section 'wan' was declared with type 'interface', found type 'member'",
+            ),
+            (
+                "package\n",
+                "line 1: package: expected a package name, found nothing",
+            ),
+            (
+                "package 'a b'\n",
+                "line 1: package name 'a b' may only contain letters, digits, '_' and '-'",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(error_of(text), expected, "{text:?}");
+        }
+    }
+
+    /// A hand-written file and the `ubus call uci get` reply for the same package.
+    const FULL_TEXT: &str = r#"
+package connmark-lb
+
+# Two WAN links, 3:1
+config globals 'globals'
+	option enabled '1'
+	option backend 'nftables'
+	option mark_mask '0x3F00'
+	option table_base 200
+	list lan 'br-lan'
+	list lan "br-guest"   # guests are balanced too
+	option balance 'round-robin'
+
+config interface 'wana'
+	option device 'eth1'
+	option gateway '10.0.1.1'
+	option source '10.0.1.2'
+	option weight '3'
+	list track_ip '1.1.1.1'
+	list track_ip '8.8.8.8'
+	option reliability '1'
+	option interval '5'
+
+config interface 'wanb'
+	option device 'pppoe-wan'
+	option weight '1'
+	list track_ip '9.9.9.9'; list track_ip '208.67.222.222'
+	option initial_state 'online'
+
+config member 'wana_m1'
+	option interface 'wana'
+	option metric '1'
+	option weight '3'
+
+c member wanb_m1
+	o interface wanb
+	o metric 1
+	o weight 1
+
+config policy 'balanced'
+	list use_member 'wana_m1'
+	list use_member 'wanb_m1'
+	option last_resort 'unreachable'
+
+config rule
+	option proto 'tcp'
+	option dest_port '443'
+	option src_ip '192.168.1.0/24'
+	option use_policy 'balanced'
+"#;
+
+    const FULL_JSON: &str = r#"{"values": {
+        "globals": {".anonymous": false, ".type": "globals", ".name": "globals", ".index": 0,
+            "enabled": "1", "backend": "nftables", "mark_mask": "0x3F00", "table_base": "200",
+            "lan": ["br-lan", "br-guest"], "balance": "round-robin"},
+        "wana": {".anonymous": false, ".type": "interface", ".name": "wana", ".index": 1,
+            "device": "eth1", "gateway": "10.0.1.1", "source": "10.0.1.2", "weight": "3",
+            "track_ip": ["1.1.1.1", "8.8.8.8"], "reliability": "1", "interval": "5"},
+        "wanb": {".anonymous": false, ".type": "interface", ".name": "wanb", ".index": 2,
+            "device": "pppoe-wan", "weight": "1", "track_ip": ["9.9.9.9", "208.67.222.222"],
+            "initial_state": "online"},
+        "wana_m1": {".anonymous": false, ".type": "member", ".name": "wana_m1", ".index": 3,
+            "interface": "wana", "metric": "1", "weight": "3"},
+        "wanb_m1": {".anonymous": false, ".type": "member", ".name": "wanb_m1", ".index": 4,
+            "interface": "wanb", "metric": "1", "weight": "1"},
+        "balanced": {".anonymous": false, ".type": "policy", ".name": "balanced", ".index": 5,
+            "use_member": ["wana_m1", "wanb_m1"], "last_resort": "unreachable"},
+        "cfg06e4f1": {".anonymous": true, ".type": "rule", ".name": "cfg06e4f1", ".index": 6,
+            "proto": "tcp", "dest_port": "443", "src_ip": "192.168.1.0/24",
+            "use_policy": "balanced"}
+    }}"#;
+
+    #[test]
+    fn full_config_matches_the_uci_get_reply() {
+        let text = parse(FULL_TEXT).unwrap();
+        let json = RawConfig::from_json_text(FULL_JSON).unwrap();
+        assert_eq!(text.sections.len(), json.sections.len());
+        for (ours, theirs) in text.sections.iter().zip(&json.sections) {
+            assert_eq!(ours.kind, theirs.kind);
+            assert_eq!(ours.anonymous, theirs.anonymous);
+            assert_eq!(ours.type_index, theirs.type_index);
+            if !ours.anonymous {
+                assert_eq!(ours.name, theirs.name);
+            }
+            // JSON objects carry no option order; compare as sets of (name, value).
+            let sorted = |section: &RawSection| {
+                let mut options = section.options.clone();
+                options.sort_by(|a, b| a.0.cmp(&b.0));
+                options
+            };
+            assert_eq!(sorted(ours), sorted(theirs), "section {}", ours.label());
+        }
+        let rule = &text.sections[6];
+        assert_eq!(rule.label(), "@rule[0]");
+        assert!(rule.name.starts_with("cfg06"), "{}", rule.name);
+        assert_eq!(rule.get("use_policy"), Some(&single("balanced")));
+    }
+}

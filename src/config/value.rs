@@ -1,0 +1,214 @@
+//! Typed readers for single UCI option values.
+//!
+//! Each reader knows the section label and option name, so every error it returns already
+//! says where the bad value is and what was expected.
+
+use crate::config::raw::{RawSection, RawValue};
+use crate::error::{Error, Result};
+use std::net::Ipv4Addr;
+
+/// One section being read: remembers which options were consumed so the rest can be warned
+/// about as unknown.
+pub struct SectionReader<'a> {
+    pub section: &'a RawSection,
+    pub label: String,
+    used: Vec<&'static str>,
+}
+
+impl<'a> SectionReader<'a> {
+    /// Starts reading `section`.
+    pub fn new(section: &'a RawSection) -> Self {
+        SectionReader {
+            section,
+            label: section.label(),
+            used: Vec::new(),
+        }
+    }
+
+    /// An error about `option` of this section.
+    pub fn error(&self, option: &str, message: impl Into<String>) -> Error {
+        Error::config(&self.label, Some(option), message)
+    }
+
+    /// The option's single value; a list where one value is expected is an error.
+    pub fn single(&mut self, option: &'static str) -> Result<Option<&'a str>> {
+        self.used.push(option);
+        match self.section.get(option) {
+            None => Ok(None),
+            Some(RawValue::Single(s)) => Ok(Some(s.as_str())),
+            Some(RawValue::List(_)) => {
+                Err(self.error(option, "expected a single value, got a list"))
+            }
+        }
+    }
+
+    /// The option's values; a single value counts as a one-item list (UCI allows both).
+    pub fn list(&mut self, option: &'static str) -> Vec<&'a str> {
+        self.used.push(option);
+        match self.section.get(option) {
+            None => Vec::new(),
+            Some(RawValue::Single(s)) => s.split_whitespace().collect(),
+            Some(RawValue::List(items)) => items.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// A UCI boolean (1/0, yes/no, on/off, true/false, enabled/disabled).
+    pub fn bool(&mut self, option: &'static str, default: bool) -> Result<bool> {
+        match self.single(option)? {
+            None => Ok(default),
+            Some(v) => match v {
+                "1" | "yes" | "on" | "true" | "enabled" => Ok(true),
+                "0" | "no" | "off" | "false" | "disabled" => Ok(false),
+                _ => Err(self.error(
+                    option,
+                    format!("expected a boolean (1/0, yes/no, on/off), got \"{v}\""),
+                )),
+            },
+        }
+    }
+
+    /// An unsigned integer within `min..=max` (decimal, or hex with 0x).
+    pub fn int(&mut self, option: &'static str, default: u32, min: u32, max: u32) -> Result<u32> {
+        match self.single(option)? {
+            None => Ok(default),
+            Some(v) => match parse_u32(v) {
+                Some(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(self.error(
+                    option,
+                    format!("expected an integer {min}..{max}, got \"{v}\""),
+                )),
+            },
+        }
+    }
+
+    /// An IPv4 address.
+    pub fn ipv4(&mut self, option: &'static str) -> Result<Option<Ipv4Addr>> {
+        match self.single(option)? {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| self.error(option, format!("expected an IPv4 address, got \"{v}\""))),
+        }
+    }
+
+    /// A kernel network device name, checked so it is valid for the kernel and safe to quote.
+    pub fn device(&mut self, option: &'static str) -> Result<Option<String>> {
+        match self.single(option)? {
+            None => Ok(None),
+            Some(v) => check_device(v)
+                .map(|()| Some(v.to_string()))
+                .map_err(|why| self.error(option, format!("{why}, got \"{v}\""))),
+        }
+    }
+
+    /// One of a fixed set of words.
+    pub fn choice<T: Copy>(
+        &mut self,
+        option: &'static str,
+        default: T,
+        words: &[(&str, T)],
+    ) -> Result<T> {
+        match self.single(option)? {
+            None => Ok(default),
+            Some(v) => words
+                .iter()
+                .find(|(word, _)| *word == v)
+                .map(|(_, value)| *value)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+                    self.error(
+                        option,
+                        format!("expected one of {}, got \"{v}\"", names.join("|")),
+                    )
+                }),
+        }
+    }
+
+    /// Warnings for options nobody asked for: probably typos, never fatal.
+    pub fn unknown_options(&self) -> Vec<String> {
+        self.section
+            .options
+            .iter()
+            .filter(|(name, _)| !self.used.contains(&name.as_str()))
+            .map(|(name, _)| format!("{} option '{name}': unknown option, ignored", self.label))
+            .collect()
+    }
+}
+
+/// Decimal or 0x-prefixed hexadecimal.
+pub fn parse_u32(text: &str) -> Option<u32> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// Linux accepts up to 15 bytes and no '/', ':' or whitespace; we also refuse quotes and other
+/// punctuation so a name can never break the rule text it is written into.
+pub fn check_device(name: &str) -> std::result::Result<(), &'static str> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'));
+    if name.is_empty() || name.len() > 15 || name == "." || name == ".." || !valid_chars {
+        Err("expected a device name of 1..15 characters [A-Za-z0-9_.@-]")
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(options: &[(&str, &str)]) -> RawSection {
+        RawSection {
+            kind: "interface".into(),
+            name: "wanb".into(),
+            anonymous: false,
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), RawValue::Single(v.to_string())))
+                .collect(),
+            type_index: 1,
+        }
+    }
+
+    #[test]
+    fn int_out_of_range_names_place_and_range() {
+        let s = section(&[("weight", "x")]);
+        let mut r = SectionReader::new(&s);
+        assert_eq!(
+            r.int("weight", 1, 1, 1000).unwrap_err().to_string(),
+            "interface 'wanb' option 'weight': expected an integer 1..1000, got \"x\""
+        );
+    }
+
+    #[test]
+    fn hex_and_bool_forms() {
+        let s = section(&[("mark_mask", "0x3F00"), ("enabled", "off")]);
+        let mut r = SectionReader::new(&s);
+        assert_eq!(r.int("mark_mask", 0, 1, u32::MAX).unwrap(), 0x3f00);
+        assert!(!r.bool("enabled", true).unwrap());
+    }
+
+    #[test]
+    fn device_names_are_checked() {
+        assert!(check_device("pppoe-wan").is_ok());
+        assert!(check_device("eth0.2").is_ok());
+        assert!(check_device("a-very-long-devname").is_err());
+        assert!(check_device("eth\"0").is_err());
+        assert!(check_device("").is_err());
+    }
+
+    #[test]
+    fn unknown_options_become_warnings() {
+        let s = section(&[("weight", "2"), ("wieght", "3")]);
+        let mut r = SectionReader::new(&s);
+        r.int("weight", 1, 1, 1000).unwrap();
+        assert_eq!(
+            r.unknown_options(),
+            ["interface 'wanb' option 'wieght': unknown option, ignored"]
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! What the kernel has right now, parsed from tool output (pure parsing, tested on samples).
+//!
+//! Apply compares this with the plan so it adds only what is missing and removes only what is
+//! ours and obsolete: re-apply is a no-op, and foreign rules are never touched.
+
+use crate::error::{Error, Result};
+use crate::plan::{IpRule, Route, RuleAction, Selector};
+use serde_json::Value;
+use std::net::Ipv4Addr;
+
+/// A route found in one of our tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRoute {
+    pub table: u32,
+    /// Destination as `ip` prints it (`default`, `10.0.0.0/8`).
+    pub dst: String,
+    /// The same route in plan form, when it is a plain unicast default route.
+    pub route: Option<Route>,
+}
+
+/// The routing state relevant to us: device names, all IPv4 rules, routes in our tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpState {
+    pub devices: Vec<String>,
+    pub rules: Vec<IpRule>,
+    /// Rules `ip` listed that we cannot represent (foreign kinds); kept only for counting.
+    pub other_rules: usize,
+    pub routes: Vec<LiveRoute>,
+}
+
+/// The commands that produce the text [`IpState::parse`] reads, in one `ip -4 -j -batch -`.
+pub const IP_READ_BATCH: &str = "link show\nrule show\nroute show table all\n";
+
+impl IpState {
+    /// Parses the three JSON arrays printed by [`IP_READ_BATCH`], keeping the routes of numbered
+    /// tables (which of them are ours is decided against a footprint later).
+    pub fn parse(text: &str) -> Result<IpState> {
+        let docs: Vec<Value> = serde_json::Deserializer::from_str(text)
+            .into_iter::<Value>()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Protocol(format!("unexpected output of ip -j: {e}")))?;
+        let [links, rules, routes] = docs.as_slice() else {
+            return Err(Error::Protocol(format!(
+                "expected 3 JSON lists from ip -j -batch, got {}",
+                docs.len()
+            )));
+        };
+        let items = |v: &Value| v.as_array().cloned().unwrap_or_default();
+        let mut state = IpState {
+            devices: items(links)
+                .iter()
+                .filter_map(|l| l.get("ifname")?.as_str().map(str::to_string))
+                .collect(),
+            ..IpState::default()
+        };
+        for r in items(rules) {
+            match parse_rule(&r) {
+                Some(rule) => state.rules.push(rule),
+                None => state.other_rules += 1,
+            }
+        }
+        for r in items(routes) {
+            let Some(table) = r.get("table").and_then(|t| t.as_str()?.parse::<u32>().ok()) else {
+                continue;
+            };
+            let dst = r.get("dst").and_then(Value::as_str).unwrap_or("default");
+            let unicast = r.get("type").is_none_or(|t| t == "unicast");
+            let route = match (dst, r.get("dev").and_then(Value::as_str), unicast) {
+                ("default", Some(dev), true) => Some(Route {
+                    table,
+                    device: dev.to_string(),
+                    gateway: r
+                        .get("gateway")
+                        .and_then(Value::as_str)
+                        .and_then(|g| g.parse::<Ipv4Addr>().ok()),
+                }),
+                _ => None,
+            };
+            state.routes.push(LiveRoute {
+                table,
+                dst: dst.to_string(),
+                route,
+            });
+        }
+        Ok(state)
+    }
+}
+
+/// One rule of `ip -j rule show`, if it has a shape we can own.
+fn parse_rule(r: &Value) -> Option<IpRule> {
+    let priority = r.get("priority")?.as_u64()? as u32;
+    if r.get("src").and_then(Value::as_str) != Some("all")
+        || r.get("dst").is_some()
+        || r.get("iif").is_some()
+        || r.get("oif").is_some()
+        || r.get("not").is_some()
+    {
+        return None;
+    }
+    let hex = |key: &str| -> Option<u32> {
+        let text = r.get(key)?.as_str()?;
+        u32::from_str_radix(text.trim_start_matches("0x"), 16).ok()
+    };
+    let selector = match (hex("fwmark"), hex("fwmask")) {
+        (Some(mark), Some(mask)) => Selector::Fwmark { mark, mask },
+        (Some(mark), None) => Selector::Fwmark {
+            mark,
+            mask: u32::MAX,
+        },
+        (None, _) => Selector::All,
+    };
+    let action = match (
+        r.get("action").and_then(Value::as_str),
+        r.get("table").and_then(Value::as_str),
+        r.get("suppress_prefixlen").and_then(Value::as_u64),
+    ) {
+        (Some("unreachable"), _, _) => RuleAction::Unreachable,
+        (Some("blackhole"), _, _) => RuleAction::Blackhole,
+        (None, Some("main"), Some(0)) => RuleAction::MainWithoutDefault,
+        (None, Some(table), None) => RuleAction::Lookup(table.parse().ok()?),
+        _ => return None,
+    };
+    Some(IpRule {
+        priority,
+        selector,
+        action,
+    })
+}
+
+/// Our iptables objects as `iptables-save` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IptablesState {
+    /// (table, chain) of every chain named with our prefix.
+    pub chains: Vec<(String, String)>,
+    /// (table, built-in chain, our chain) for every jump from a built-in chain into ours,
+    /// repeated as often as it occurs.
+    pub jumps: Vec<(String, String, String)>,
+}
+
+impl IptablesState {
+    /// Parses `iptables-save` output, keeping only what carries our chain prefix.
+    pub fn parse(text: &str) -> IptablesState {
+        let prefix = crate::names::IPT_PREFIX;
+        let mut state = IptablesState::default();
+        let mut table = String::new();
+        for line in text.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.trim().to_string();
+            } else if let Some(decl) = line.strip_prefix(':') {
+                let name = decl.split_whitespace().next().unwrap_or("");
+                if name.starts_with(prefix) {
+                    state.chains.push((table.clone(), name.to_string()));
+                }
+            } else if let Some(rule) = line.strip_prefix("-A ") {
+                let words: Vec<&str> = rule.split_whitespace().collect();
+                if let [chain, "-j", target] = words.as_slice() {
+                    if !chain.starts_with(prefix) && target.starts_with(prefix) {
+                        state
+                            .jumps
+                            .push((table.clone(), chain.to_string(), target.to_string()));
+                    }
+                }
+            }
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_batch_output() {
+        let text = r#"[{"ifindex":1,"ifname":"lo"},{"ifindex":2,"ifname":"wan1"}]
+[{"priority":0,"src":"all","table":"local"},{"priority":4000,"src":"all","table":"main","suppress_prefixlen":0},{"priority":4003,"src":"all","fwmark":"0x100","fwmask":"0x3f00","table":"4001"},{"priority":4004,"src":"all","fwmark":"0x100","fwmask":"0x3f00","action":"unreachable"},{"priority":100,"src":"10.0.0.0","srclen":8,"table":"main"},{"priority":32766,"src":"all","table":"main"}]
+[{"dst":"default","gateway":"10.0.1.1","dev":"wan1","table":"4001","flags":[]},{"type":"unreachable","dst":"default","table":"4002","flags":[]},{"dst":"default","gateway":"10.0.1.1","dev":"wan1","flags":[]}]
+"#;
+        let s = IpState::parse(text).unwrap();
+        assert_eq!(s.devices, ["lo", "wan1"]);
+        assert_eq!(
+            s.other_rules, 3,
+            "lookups of named tables and from-prefix rules"
+        );
+        assert_eq!(
+            s.rules[1],
+            IpRule {
+                priority: 4003,
+                selector: Selector::Fwmark {
+                    mark: 0x100,
+                    mask: 0x3f00
+                },
+                action: RuleAction::Lookup(4001)
+            }
+        );
+        assert_eq!(s.rules[0].action, RuleAction::MainWithoutDefault);
+        assert_eq!(
+            s.routes.len(),
+            2,
+            "routes of named tables (main) are skipped"
+        );
+        assert_eq!(
+            s.routes[0].route,
+            Some(Route {
+                table: 4001,
+                device: "wan1".into(),
+                gateway: Some(Ipv4Addr::new(10, 0, 1, 1))
+            })
+        );
+        assert_eq!(s.routes[1].route, None);
+    }
+
+    #[test]
+    fn parses_iptables_save() {
+        let text = "*mangle\n:PREROUTING ACCEPT [0:0]\n:CMLB_PREROUTING - [0:0]\n-A PREROUTING -j CMLB_PREROUTING\n-A PREROUTING -j CMLB_PREROUTING\n-A CMLB_PREROUTING -j CMLB_RULES\n-A PREROUTING -i eth0 -j OTHER\nCOMMIT\n*nat\n:CMLB_POSTROUTING - [0:0]\n-A POSTROUTING -j CMLB_POSTROUTING\nCOMMIT\n";
+        let s = IptablesState::parse(text);
+        assert_eq!(
+            s.chains,
+            [
+                ("mangle".to_string(), "CMLB_PREROUTING".to_string()),
+                ("nat".to_string(), "CMLB_POSTROUTING".to_string())
+            ]
+        );
+        assert_eq!(s.jumps.len(), 3);
+    }
+}

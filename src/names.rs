@@ -1,0 +1,12 @@
+//! Names of everything we create in the kernel and on disk, written once.
+
+/// Our nftables table (family inet), replaced whole on every apply.
+pub const NFT_TABLE: &str = "inet connmark_lb";
+/// Prefix of every iptables chain we own.
+pub const IPT_PREFIX: &str = "CMLB_";
+/// Where apply and the daemon keep their state unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/run/connmark-lb";
+/// What apply installed (backend and footprint), so stop and failover know what is ours.
+pub const APPLIED_FILE: &str = "applied.json";
+/// The daemon's per-link status for `status`, LuCI and scripts.
+pub const STATUS_FILE: &str = "status.json";

@@ -1,0 +1,383 @@
+//! The plan: pure data saying which marks, tables, ip rules and choices the system should have.
+//!
+//! It is computed from the validated config plus what is known about each link right now
+//! (its device, whether it is alive). Renderers turn it into tool input; nothing here touches
+//! the system, so it is tested with plain values.
+
+use crate::config::{Balance, Config, Interface, LastResort, Rule};
+use std::net::Ipv4Addr;
+
+/// What is known at apply time about one configured interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    /// The kernel device, when known (a netifd interface that is down has none).
+    pub device: Option<String>,
+    pub gateway: Option<Ipv4Addr>,
+    pub source: Option<Ipv4Addr>,
+    /// Alive: device present and health tracking (if any) says up.
+    pub up: bool,
+}
+
+impl LinkState {
+    /// The state implied by fixed config values alone: up when enabled and a device is given.
+    pub fn from_config(iface: &Interface) -> LinkState {
+        LinkState {
+            device: iface.device.clone(),
+            gateway: iface.gateway,
+            source: iface.source,
+            up: iface.enabled && iface.device.is_some(),
+        }
+    }
+}
+
+/// One enabled WAN link with the numbers that identify it in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub device: Option<String>,
+    pub gateway: Option<Ipv4Addr>,
+    pub source: Option<Ipv4Addr>,
+    /// Mark value inside the mask (packet mark and conntrack mark).
+    pub mark: u32,
+    pub table: u32,
+    pub up: bool,
+}
+
+/// One link's share of a policy's new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// Index into [`Plan::links`].
+    pub link: usize,
+    pub weight: u32,
+}
+
+/// What a policy does with a new connection right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// Spread over the live links of the lowest live metric tier.
+    Spread(Vec<Share>),
+    /// No member is alive.
+    Fallback(LastResort),
+}
+
+/// A policy after liveness has been applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyPlan {
+    pub name: String,
+    pub choice: Choice,
+}
+
+/// Which ip rule selector: everything, or our mark under our mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector {
+    All,
+    Fwmark { mark: u32, mask: u32 },
+}
+
+/// What an ip rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    Lookup(u32),
+    /// `lookup main suppress_prefixlength 0`: LAN and connected routes win over link tables.
+    MainWithoutDefault,
+    Unreachable,
+    Blackhole,
+}
+
+/// One policy-routing rule we own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRule {
+    pub priority: u32,
+    pub selector: Selector,
+    pub action: RuleAction,
+}
+
+/// The default route of one link's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub table: u32,
+    pub device: String,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// The kernel objects we may own: used to find ours among everyone's rules and tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Footprint {
+    pub mask: u32,
+    pub priority_base: u32,
+    pub table_base: u32,
+}
+
+/// Everything the renderers need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub footprint: Footprint,
+    pub links: Vec<Link>,
+    /// Ingress devices whose new connections are balanced; empty = every non-WAN device.
+    pub lan: Vec<String>,
+    pub balance: Balance,
+    pub policies: Vec<PolicyPlan>,
+    /// Classification rules; empty = everything goes to the first policy.
+    pub rules: Vec<Rule>,
+    /// Packet mark sent to an `unreachable` ip rule when a policy has no live link.
+    pub unreachable_mark: u32,
+    /// Likewise for `blackhole`.
+    pub blackhole_mark: u32,
+}
+
+impl Footprint {
+    /// The span of ip rule priorities we own.
+    pub fn priorities(&self) -> std::ops::Range<u32> {
+        self.priority_base..self.priority_base + crate::config::PRIORITY_SPAN
+    }
+
+    /// The span of routing tables we own.
+    pub fn tables(&self) -> std::ops::RangeInclusive<u32> {
+        self.table_base + 1..=self.table_base + crate::config::MAX_LINKS
+    }
+
+    /// Whether an ip rule (as listed by the kernel) is one of ours.
+    pub fn owns_rule(&self, rule: &IpRule) -> bool {
+        self.priorities().contains(&rule.priority)
+            && match rule.selector {
+                Selector::Fwmark { mask, .. } => mask == self.mask,
+                Selector::All => rule.action == RuleAction::MainWithoutDefault,
+            }
+    }
+}
+
+impl Plan {
+    /// Builds the plan from the config and one [`LinkState`] per interface section.
+    pub fn build(config: &Config, states: &[LinkState]) -> Plan {
+        let g = &config.globals;
+        let shift = g.mark_mask.trailing_zeros();
+        let top = g.mark_mask >> shift;
+        let mut links = Vec::new();
+        let mut link_of_interface = vec![None; config.interfaces.len()];
+        for (i, iface) in config.interfaces.iter().enumerate() {
+            if !iface.enabled {
+                continue;
+            }
+            let state = states
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| LinkState::from_config(iface));
+            link_of_interface[i] = Some(links.len());
+            links.push(Link {
+                name: iface.name.clone(),
+                up: state.up && state.device.is_some(),
+                device: state.device,
+                gateway: state.gateway,
+                source: state.source,
+                mark: iface.id << shift,
+                table: g.table_base + iface.id,
+            });
+        }
+        let policies = config
+            .policies
+            .iter()
+            .map(|p| {
+                let live: Vec<(usize, u32, u32)> = p
+                    .members
+                    .iter()
+                    .filter_map(|m| {
+                        let link = link_of_interface[m.interface]?;
+                        links[link].up.then_some((link, m.metric, m.weight))
+                    })
+                    .collect();
+                let choice = match live.iter().map(|(_, metric, _)| *metric).min() {
+                    None => Choice::Fallback(p.last_resort),
+                    Some(tier) => Choice::Spread(reduce(
+                        live.iter()
+                            .filter(|(_, metric, _)| *metric == tier)
+                            .map(|&(link, _, weight)| Share { link, weight })
+                            .collect(),
+                    )),
+                };
+                PolicyPlan {
+                    name: p.name.clone(),
+                    choice,
+                }
+            })
+            .collect();
+        Plan {
+            footprint: Footprint {
+                mask: g.mark_mask,
+                priority_base: g.priority_base,
+                table_base: g.table_base,
+            },
+            links,
+            lan: g.lan.clone(),
+            balance: g.balance,
+            policies,
+            rules: config.rules.clone(),
+            unreachable_mark: top << shift,
+            blackhole_mark: (top - 1) << shift,
+        }
+    }
+
+    /// The ip rules we want: main-without-default first, then the two last-resort marks, then
+    /// per link a lookup followed by an `unreachable` that catches its marked packets when its
+    /// table is empty (device gone), so they never leak out another link.
+    pub fn ip_rules(&self) -> Vec<IpRule> {
+        let f = &self.footprint;
+        let base = f.priority_base;
+        let fwmark = |mark| Selector::Fwmark { mark, mask: f.mask };
+        let mut rules = vec![
+            IpRule {
+                priority: base,
+                selector: Selector::All,
+                action: RuleAction::MainWithoutDefault,
+            },
+            IpRule {
+                priority: base + 1,
+                selector: fwmark(self.unreachable_mark),
+                action: RuleAction::Unreachable,
+            },
+            IpRule {
+                priority: base + 2,
+                selector: fwmark(self.blackhole_mark),
+                action: RuleAction::Blackhole,
+            },
+        ];
+        for link in &self.links {
+            let id = link.table - f.table_base;
+            rules.push(IpRule {
+                priority: base + 1 + 2 * id,
+                selector: fwmark(link.mark),
+                action: RuleAction::Lookup(link.table),
+            });
+            rules.push(IpRule {
+                priority: base + 2 + 2 * id,
+                selector: fwmark(link.mark),
+                action: RuleAction::Unreachable,
+            });
+        }
+        rules
+    }
+
+    /// One default route per link whose device is known (a down link with a present device
+    /// keeps its route: it only leaves the choice, its pinned connections still need it).
+    pub fn routes(&self) -> Vec<Route> {
+        self.links
+            .iter()
+            .filter_map(|link| {
+                Some(Route {
+                    table: link.table,
+                    device: link.device.clone()?,
+                    gateway: link.gateway,
+                })
+            })
+            .collect()
+    }
+
+    /// WAN devices we know, for inbound marking and for the default LAN set.
+    pub fn wan_devices(&self) -> impl Iterator<Item = (&Link, &str)> {
+        self.links
+            .iter()
+            .filter_map(|l| l.device.as_deref().map(|d| (l, d)))
+    }
+}
+
+/// Divides weights by their greatest common divisor so rotation tables stay short.
+fn reduce(mut shares: Vec<Share>) -> Vec<Share> {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let g = shares.iter().fold(0, |acc, s| gcd(acc, s.weight)).max(1);
+    for s in &mut shares {
+        s.weight /= g;
+    }
+    shares
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::raw::RawConfig;
+
+    pub(crate) fn config(json: &str) -> Config {
+        Config::from_raw(&RawConfig::from_json_text(json).unwrap()).unwrap()
+    }
+
+    pub(crate) const TIERS: &str = r#"{"values":{
+        "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1","gateway":"10.0.1.1"},
+        "wanb":{".type":"interface",".name":"wanb",".index":2,"device":"eth2","gateway":"10.0.2.1"},
+        "lte":{".type":"interface",".name":"lte",".index":3,"device":"wwan0"},
+        "m_wan":{".type":"member",".name":"m_wan",".index":4,"interface":"wan","weight":"4"},
+        "m_wanb":{".type":"member",".name":"m_wanb",".index":5,"interface":"wanb","weight":"2"},
+        "m_lte":{".type":"member",".name":"m_lte",".index":6,"interface":"lte","metric":"2"},
+        "main":{".type":"policy",".name":"main",".index":7,"use_member":["m_wan","m_wanb","m_lte"],"last_resort":"blackhole"}
+    }}"#;
+
+    fn states(config: &Config, up: &[bool]) -> Vec<LinkState> {
+        config
+            .interfaces
+            .iter()
+            .zip(up)
+            .map(|(i, &up)| LinkState {
+                up,
+                ..LinkState::from_config(i)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lowest_live_tier_with_reduced_weights() {
+        let c = config(TIERS);
+        let plan = Plan::build(&c, &states(&c, &[true, true, true]));
+        assert_eq!(
+            plan.policies[0].choice,
+            Choice::Spread(vec![
+                Share { link: 0, weight: 2 },
+                Share { link: 1, weight: 1 }
+            ])
+        );
+        assert_eq!(plan.links[2].mark, 0x300);
+        assert_eq!(plan.links[2].table, 4003);
+        assert_eq!(plan.unreachable_mark, 0x3f00);
+        assert_eq!(plan.blackhole_mark, 0x3e00);
+    }
+
+    #[test]
+    fn backup_tier_takes_over_then_last_resort() {
+        let c = config(TIERS);
+        let plan = Plan::build(&c, &states(&c, &[false, false, true]));
+        assert_eq!(
+            plan.policies[0].choice,
+            Choice::Spread(vec![Share { link: 2, weight: 1 }])
+        );
+        let plan = Plan::build(&c, &states(&c, &[false, false, false]));
+        assert_eq!(
+            plan.policies[0].choice,
+            Choice::Fallback(LastResort::Blackhole)
+        );
+    }
+
+    #[test]
+    fn ip_rules_are_ours_and_routes_follow_devices() {
+        let c = config(TIERS);
+        let mut st = states(&c, &[true, true, true]);
+        st[2].device = None;
+        let plan = Plan::build(&c, &st);
+        let rules = plan.ip_rules();
+        assert_eq!(rules.len(), 3 + 2 * 3);
+        assert!(rules.iter().all(|r| plan.footprint.owns_rule(r)));
+        let prios: Vec<u32> = rules.iter().map(|r| r.priority).collect();
+        assert_eq!(
+            prios,
+            [4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4008]
+        );
+        assert_eq!(plan.routes().len(), 2);
+        assert!(!plan.links[2].up, "a link without a device is never up");
+        let foreign = IpRule {
+            priority: 4003,
+            selector: Selector::Fwmark {
+                mark: 0x1,
+                mask: 0xff,
+            },
+            action: RuleAction::Lookup(100),
+        };
+        assert!(!plan.footprint.owns_rule(&foreign));
+    }
+}

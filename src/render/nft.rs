@@ -1,0 +1,206 @@
+//! Plan -> `nft -f` text: our whole table, replaced in one transaction.
+//!
+//! Masked mark copies use per-link setter chains reached through a verdict map, because nft
+//! before kernel 6.13 cannot combine two registers (`meta mark & ~m | ct mark & m`).
+
+use super::{hex, policy_slots};
+use crate::config::{Balance, LastResort, Rule, RuleTarget};
+use crate::names::NFT_TABLE;
+use crate::plan::{Choice, Link, Plan, PolicyPlan};
+use std::fmt::Write;
+
+/// The complete ruleset: create-if-missing, delete, recreate, all in one atomic `nft -f`.
+pub fn ruleset(plan: &Plan) -> String {
+    let mask = plan.footprint.mask;
+    let keep = !mask;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "table {NFT_TABLE}\ndelete table {NFT_TABLE}\ntable {NFT_TABLE} {{"
+    );
+    let set_packet = |mark: u32| format!("meta mark set meta mark & {} | {}", hex(keep), hex(mark));
+    for link in &plan.links {
+        let set_ct = format!("ct mark set ct mark & {} | {}", hex(keep), hex(link.mark));
+        let packet = set_packet(link.mark);
+        chain(
+            &mut out,
+            &format!("mark_{}", link.name),
+            &[&packet, &set_ct],
+        );
+        chain(&mut out, &format!("restore_{}", link.name), &[&packet]);
+    }
+    chain(
+        &mut out,
+        "last_unreachable",
+        &[&set_packet(plan.unreachable_mark)],
+    );
+    chain(
+        &mut out,
+        "last_blackhole",
+        &[&set_packet(plan.blackhole_mark)],
+    );
+    for policy in &plan.policies {
+        let rule = policy_rule(plan, policy);
+        chain(&mut out, &format!("policy_{}", policy.name), &[&rule]);
+    }
+    out.push_str("\tchain rules {\n");
+    for rule in &plan.rules {
+        let _ = writeln!(out, "\t\t{}", classify(plan, rule));
+    }
+    if plan.rules.is_empty() {
+        if let Some(first) = plan.policies.first() {
+            let _ = writeln!(out, "\t\tgoto policy_{}", first.name);
+        }
+    }
+    out.push_str("\t}\n");
+
+    let restore = restore_map(plan);
+    let _ = writeln!(
+        out,
+        "\tchain prerouting {{\n\t\ttype filter hook prerouting priority mangle - 1; policy accept;\n\t\tmeta nfproto != ipv4 return"
+    );
+    let _ = writeln!(out, "\t\t{restore}");
+    let _ = writeln!(out, "\t\tct mark & {} != 0 return", hex(mask));
+    out.push_str("\t\tct state != new return\n");
+    let inbound: Vec<String> = plan
+        .wan_devices()
+        .map(|(link, dev)| format!("\"{dev}\" : goto mark_{}", link.name))
+        .collect();
+    if !inbound.is_empty() {
+        let _ = writeln!(out, "\t\tiifname vmap {{ {} }}", inbound.join(", "));
+    }
+    out.push_str("\t\tfib daddr type { local, broadcast, multicast } return\n");
+    if plan.lan.is_empty() {
+        out.push_str("\t\tiifname != \"lo\" goto rules\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "\t\tiifname {} goto rules",
+            set(plan.lan.iter().map(|d| format!("\"{d}\"")))
+        );
+    }
+    out.push_str("\t}\n");
+    let _ = writeln!(
+        out,
+        "\tchain output {{\n\t\ttype route hook output priority mangle - 1; policy accept;\n\t\tmeta nfproto != ipv4 return\n\t\t{restore}\n\t}}"
+    );
+    let _ = writeln!(
+        out,
+        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat - 1; policy accept;\n\t\tmeta nfproto != ipv4 return"
+    );
+    for (link, dev) in plan.wan_devices() {
+        match link.source {
+            Some(addr) => {
+                let _ = writeln!(out, "\t\toifname \"{dev}\" snat ip to {addr}");
+            }
+            None => {
+                let _ = writeln!(out, "\t\toifname \"{dev}\" masquerade");
+            }
+        }
+    }
+    out.push_str("\t}\n}\n");
+    out
+}
+
+/// Only the policy chains: what a link state change needs, as one small transaction.
+pub fn policy_update(plan: &Plan) -> String {
+    let mut out = String::new();
+    for policy in &plan.policies {
+        let _ = writeln!(
+            out,
+            "flush chain {NFT_TABLE} policy_{0}\nadd rule {NFT_TABLE} policy_{0} {1}",
+            policy.name,
+            policy_rule(plan, policy)
+        );
+    }
+    out
+}
+
+/// The single rule of a policy chain: a numgen verdict map over the live links' slots.
+fn policy_rule(plan: &Plan, policy: &PolicyPlan) -> String {
+    match &policy.choice {
+        Choice::Spread(shares) if shares.len() == 1 => {
+            format!("goto mark_{}", plan.links[shares[0].link].name)
+        }
+        Choice::Spread(shares) => {
+            let total: u32 = shares.iter().map(|s| s.weight).sum();
+            let kind = match plan.balance {
+                Balance::RoundRobin => "inc",
+                Balance::Random => "random",
+            };
+            let slots: Vec<String> = policy_slots(shares)
+                .map(|(from, to, share)| {
+                    let key = if from == to {
+                        from.to_string()
+                    } else {
+                        format!("{from}-{to}")
+                    };
+                    format!("{key} : goto mark_{}", plan.links[share.link].name)
+                })
+                .collect();
+            format!("numgen {kind} mod {total} vmap {{ {} }}", slots.join(", "))
+        }
+        Choice::Fallback(resort) => last_resort(*resort).to_string(),
+    }
+}
+
+fn last_resort(resort: LastResort) -> &'static str {
+    match resort {
+        LastResort::Unreachable => "goto last_unreachable",
+        LastResort::Blackhole => "goto last_blackhole",
+        LastResort::Default => "accept",
+    }
+}
+
+/// `ct mark & mask vmap { mark : goto restore_link, ... }` for every link.
+fn restore_map(plan: &Plan) -> String {
+    let entries: Vec<String> = plan
+        .links
+        .iter()
+        .map(|l: &Link| format!("{} : goto restore_{}", hex(l.mark), l.name))
+        .collect();
+    format!(
+        "ct mark & {} vmap {{ {} }}",
+        hex(plan.footprint.mask),
+        entries.join(", ")
+    )
+}
+
+/// One classification rule: matchers then the verdict.
+fn classify(plan: &Plan, rule: &Rule) -> String {
+    let mut m = String::new();
+    if let Some(proto) = rule.proto.keyword() {
+        let _ = write!(m, "meta l4proto {proto} ");
+    }
+    for (key, cidrs) in [("ip saddr", &rule.src_ip), ("ip daddr", &rule.dest_ip)] {
+        if !cidrs.is_empty() {
+            let _ = write!(m, "{key} {} ", set(cidrs.iter().map(ToString::to_string)));
+        }
+    }
+    for (key, ports) in [("th sport", &rule.src_port), ("th dport", &rule.dest_port)] {
+        if !ports.is_empty() {
+            let _ = write!(m, "{key} {} ", set(ports.iter().map(|p| p.render('-'))));
+        }
+    }
+    let verdict = match rule.target {
+        RuleTarget::Policy(i) => format!("goto policy_{}", plan.policies[i].name),
+        RuleTarget::Default => "accept".to_string(),
+        RuleTarget::Unreachable => "goto last_unreachable".to_string(),
+        RuleTarget::Blackhole => "goto last_blackhole".to_string(),
+    };
+    m + &verdict
+}
+
+/// A regular chain with its rules.
+fn chain(out: &mut String, name: &str, rules: &[&str]) {
+    let _ = writeln!(out, "\tchain {name} {{");
+    for rule in rules {
+        let _ = writeln!(out, "\t\t{rule}");
+    }
+    out.push_str("\t}\n");
+}
+
+/// An anonymous nft set `{ a, b }`.
+fn set(items: impl Iterator<Item = String>) -> String {
+    format!("{{ {} }}", items.collect::<Vec<_>>().join(", "))
+}
