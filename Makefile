@@ -39,7 +39,8 @@ cross:
 	$(CARGO) build --release --target $(TARGET)
 	! readelf -lW $(call static_bin,$(TARGET)) | grep -q 'program interpreter'
 	! readelf -dW $(call static_bin,$(TARGET)) | grep -q NEEDED
-	$(RUNNER_$(TARGET)) $(call static_bin,$(TARGET)) $(SELFTEST)
+	$(RUNNER_$(TARGET)) $(call static_bin,$(TARGET)) $(SELFTEST) >target/selftest-$(TARGET).txt
+	grep -q 'table inet connmark_lb {' target/selftest-$(TARGET).txt
 	@ls -l $(call static_bin,$(TARGET))
 
 # An .ipk of the static binary and files/ for a router of architecture ARCH.
@@ -64,7 +65,8 @@ test: deps
 	mkdir -p $(DIST)/aarch64-check
 	tar -xzOf $(DIST)/connmark-lb_$(VERSION)-r1_aarch64_generic.ipk ./data.tar.gz | \
 		tar -xzf - -C $(DIST)/aarch64-check ./usr/sbin/connmark-lb
-	qemu-aarch64-static $(DIST)/aarch64-check/usr/sbin/connmark-lb $(SELFTEST)
+	qemu-aarch64-static $(DIST)/aarch64-check/usr/sbin/connmark-lb $(SELFTEST) | \
+		grep -q 'table inet connmark_lb {'
 
 lint:
 	$(CARGO) fmt --check

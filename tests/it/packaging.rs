@@ -4,6 +4,8 @@
 //! unpacked with tar. Scripts that use fixed router paths (/etc/init.d, /var/run) run in a
 //! private mount namespace where those paths are temporary directories.
 
+use connmark_lb::config::raw::RawValue;
+use connmark_lb::config::{Config, RuleTarget, uci_text};
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
@@ -427,121 +429,49 @@ fn shell_scripts_parse_under_ash_and_dash_and_pass_shellcheck() {
 // ---------------------------------------------------------------------------------------------
 // Default config
 
-/// One `config` block of a UCI text file: type, name, and its option/list values in order.
-struct Section {
-    kind: String,
-    name: String,
-    values: Vec<(String, String)>,
-}
-
-impl Section {
-    fn get(&self, key: &str) -> Vec<&str> {
-        self.values
+#[test]
+fn default_config_is_a_valid_two_wan_setup_shipped_disabled() {
+    let text = fs::read_to_string(repo().join(CONFIG)).unwrap();
+    let raw = uci_text::parse(&text).unwrap();
+    let config = Config::from_raw(&raw).unwrap();
+    assert!(!config.globals.enabled, "the package must ship disabled");
+    let links: Vec<(&str, Option<&str>)> = config
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i.netifd.as_deref()))
+        .collect();
+    assert_eq!(links, [("wan", Some("wan")), ("wanb", Some("wanb"))]);
+    for section in raw.sections.iter().filter(|s| s.kind == "interface") {
+        match section.get("track_ip") {
+            Some(RawValue::List(hosts)) => assert!(hosts.len() >= 2, "{}", section.label()),
+            other => panic!("{} has track_ip {other:?}", section.label()),
+        }
+    }
+    assert_eq!(config.policies.len(), 1);
+    assert_eq!(config.policies[0].members.len(), 2);
+    assert!(
+        config
+            .rules
             .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-/// Splits UCI text into sections. Structural only: every value in our shipped config is a
-/// single-quoted word, and anything else fails the test.
-fn uci_sections(text: &str) -> Vec<Section> {
-    let mut sections: Vec<Section> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let unquote = |s: &str| {
-            s.strip_prefix('\'')
-                .and_then(|s| s.strip_suffix('\''))
-                .unwrap_or_else(|| panic!("line {}: {s:?} is not single-quoted", n + 1))
-                .to_string()
-        };
-        match fields.as_slice() {
-            ["config", kind, name] => sections.push(Section {
-                kind: kind.to_string(),
-                name: unquote(name),
-                values: Vec::new(),
-            }),
-            ["option" | "list", key, value] => sections
-                .last_mut()
-                .unwrap_or_else(|| panic!("line {}: value before any section", n + 1))
-                .values
-                .push((key.to_string(), unquote(value))),
-            _ => panic!("line {}: unexpected {line:?}", n + 1),
-        }
-    }
-    sections
+            .all(|r| r.target == RuleTarget::Policy(0)),
+        "{:?}",
+        config.rules
+    );
 }
 
 #[test]
-fn default_config_is_a_two_wan_setup_shipped_disabled() {
-    let text = fs::read_to_string(repo().join(CONFIG)).unwrap();
-    let sections = uci_sections(&text);
-    let named =
-        |kind: &str| -> Vec<&Section> { sections.iter().filter(|s| s.kind == kind).collect() };
-
-    let globals = named("globals");
-    assert_eq!(globals.len(), 1);
-    assert_eq!(globals[0].name, "globals");
-    assert_eq!(
-        globals[0].get("enabled"),
-        ["0"],
-        "the package must ship disabled"
-    );
-
-    let interfaces = named("interface");
-    let names: Vec<&str> = interfaces.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["wan", "wanb"]);
-    for iface in &interfaces {
-        assert_eq!(iface.get("interface"), [iface.name.as_str()]);
-        assert!(
-            iface.get("track_ip").len() >= 2,
-            "{} tracks too few hosts",
-            iface.name
+fn check_renders_the_default_config_and_the_cross_selftest_config() {
+    let tmp = TempDir::new("check");
+    for config in [CONFIG, "cross/selftest.uci"] {
+        let out = run_ok(
+            Command::new(binary())
+                .args(["check", "--uci"])
+                .arg(repo().join(config))
+                .arg("--state-dir")
+                .arg(tmp.join("state")),
         );
+        assert!(out.contains("table inet connmark_lb {"), "{config}: {out}");
     }
-
-    let members = named("member");
-    assert!(!members.is_empty());
-    for member in &members {
-        let target = member.get("interface");
-        assert!(
-            target.len() == 1 && names.contains(&target[0]),
-            "member {} names interface {target:?}",
-            member.name
-        );
-        for key in ["weight", "metric"] {
-            member.get(key)[0].parse::<u32>().unwrap();
-        }
-    }
-    let policies = named("policy");
-    assert!(!policies.is_empty());
-    for policy in &policies {
-        for used in policy.get("use_member") {
-            assert!(
-                members.iter().any(|m| m.name == used),
-                "policy uses unknown {used}"
-            );
-        }
-        assert!(["unreachable", "blackhole", "default"].contains(&policy.get("last_resort")[0]));
-    }
-    for rule in named("rule") {
-        let used = rule.get("use_policy");
-        assert!(
-            used.len() == 1 && policies.iter().any(|p| p.name == used[0]),
-            "rule {} uses {used:?}",
-            rule.name
-        );
-    }
-    let mut all: Vec<&str> = sections.iter().map(|s| s.name.as_str()).collect();
-    all.sort();
-    let count = all.len();
-    all.dedup();
-    assert_eq!(all.len(), count, "section names must be unique");
 }
 
 // ---------------------------------------------------------------------------------------------
