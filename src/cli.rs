@@ -126,7 +126,8 @@ pub fn run(args: &Args) -> Result<()> {
             apply::apply(&config, args.link_states(&config), &args.state_dir).map(drop)
         }
         Verb::Stop => {
-            let config = args.load_config().ok();
+            // Only the footprint matters here: no warnings about a config we are leaving.
+            let config = args.source().and_then(|s| s.load()).ok();
             apply::stop(&footprints(args, config.as_ref()), &args.state_dir).context("stop")
         }
     }
