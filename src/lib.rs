@@ -6,9 +6,12 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod live;
 pub mod names;
+pub mod netifd;
 pub mod plan;
 pub mod render;
+pub mod source;
 pub mod state;
