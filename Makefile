@@ -25,7 +25,7 @@ rust_target = $(strip \
 	$(error ARCH=$(1): use x86_64 or aarch64_*; other routers build with the OpenWrt SDK))))
 static_bin = target/$(1)/release/connmark-lb
 
-.PHONY: build static cross ipk dist deps test lint demo
+.PHONY: build static cross ipk dist deps test lint demo bench
 
 build:
 	$(CARGO) build --release
@@ -60,6 +60,7 @@ deps:
 
 test: deps
 	$(CARGO) test
+	$(CARGO) test --bench bench -- --smoke
 	$(MAKE) ipk ARCH=x86_64
 	$(MAKE) ipk ARCH=aarch64_generic
 	mkdir -p $(DIST)/aarch64-check
@@ -67,6 +68,20 @@ test: deps
 		tar -xzf - -C $(DIST)/aarch64-check ./usr/sbin/connmark-lb
 	qemu-aarch64-static $(DIST)/aarch64-check/usr/sbin/connmark-lb $(SELFTEST) | \
 		grep -q 'table inet connmark_lb {'
+
+# Apply cost, data-plane cost, balance quality and footprint against the seed recipe and
+# plain forwarding, measured on the shipped static binary; writes BENCH.md and
+# bench/results.json (as root, about 10 minutes on 2 cores).
+ipk_file = $(DIST)/connmark-lb_$(VERSION)-r1_$(1).ipk
+bench: deps
+	$(MAKE) ipk ARCH=x86_64
+	$(MAKE) ipk ARCH=aarch64_generic
+	$(CARGO) bench --bench bench -- \
+		--binary $(call static_bin,$(HOST_TARGET)) \
+		--artifact static-x86_64=$(call static_bin,x86_64-unknown-linux-musl) \
+		--artifact static-aarch64=$(call static_bin,aarch64-unknown-linux-musl) \
+		--artifact ipk-x86_64=$(call ipk_file,x86_64) \
+		--artifact ipk-aarch64_generic=$(call ipk_file,aarch64_generic)
 
 # Namespace testbed: apply a 1:1:2 config, open 600 connections, print the split per link.
 demo: deps

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a Debian/Ubuntu machine (as root): the
 # network tools the tests drive, qemu for the aarch64 binary, busybox (ash,
-# the shell OpenWrt runs our scripts with), shellcheck, and the musl targets.
+# the shell OpenWrt runs our scripts with), shellcheck, strace (the bench counts
+# the processes an apply starts with it), and the musl targets.
 # Silent and quick when everything is already there.
 set -euo pipefail
 
-apt_packages=(nftables iptables conntrack iproute2 qemu-user-static iperf3 busybox shellcheck)
+apt_packages=(nftables iptables conntrack iproute2 qemu-user-static iperf3 busybox shellcheck strace)
 rust_targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
 missing=()

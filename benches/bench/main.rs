@@ -19,6 +19,7 @@ mod balance;
 mod dataplane;
 mod footprint;
 mod measure;
+mod nft_cost;
 mod report;
 mod router;
 
@@ -48,6 +49,9 @@ struct Args {
     /// a shipped file whose size to report, as label=path (repeatable)
     #[argh(option)]
     artifact: Vec<String>,
+    /// runs per figure (default 9; --smoke: 1)
+    #[argh(option)]
+    runs: Option<usize>,
     /// where BENCH.md and results.json go (default: the repository, results in bench/)
     #[argh(option)]
     out: Option<PathBuf>,
@@ -90,16 +94,16 @@ impl Options {
             binary: std::fs::canonicalize(&binary)
                 .unwrap_or_else(|e| panic!("binary {}: {e}", binary.display())),
             seed_script: repo.join("bench/seed.sh"),
-            runs: 5,
+            runs: 9,
             link_counts: vec![2, 4, 8],
-            iperf_seconds: 3,
-            rate_connections: 2000,
+            iperf_seconds: 5,
+            rate_connections: 5000,
             weight_sets: vec![vec![1, 1], vec![1, 2], vec![1, 1, 2]],
             balance_connections: 10_000,
             balance_backends: balance::BACKENDS.to_vec(),
             artifacts,
         };
-        if args.smoke {
+        let options = if args.smoke {
             Options {
                 runs: 1,
                 link_counts: vec![2],
@@ -112,6 +116,10 @@ impl Options {
             }
         } else {
             common
+        };
+        Options {
+            runs: args.runs.unwrap_or(options.runs),
+            ..options
         }
     }
 }
@@ -167,13 +175,16 @@ fn main() {
 
     eprintln!("bench: apply cost");
     let apply = apply_cost::measure(&options);
+    let nft_steps = nft_cost::measure(&options);
     eprintln!("bench: data plane");
     let dataplane = dataplane::measure(&options);
     eprintln!("bench: balance quality");
     let balance = balance::measure(&options);
     let artifacts = footprint::measure(&options.artifacts);
 
-    let results = report::Results::new(&options, apply, dataplane, balance, artifacts, started);
+    let results = report::Results::new(
+        &options, apply, nft_steps, dataplane, balance, artifacts, started,
+    );
     if options.smoke {
         report::check_smoke(&results);
         let dir = std::env::temp_dir().join(format!("connmark-lb-bench-{}", std::process::id()));

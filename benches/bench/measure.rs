@@ -371,9 +371,11 @@ fn parse_trace(text: &str) -> ExecTrace {
     let mut runs: Vec<ProcessRun> = Vec::new();
     let mut pending: BTreeMap<u32, (String, f64)> = BTreeMap::new();
     for line in text.lines() {
-        let mut fields = line.splitn(3, ' ');
-        let (Some(pid), Some(time), Some(call)) = (fields.next(), fields.next(), fields.next())
-        else {
+        // strace pads short pids: "1234  1.000 execve(...)".
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((time, call)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         let (Ok(pid), Ok(time)) = (pid.parse::<u32>(), time.parse::<f64>()) else {

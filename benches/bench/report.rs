@@ -14,6 +14,7 @@ use crate::dataplane::Dataplane;
 use crate::footprint::Artifact;
 use crate::lbconfig::Backend;
 use crate::measure::Summary;
+use crate::nft_cost::NftStep;
 use crate::router::Setup;
 
 /// The machine the figures come from.
@@ -98,6 +99,7 @@ pub struct Results {
     pub machine: Machine,
     pub runs: usize,
     pub apply: Vec<ApplyCost>,
+    pub nft_steps: Vec<NftStep>,
     pub dataplane: Dataplane,
     pub balance: Vec<BalanceQuality>,
     pub artifacts: Vec<Artifact>,
@@ -109,6 +111,7 @@ impl Results {
     pub fn new(
         options: &Options,
         apply: Vec<ApplyCost>,
+        nft_steps: Vec<NftStep>,
         dataplane: Dataplane,
         balance: Vec<BalanceQuality>,
         artifacts: Vec<Artifact>,
@@ -121,6 +124,7 @@ impl Results {
             machine: Machine::probe(),
             runs: options.runs,
             apply,
+            nft_steps,
             dataplane,
             balance,
             artifacts,
@@ -441,6 +445,16 @@ fn render_markdown(r: &Results) -> String {
             row.trace.total_ms,
             parts.join(", ")
         );
+    }
+
+    let _ = writeln!(
+        w,
+        "\nnft's own cost for the 2-link ruleset on this kernel (bare router before each \
+         step; `present`: our table loaded first):\n"
+    );
+    let _ = writeln!(w, "| nft step | wall ms |\n|---|---|");
+    for step in &r.nft_steps {
+        let _ = writeln!(w, "| {} | {} |", step.step, mmm(&step.wall_ms, 1));
     }
 
     let d = &r.dataplane;
