@@ -44,7 +44,7 @@ pub struct ApplyCost {
     pub wall_ms: Summary,
     /// Largest resident set of the program or any tool it ran.
     pub tree_peak_kib: Summary,
-    /// Processes of one traced run, with the time each kind of child took.
+    /// Processes of a traced run, with the time each kind of child took (medians of the runs).
     pub trace: ExecTrace,
     /// Peak resident set of our binary itself (clean applies of ours only).
     pub own_peak_kib: Option<Summary>,
@@ -78,9 +78,14 @@ pub fn measure(options: &Options) -> Vec<ApplyCost> {
         }
         for (index, &setup) in SETUPS.iter().enumerate() {
             crate::check_interrupted();
-            router.reset();
-            let clean_trace = measure::exec_trace(&topo.router, &invocations[index]);
-            let reapply_trace = measure::exec_trace(&topo.router, &invocations[index]);
+            let mut traces = [Vec::new(), Vec::new()];
+            for _ in 0..options.runs {
+                router.reset();
+                for runs in &mut traces {
+                    runs.push(measure::exec_trace(&topo.router, &invocations[index]));
+                }
+            }
+            let [clean_trace, reapply_trace] = traces.map(|runs| ExecTrace::median_of(&runs));
             router.verify(setup, links);
             let own_peak_kib = matches!(setup, Setup::Ours(_)).then(|| {
                 let peaks: Vec<f64> = (0..options.runs)

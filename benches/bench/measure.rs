@@ -341,6 +341,39 @@ pub struct ExecTrace {
     pub total_ms: f64,
 }
 
+impl ExecTrace {
+    /// The typical one of several traced runs: the process count they must all share, and per
+    /// program the median of its summed lifetime (one traced run alone is too noisy).
+    pub fn median_of(traces: &[ExecTrace]) -> ExecTrace {
+        let first = traces.first().unwrap_or_else(|| panic!("no traces"));
+        for trace in traces {
+            assert_eq!(
+                (trace.processes, trace.children.keys().collect::<Vec<_>>()),
+                (first.processes, first.children.keys().collect::<Vec<_>>()),
+                "traced runs of the same apply started different processes"
+            );
+        }
+        let median = |value: &dyn Fn(&ExecTrace) -> f64| {
+            Summary::of(&traces.iter().map(value).collect::<Vec<_>>()).median
+        };
+        ExecTrace {
+            processes: first.processes,
+            children: first
+                .children
+                .iter()
+                .map(|(program, cost)| {
+                    let cost = ProgramCost {
+                        count: cost.count,
+                        total_ms: median(&|t| t.children[program].total_ms),
+                    };
+                    (program.clone(), cost)
+                })
+                .collect(),
+            total_ms: median(&|t| t.total_ms),
+        }
+    }
+}
+
 /// How many times a program ran and how long its runs took together.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct ProgramCost {

@@ -412,9 +412,9 @@ fn render_markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         w,
-        "\nWhere the time goes (one traced run; each child's lifetime from exec to exit, \
-         summed per program; `self` is the rest of the top process: startup, config, \
-         rendering, forks, waiting):\n"
+        "\nWhere the time goes, under strace (only exec and exit stop the tracee): each \
+         child's lifetime from exec to exit, summed per program, median of the runs; `self` \
+         is the rest of the top process (startup, config, rendering, forks, waiting):\n"
     );
     let _ = writeln!(
         w,
