@@ -1,18 +1,15 @@
 //! Balance quality: how far each link's share of real connections is from its weight's share,
 //! counted by the source address the server sees.
 
-use std::net::SocketAddrV4;
-
 use serde::Serialize;
 
 use crate::Options;
+use crate::checks::{LinkLoad, tcp_target};
 use crate::lbconfig::{Backend, Balance};
 use crate::measure::Summary;
-use crate::netns::{SERVICE, Topology, link_addr};
+use crate::netns::Topology;
 use crate::router::{Router, Setup};
-use crate::traffic::{Server, TcpLoad};
-
-const PORT: u16 = 7003;
+use crate::traffic::TcpLoad;
 /// Parallel clients: the order in which connections reach the router does not matter for the
 /// count, so as many as keep the cores busy.
 const WORKERS: usize = 8;
@@ -36,8 +33,6 @@ pub fn measure(options: &Options) -> Vec<BalanceQuality> {
     let topo = Topology::new(links);
     let router = Router::new(&topo, &options.binary, &options.seed_script);
     crate::reuse_client_ports(&topo.lan);
-    let target = SocketAddrV4::new(SERVICE, PORT);
-    let _server = Server::tcp(&topo.srv, target);
     let mut results = Vec::new();
     for backend in &options.balance_backends {
         for weights in &options.weight_sets {
@@ -50,19 +45,19 @@ pub fn measure(options: &Options) -> Vec<BalanceQuality> {
                 for _ in 0..options.runs {
                     crate::check_interrupted();
                     let count = options.balance_connections;
-                    let tally = TcpLoad::start(&topo.lan, target, WORKERS, count).wait();
+                    let tally = TcpLoad::start(&topo.lan, tcp_target(), WORKERS, count).wait();
                     assert_eq!(
                         tally.succeeded(),
                         count as u64,
                         "connections failed: {:?}",
                         tally.errors
                     );
-                    let counts: Vec<u64> = (1..=weights.len())
-                        .map(|link| tally.count(link_addr(link)))
-                        .collect();
-                    let share = share_percent(&counts);
-                    errors.push(largest_error(&share, weights));
-                    for (link, value) in share.into_iter().enumerate() {
+                    // Links of the topology beyond the config's must carry nothing: weight 0.
+                    let share = LinkLoad::from_tally(&topo, &tally).shares();
+                    let mut weights_per_link = weights.clone();
+                    weights_per_link.resize(share.len(), 0);
+                    errors.push(largest_error(&share, &weights_per_link));
+                    for (link, value) in share.into_iter().take(weights.len()).enumerate() {
                         shares[link].push(value);
                     }
                 }
@@ -87,15 +82,6 @@ pub fn measure(options: &Options) -> Vec<BalanceQuality> {
     }
     router.reset();
     results
-}
-
-/// Each count's share of the total, in percent.
-fn share_percent(counts: &[u64]) -> Vec<f64> {
-    let total: u64 = counts.iter().sum();
-    counts
-        .iter()
-        .map(|&c| 100.0 * c as f64 / total as f64)
-        .collect()
 }
 
 /// The largest distance, in percentage points, between a link's share and its weight's share.

@@ -2,21 +2,20 @@
 //! server through the router for each setup, against plain forwarding with one SNAT.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::Options;
+use crate::checks::tcp_target;
 use crate::lbconfig::Balance;
 use crate::measure::{self, Invocation, Summary};
 use crate::netns::{Netns, SERVICE, Topology};
 use crate::router::{Router, Setup};
-use crate::traffic::{Server, TcpLoad, spawn_in};
+use crate::traffic::{TcpLoad, spawn_in};
 
 const IPERF_PORT: u16 = 5201;
-const RATE_PORT: u16 = 7002;
 /// Parallel clients opening short connections: enough to keep both cores busy.
 pub const RATE_WORKERS: usize = 4;
 
@@ -46,7 +45,6 @@ pub fn measure(options: &Options) -> Dataplane {
     let router = Router::new(&topo, &options.binary, &options.seed_script);
     crate::reuse_client_ports(&topo.lan);
     let iperf = Iperf3Server::start(&topo.srv, IPERF_PORT);
-    let _rate_server = Server::tcp(&topo.srv, SocketAddrV4::new(SERVICE, RATE_PORT));
     let mut throughput: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let mut rate: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     for run in 0..options.runs {
@@ -86,13 +84,7 @@ pub fn measure(options: &Options) -> Dataplane {
 /// `count` short connections LAN -> server; all must succeed.
 fn connection_rate(topo: &Topology, count: usize) -> f64 {
     let start = Instant::now();
-    let tally = TcpLoad::start(
-        &topo.lan,
-        SocketAddrV4::new(SERVICE, RATE_PORT),
-        RATE_WORKERS,
-        count,
-    )
-    .wait();
+    let tally = TcpLoad::start(&topo.lan, tcp_target(), RATE_WORKERS, count).wait();
     let elapsed = start.elapsed();
     assert_eq!(
         tally.succeeded(),

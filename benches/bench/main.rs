@@ -5,6 +5,9 @@
 //! every measurement still works; `make test` runs it so the bench cannot rot.
 
 #[allow(dead_code, unused_imports)]
+#[path = "../../tests/it/checks.rs"]
+mod checks;
+#[allow(dead_code, unused_imports)]
 #[path = "../../tests/it/lbconfig.rs"]
 mod lbconfig;
 #[allow(dead_code, unused_imports)]

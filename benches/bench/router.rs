@@ -2,12 +2,12 @@
 //! ruleset (either backend), or the seed recipe; and the way back to the bare router between
 //! measurements, checked against the state the topology started with.
 
-use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 
+use crate::checks::tcp_target;
 use crate::lbconfig::{Backend, Balance, LbConfig};
 use crate::measure::Invocation;
-use crate::netns::{RouterState, SERVICE, Topology, link_addr, link_device};
+use crate::netns::{RouterState, Topology, link_addr, link_device};
 use crate::traffic::{Server, tcp_connections};
 
 /// The router's default /etc/iproute2/rt_tables, which the seed recipe appends to (in a private
@@ -55,13 +55,15 @@ impl Setup {
     }
 }
 
-/// The router of one topology and the programs under test.
+/// The router of one topology, the programs under test, and the server's TCP service
+/// (`checks::tcp_target`) that every measurement connects to.
 pub struct Router<'t> {
     pub topo: &'t Topology,
     binary: PathBuf,
     seed_script: PathBuf,
     rt_tables: PathBuf,
     initial: RouterState,
+    _server: Server,
 }
 
 impl<'t> Router<'t> {
@@ -73,6 +75,7 @@ impl<'t> Router<'t> {
             seed_script: seed_script.to_path_buf(),
             rt_tables: topo.dir.path().join("rt_tables"),
             initial: topo.router_state(),
+            _server: Server::tcp(&topo.srv, tcp_target()),
         };
         router.reset();
         router
@@ -145,13 +148,8 @@ impl<'t> Router<'t> {
 
     /// Checks that LAN connections get through and leave by the links `setup` should use.
     pub fn verify(&self, setup: Setup, links: usize) {
-        let _server = Server::tcp(&self.topo.srv, SocketAddrV4::new(SERVICE, VERIFY_PORT));
         let count = 4 * links;
-        let tally = tcp_connections(
-            &self.topo.lan,
-            SocketAddrV4::new(SERVICE, VERIFY_PORT),
-            count,
-        );
+        let tally = tcp_connections(&self.topo.lan, tcp_target(), count);
         assert_eq!(
             tally.succeeded(),
             count as u64,
@@ -192,9 +190,6 @@ impl<'t> Router<'t> {
         }
     }
 }
-
-/// The port `verify` connects to (the measurements use their own).
-const VERIFY_PORT: u16 = 7001;
 
 /// Routing tables other than the kernel's own that have routes, from `ip route show table all`.
 fn extra_route_tables(listing: &str) -> Vec<String> {
