@@ -1,7 +1,6 @@
 //! The command line: one verb plus where the config comes from.
 
 use crate::apply::{self, Backend};
-use crate::config::raw::RawConfig;
 use crate::config::{Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE};
 use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
@@ -9,6 +8,7 @@ use crate::live::{IpState, IptablesState};
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
 use crate::plan::{Footprint, LinkState, Plan};
 use crate::render::{ip, iptables, nft};
+use crate::source::{ConfigSource, resolve_links, ubus};
 use crate::state;
 use argh::FromArgs;
 use std::path::PathBuf;
@@ -30,6 +30,10 @@ pub struct Args {
     /// config in the /etc/config text format
     #[argh(option)]
     pub uci: Option<PathBuf>,
+    /// ubus socket for config and netifd (default /var/run/ubus/ubus.sock, else
+    /// /var/run/ubus.sock); used when neither --config nor --uci is given
+    #[argh(option)]
+    pub ubus_socket: Option<PathBuf>,
     /// directory for applied.json and status.json (default /var/run/connmark-lb)
     #[argh(option, default = "PathBuf::from(DEFAULT_STATE_DIR)")]
     pub state_dir: PathBuf,
@@ -65,29 +69,45 @@ impl FromStr for Verb {
 }
 
 impl Args {
+    /// The config source the options select: a file, or ubus.
+    pub fn source(&self) -> Result<ConfigSource> {
+        match (&self.config, &self.uci) {
+            (Some(_), Some(_)) => Err(Error::Usage("give --config or --uci, not both".into())),
+            (Some(path), None) => Ok(ConfigSource::Json(path.clone())),
+            (None, Some(path)) => Ok(ConfigSource::Uci(path.clone())),
+            (None, None) => Ok(ConfigSource::Ubus(self.ubus_socket())),
+        }
+    }
+
+    /// The ubus socket: `--ubus-socket`, else the one this OpenWrt release uses.
+    pub fn ubus_socket(&self) -> PathBuf {
+        self.ubus_socket
+            .clone()
+            .unwrap_or_else(ubus::default_socket)
+    }
+
     /// Reads and validates the config from the chosen source; warnings go to stderr.
     pub fn load_config(&self) -> Result<Config> {
-        let raw = match (&self.config, &self.uci) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Usage("give --config or --uci, not both".into()));
-            }
-            (Some(path), None) => RawConfig::from_json_text(&read(path)?),
-            (None, Some(path)) => crate::config::uci_text::parse(&read(path)?),
-            (None, None) => Err(Error::Usage("give --config FILE or --uci FILE".into())),
-        }?;
-        let config = Config::from_raw(&raw)?;
-        for warning in &config.warnings {
-            eprintln!("connmark-lb: warning: {warning}");
-        }
+        let config = self.source()?.load()?;
+        warn(&config.warnings);
         Ok(config)
+    }
+
+    /// Current link states (netifd lookups over ubus where the config asks for them).
+    pub fn link_states(&self, config: &Config) -> Vec<LinkState> {
+        let (states, warnings) = resolve_links(config, &self.ubus_socket());
+        warn(&warnings);
+        states
     }
 }
 
-fn read(path: &PathBuf) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))
+fn warn(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("connmark-lb: warning: {warning}");
+    }
 }
 
-/// Link states from fixed config values.
+/// Link states from fixed config values only (what `check` shows: nothing is asked).
 pub fn link_states(config: &Config) -> Vec<LinkState> {
     config
         .interfaces
@@ -112,10 +132,11 @@ pub fn run(args: &Args) -> Result<()> {
             if !config.globals.enabled {
                 return remove_disabled(args, &config);
             }
-            apply::apply(&config, link_states(&config), &args.state_dir).map(drop)
+            apply::apply(&config, args.link_states(&config), &args.state_dir).map(drop)
         }
         Verb::Stop => {
-            let config = args.load_config().ok();
+            // Only the footprint matters here: no warnings about a config we are leaving.
+            let config = args.source().and_then(|s| s.load()).ok();
             apply::stop(&footprints(args, config.as_ref()), &args.state_dir).context("stop")
         }
         Verb::Run => {

@@ -10,6 +10,8 @@ pub mod daemon;
 pub mod error;
 pub mod live;
 pub mod names;
+pub mod netifd;
 pub mod plan;
 pub mod render;
+pub mod source;
 pub mod state;

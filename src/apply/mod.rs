@@ -1,9 +1,10 @@
 //! Appliers: the only code that changes the system.
 //!
 //! Order of an apply: read the live routing state (one `ip`), render, check the firewall text
-//! (`nft -c` / `iptables-restore --test`), change ip rules and routes (one `ip -batch`), load
-//! the firewall text (one atomic `nft -f` / `iptables-restore`). A failure at any step rolls
-//! back what the earlier steps changed, so the previous working state stays.
+//! (`nft -c` / `iptables-restore --test`), change ip rules and routes (one `ip -batch`, only
+//! when something differs), load the firewall text (one atomic `nft -f` / `iptables-restore`).
+//! A failure at any step rolls back what the earlier steps changed, so the previous working
+//! state stays.
 
 pub mod exec;
 pub mod sysctl;
@@ -181,9 +182,6 @@ pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Resul
     let live = read_ip().context("reading routing state")?;
     let plan = Plan::build(config, &present_devices(states, &live));
     let text = backend.render(&plan).context("reading iptables state")?;
-    backend
-        .check(&text)
-        .with_context(|| format!("checking the {} rules", backend.name()))?;
     let previous = state::load_applied(state_dir);
     let stale: Vec<Footprint> = previous
         .iter()
@@ -191,6 +189,14 @@ pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Resul
         .filter(|f| *f != plan.footprint)
         .collect();
     let ops = ip::diff(&plan, &live, &stale);
+    // The check protects the ip changes made before the load. When there are none, nft's own
+    // all-or-nothing transaction is the check; iptables-restore commits per table, so it is
+    // always checked first.
+    if !ops.is_empty() || backend == Backend::Iptables {
+        backend
+            .check(&text)
+            .with_context(|| format!("checking the {} rules", backend.name()))?;
+    }
     run_ip(&ops).context("changing ip rules and routes")?;
     if let Err(e) = backend.load(&text) {
         let undo: Vec<IpOp> = ops.iter().rev().filter_map(IpOp::inverse).collect();

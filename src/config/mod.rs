@@ -140,6 +140,36 @@ pub struct PortRange {
     pub to: u16,
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl PortRange {
+    /// `443`, or `from{separator}to` (nft writes ranges with `-`, iptables multiport with `:`).
+    pub fn render(&self, separator: char) -> String {
+        if self.from == self.to {
+            self.from.to_string()
+        } else {
+            format!("{}{separator}{}", self.from, self.to)
+        }
+    }
+}
+
+impl Proto {
+    /// The protocol as both nft and iptables spell it; None matches everything.
+    pub fn keyword(&self) -> Option<String> {
+        match self {
+            Proto::All => None,
+            Proto::Tcp => Some("tcp".into()),
+            Proto::Udp => Some("udp".into()),
+            Proto::Icmp => Some("icmp".into()),
+            Proto::Number(n) => Some(n.to_string()),
+        }
+    }
+}
+
 /// Which protocol a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -378,6 +408,7 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
     let source = r.ipv4("source")?;
     let weight = r.int("weight", 1, 1, 1000)?;
     let metric = r.int("metric", 1, 1, 1000)?;
+    // Without a fixed device, the netifd interface of the same name is the default source.
     let netifd = match r.single("interface")? {
         Some(n) if valid_name(n) => Some(n.to_string()),
         Some(n) => {
@@ -386,14 +417,9 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
                 format!("expected a netifd interface name [A-Za-z0-9_], got \"{n}\""),
             ));
         }
+        None if device.is_none() => Some(name.clone()),
         None => None,
     };
-    if device.is_none() && netifd.is_none() && enabled {
-        return Err(r.error(
-            "device",
-            "expected a device (or 'interface' naming a netifd interface to resolve it from)",
-        ));
-    }
     let track = read_track(r)?;
     let flush_conntrack = read_flush_conntrack(r)?;
     Ok(Interface {

@@ -5,7 +5,7 @@
 //! stale chains are deleted, so re-apply never duplicates anything.
 
 use super::{hex, policy_slots};
-use crate::config::{Balance, LastResort, Proto, Rule, RuleTarget};
+use crate::config::{Balance, LastResort, Rule, RuleTarget};
 use crate::live::IptablesState;
 use crate::names::IPT_PREFIX;
 use crate::plan::{Choice, Plan, PolicyPlan};
@@ -282,50 +282,19 @@ fn policy_rules(plan: &Plan, policy: &PolicyPlan) -> Vec<String> {
 /// One classification rule as iptables matches and a goto.
 fn classify(rule: &Rule) -> String {
     let mut m = String::new();
-    match rule.proto {
-        Proto::All => {}
-        Proto::Tcp => m.push_str("-p tcp "),
-        Proto::Udp => m.push_str("-p udp "),
-        Proto::Icmp => m.push_str("-p icmp "),
-        Proto::Number(n) => {
-            let _ = write!(m, "-p {n} ");
+    if let Some(proto) = rule.proto.keyword() {
+        let _ = write!(m, "-p {proto} ");
+    }
+    for (flag, cidrs) in [("-s", &rule.src_ip), ("-d", &rule.dest_ip)] {
+        if !cidrs.is_empty() {
+            let list: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+            let _ = write!(m, "{flag} {} ", list.join(","));
         }
-    }
-    let join = |items: Vec<String>| items.join(",");
-    if !rule.src_ip.is_empty() {
-        let _ = write!(
-            m,
-            "-s {} ",
-            join(
-                rule.src_ip
-                    .iter()
-                    .map(|c| format!("{}/{}", c.addr, c.len))
-                    .collect()
-            )
-        );
-    }
-    if !rule.dest_ip.is_empty() {
-        let _ = write!(
-            m,
-            "-d {} ",
-            join(
-                rule.dest_ip
-                    .iter()
-                    .map(|c| format!("{}/{}", c.addr, c.len))
-                    .collect()
-            )
-        );
     }
     for (flag, ports) in [("--sports", &rule.src_port), ("--dports", &rule.dest_port)] {
         if !ports.is_empty() {
-            let list = ports.iter().map(|p| {
-                if p.from == p.to {
-                    p.from.to_string()
-                } else {
-                    format!("{}:{}", p.from, p.to)
-                }
-            });
-            let _ = write!(m, "-m multiport {flag} {} ", join(list.collect()));
+            let list: Vec<String> = ports.iter().map(|p| p.render(':')).collect();
+            let _ = write!(m, "-m multiport {flag} {} ", list.join(","));
         }
     }
     let target = match rule.target {

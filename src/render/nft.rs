@@ -4,7 +4,7 @@
 //! before kernel 6.13 cannot combine two registers (`meta mark & ~m | ct mark & m`).
 
 use super::{hex, policy_slots};
-use crate::config::{Balance, Cidr, LastResort, PortRange, Proto, Rule, RuleTarget};
+use crate::config::{Balance, LastResort, Rule, RuleTarget};
 use crate::names::NFT_TABLE;
 use crate::plan::{Choice, Link, Plan, PolicyPlan};
 use std::fmt::Write;
@@ -18,42 +18,30 @@ pub fn ruleset(plan: &Plan) -> String {
         out,
         "table {NFT_TABLE}\ndelete table {NFT_TABLE}\ntable {NFT_TABLE} {{"
     );
-    let set_packet = |out: &mut String, mark: u32| {
-        let _ = writeln!(
-            out,
-            "\t\tmeta mark set meta mark & {} | {}",
-            hex(keep),
-            hex(mark)
-        );
-    };
+    let set_packet = |mark: u32| format!("meta mark set meta mark & {} | {}", hex(keep), hex(mark));
     for link in &plan.links {
-        let _ = writeln!(out, "\tchain mark_{} {{", link.name);
-        set_packet(&mut out, link.mark);
-        let _ = writeln!(
-            out,
-            "\t\tct mark set ct mark & {} | {}\n\t}}",
-            hex(keep),
-            hex(link.mark)
+        let set_ct = format!("ct mark set ct mark & {} | {}", hex(keep), hex(link.mark));
+        let packet = set_packet(link.mark);
+        chain(
+            &mut out,
+            &format!("mark_{}", link.name),
+            &[&packet, &set_ct],
         );
-        let _ = writeln!(out, "\tchain restore_{} {{", link.name);
-        set_packet(&mut out, link.mark);
-        out.push_str("\t}\n");
+        chain(&mut out, &format!("restore_{}", link.name), &[&packet]);
     }
-    for (name, mark) in [
-        ("last_unreachable", plan.unreachable_mark),
-        ("last_blackhole", plan.blackhole_mark),
-    ] {
-        let _ = writeln!(out, "\tchain {name} {{");
-        set_packet(&mut out, mark);
-        out.push_str("\t}\n");
-    }
+    chain(
+        &mut out,
+        "last_unreachable",
+        &[&set_packet(plan.unreachable_mark)],
+    );
+    chain(
+        &mut out,
+        "last_blackhole",
+        &[&set_packet(plan.blackhole_mark)],
+    );
     for policy in &plan.policies {
-        let _ = writeln!(
-            out,
-            "\tchain policy_{} {{\n\t\t{}\n\t}}",
-            policy.name,
-            policy_rule(plan, policy)
-        );
+        let rule = policy_rule(plan, policy);
+        chain(&mut out, &format!("policy_{}", policy.name), &[&rule]);
     }
     out.push_str("\tchain rules {\n");
     for rule in &plan.rules {
@@ -181,36 +169,18 @@ fn restore_map(plan: &Plan) -> String {
 /// One classification rule: matchers then the verdict.
 fn classify(plan: &Plan, rule: &Rule) -> String {
     let mut m = String::new();
-    match rule.proto {
-        Proto::All => {}
-        Proto::Tcp => m.push_str("meta l4proto tcp "),
-        Proto::Udp => m.push_str("meta l4proto udp "),
-        Proto::Icmp => m.push_str("meta l4proto icmp "),
-        Proto::Number(n) => {
-            let _ = write!(m, "meta l4proto {n} ");
+    if let Some(proto) = rule.proto.keyword() {
+        let _ = write!(m, "meta l4proto {proto} ");
+    }
+    for (key, cidrs) in [("ip saddr", &rule.src_ip), ("ip daddr", &rule.dest_ip)] {
+        if !cidrs.is_empty() {
+            let _ = write!(m, "{key} {} ", set(cidrs.iter().map(ToString::to_string)));
         }
     }
-    let cidrs = |list: &[Cidr]| set(list.iter().map(|c| format!("{}/{}", c.addr, c.len)));
-    let ports = |list: &[PortRange]| {
-        set(list.iter().map(|p| {
-            if p.from == p.to {
-                p.from.to_string()
-            } else {
-                format!("{}-{}", p.from, p.to)
-            }
-        }))
-    };
-    if !rule.src_ip.is_empty() {
-        let _ = write!(m, "ip saddr {} ", cidrs(&rule.src_ip));
-    }
-    if !rule.dest_ip.is_empty() {
-        let _ = write!(m, "ip daddr {} ", cidrs(&rule.dest_ip));
-    }
-    if !rule.src_port.is_empty() {
-        let _ = write!(m, "th sport {} ", ports(&rule.src_port));
-    }
-    if !rule.dest_port.is_empty() {
-        let _ = write!(m, "th dport {} ", ports(&rule.dest_port));
+    for (key, ports) in [("th sport", &rule.src_port), ("th dport", &rule.dest_port)] {
+        if !ports.is_empty() {
+            let _ = write!(m, "{key} {} ", set(ports.iter().map(|p| p.render('-'))));
+        }
     }
     let verdict = match rule.target {
         RuleTarget::Policy(i) => format!("goto policy_{}", plan.policies[i].name),
@@ -219,6 +189,15 @@ fn classify(plan: &Plan, rule: &Rule) -> String {
         RuleTarget::Blackhole => "goto last_blackhole".to_string(),
     };
     m + &verdict
+}
+
+/// A regular chain with its rules.
+fn chain(out: &mut String, name: &str, rules: &[&str]) {
+    let _ = writeln!(out, "\tchain {name} {{");
+    for rule in rules {
+        let _ = writeln!(out, "\t\t{rule}");
+    }
+    out.push_str("\t}\n");
 }
 
 /// An anonymous nft set `{ a, b }`.

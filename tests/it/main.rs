@@ -1,1 +1,14 @@
+//! One integration test binary; each module is one area. `golden`: renderer output per config
+//! case. `packaging`: the OpenWrt files. The rest are end-to-end tests: the real `connmark-lb`
+//! binary on a router in network namespaces, between a LAN host, one ISP namespace per link and
+//! a server that reports which address it sees; they run as root under plain `cargo test`, and
+//! a missing tool or privilege fails them.
+
+mod checks;
+mod e2e;
 mod golden;
+mod lbconfig;
+mod netns;
+mod packaging;
+mod selftest;
+mod traffic;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs on a Debian/Ubuntu machine (as root): the
+# network tools the tests drive, qemu for the aarch64 binary, busybox (ash,
+# the shell OpenWrt runs our scripts with), shellcheck, and the musl targets.
+# Silent and quick when everything is already there.
+set -euo pipefail
+
+apt_packages=(nftables iptables conntrack iproute2 qemu-user-static iperf3 busybox shellcheck)
+rust_targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+
+missing=()
+for package in "${apt_packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q ' installed$' ||
+		missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+installed_targets=$(rustup target list --installed)
+for target in "${rust_targets[@]}"; do
+	grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
+done

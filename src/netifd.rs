@@ -1,0 +1,195 @@
+//! What netifd knows about a WAN interface, for links configured by netifd name
+//! (`option interface 'wanb'`) instead of a fixed device and gateway: DHCP and PPPoE change
+//! both at every reconnect, and an interface without a default route cannot carry our traffic.
+
+use crate::error::Result;
+use crate::source::ubus::{Client, Status};
+use serde_json::{Map, Value};
+use std::net::Ipv4Addr;
+
+/// A netifd interface as the balancer sees it: usable or not, and where its traffic goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetifdLink {
+    /// The interface is up and has an active IPv4 default route; otherwise it is left out of
+    /// balancing until it comes back.
+    pub up: bool,
+    /// The routed device (`l3_device`, e.g. `pppoe-wan`), present while the interface is up.
+    pub device: Option<String>,
+    /// The default route's next hop; `None` for a device-only default route (point-to-point).
+    pub gateway: Option<Ipv4Addr>,
+    /// The interface's first IPv4 address, the SNAT source.
+    pub address: Option<Ipv4Addr>,
+}
+
+/// Interprets `ubus call network.interface.<name> status`. Only the active `route` list
+/// counts: with `option defaultroute 0` netifd lists the default route under
+/// `inactive.route`, and such an interface is down for us.
+pub fn parse_status(status: &Value) -> NetifdLink {
+    let default_route = status
+        .get("route")
+        .and_then(Value::as_array)
+        .and_then(|routes| routes.iter().find(|route| is_default_route(route)));
+    let interface_up = status.get("up").and_then(Value::as_bool) == Some(true);
+    NetifdLink {
+        up: interface_up && default_route.is_some(),
+        device: status
+            .get("l3_device")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        gateway: default_route
+            .and_then(|route| ipv4(route.get("nexthop")))
+            .filter(|nexthop| !nexthop.is_unspecified()),
+        address: status
+            .get("ipv4-address")
+            .and_then(Value::as_array)
+            .and_then(|addresses| addresses.first())
+            .and_then(|first| ipv4(first.get("address"))),
+    }
+}
+
+/// Asks netifd for `interface`'s state. An interface netifd does not know (ubus NOT_FOUND) is
+/// simply down: it may be created later, and a typo shows up as a link that never comes up.
+pub fn link_status(client: &mut Client, interface: &str) -> Result<NetifdLink> {
+    let object = format!("network.interface.{interface}");
+    match client.try_call(&object, "status", &Value::Object(Map::new()))? {
+        Ok(status) => Ok(parse_status(&status)),
+        Err(Status::NOT_FOUND) => Ok(NetifdLink::default()),
+        Err(status) => Err(status.error(&object, "status")),
+    }
+}
+
+fn is_default_route(route: &Value) -> bool {
+    let target = route.get("target").and_then(Value::as_str);
+    route.get("mask").and_then(Value::as_u64) == Some(0) && matches!(target, None | Some("0.0.0.0"))
+}
+
+fn ipv4(value: Option<&Value>) -> Option<Ipv4Addr> {
+    value.and_then(Value::as_str)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A DHCP WAN as netifd reports it on OpenWrt 23.05 (trimmed of IPv6 and DNS details).
+    fn dhcp_wan() -> Value {
+        json!({
+            "up": true, "pending": false, "available": true, "autostart": true, "dynamic": false,
+            "uptime": 5120, "l3_device": "eth1", "proto": "dhcp", "device": "eth1",
+            "updated": ["addresses", "routes", "data"], "metric": 0, "dns_metric": 0,
+            "delegation": true,
+            "ipv4-address": [{"address": "203.0.113.45", "mask": 24}],
+            "ipv6-address": [], "ipv6-prefix": [], "ipv6-prefix-assignment": [],
+            "route": [
+                {"target": "203.0.113.0", "mask": 24, "nexthop": "0.0.0.0", "source": "203.0.113.45/32"},
+                {"target": "0.0.0.0", "mask": 0, "nexthop": "203.0.113.1", "source": "203.0.113.45/32"}
+            ],
+            "dns-server": ["203.0.113.1"], "dns-search": ["lan"], "neighbors": [],
+            "inactive": {"ipv4-address": [], "ipv6-address": [], "route": [], "dns-server": [],
+                         "dns-search": [], "neighbors": []},
+            "data": {"dhcpserver": "203.0.113.1", "leasetime": 86400}
+        })
+    }
+
+    #[test]
+    fn dhcp_wan_resolves_device_gateway_and_address() {
+        assert_eq!(
+            parse_status(&dhcp_wan()),
+            NetifdLink {
+                up: true,
+                device: Some("eth1".into()),
+                gateway: Some(Ipv4Addr::new(203, 0, 113, 1)),
+                address: Some(Ipv4Addr::new(203, 0, 113, 45)),
+            }
+        );
+    }
+
+    #[test]
+    fn pppoe_uses_the_routed_device_and_own_address_not_the_peer() {
+        let status = json!({
+            "up": true, "pending": false, "available": true, "autostart": true, "dynamic": false,
+            "uptime": 86011, "l3_device": "pppoe-wanb", "proto": "pppoe", "device": "eth0.2",
+            "metric": 10,
+            "ipv4-address": [{"address": "100.64.17.9", "mask": 32, "ptpaddress": "10.64.64.64"}],
+            "route": [{"target": "0.0.0.0", "mask": 0, "nexthop": "10.64.64.64",
+                       "source": "0.0.0.0/0"}],
+            "inactive": {"ipv4-address": [], "route": []},
+            "data": {}
+        });
+        assert_eq!(
+            parse_status(&status),
+            NetifdLink {
+                up: true,
+                device: Some("pppoe-wanb".into()),
+                gateway: Some(Ipv4Addr::new(10, 64, 64, 64)),
+                address: Some(Ipv4Addr::new(100, 64, 17, 9)),
+            }
+        );
+    }
+
+    #[test]
+    fn device_only_default_route_has_no_gateway() {
+        let status = json!({
+            "up": true, "l3_device": "wwan0", "proto": "qmi",
+            "ipv4-address": [{"address": "10.151.3.7", "mask": 30}],
+            "route": [{"target": "0.0.0.0", "mask": 0, "nexthop": "0.0.0.0", "source": "10.151.3.7/32"}]
+        });
+        let link = parse_status(&status);
+        assert!(link.up);
+        assert_eq!(link.gateway, None);
+        assert_eq!(link.device.as_deref(), Some("wwan0"));
+    }
+
+    #[test]
+    fn down_interface_is_down_with_nothing_resolved() {
+        let status = json!({
+            "up": false, "pending": false, "available": true, "autostart": true,
+            "dynamic": false, "proto": "dhcp", "device": "eth1", "data": {}
+        });
+        assert_eq!(parse_status(&status), NetifdLink::default());
+    }
+
+    #[test]
+    fn up_false_wins_over_a_leftover_default_route() {
+        let mut status = dhcp_wan();
+        status["up"] = json!(false);
+        let link = parse_status(&status);
+        assert!(!link.up);
+    }
+
+    #[test]
+    fn defaultroute_0_puts_the_route_under_inactive_and_the_link_down() {
+        let status = json!({
+            "up": true, "l3_device": "eth2", "proto": "dhcp", "device": "eth2",
+            "ipv4-address": [{"address": "198.51.100.20", "mask": 24}],
+            "route": [{"target": "198.51.100.0", "mask": 24, "nexthop": "0.0.0.0",
+                       "source": "198.51.100.20/32"}],
+            "inactive": {
+                "ipv4-address": [],
+                "route": [{"target": "0.0.0.0", "mask": 0, "nexthop": "198.51.100.1",
+                           "source": "198.51.100.20/32"}]
+            }
+        });
+        assert_eq!(
+            parse_status(&status),
+            NetifdLink {
+                up: false,
+                device: Some("eth2".into()),
+                gateway: None,
+                address: Some(Ipv4Addr::new(198, 51, 100, 20)),
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_fields_resolve_to_nothing_instead_of_failing() {
+        let status = json!({
+            "up": "yes", "l3_device": 7,
+            "ipv4-address": [{"address": "not-an-address", "mask": 24}],
+            "route": [{"target": "0.0.0.0", "mask": "0", "nexthop": "203.0.113.1"}]
+        });
+        assert_eq!(parse_status(&status), NetifdLink::default());
+        assert_eq!(parse_status(&json!(null)), NetifdLink::default());
+    }
+}

@@ -1,0 +1,94 @@
+//! Where configuration and link state come from: files given on the command line, or the
+//! router's own services over ubus.
+
+pub mod ubus;
+
+use crate::config::Config;
+use crate::config::raw::RawConfig;
+use crate::error::{Context, Error, Result};
+use crate::netifd;
+use crate::plan::LinkState;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long one ubus exchange may take: a hung ubusd must not hang a hotplug reload.
+pub const UBUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The UCI package we read.
+pub const PACKAGE: &str = "connmark-lb";
+
+/// Where the config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `ubus call uci get` JSON in a file.
+    Json(PathBuf),
+    /// The /etc/config text format.
+    Uci(PathBuf),
+    /// Live over ubus.
+    Ubus(PathBuf),
+}
+
+impl ConfigSource {
+    /// Reads and validates the config.
+    pub fn load(&self) -> Result<Config> {
+        let raw = match self {
+            ConfigSource::Json(path) => RawConfig::from_json_text(&read(path)?)?,
+            ConfigSource::Uci(path) => crate::config::uci_text::parse(&read(path)?)?,
+            ConfigSource::Ubus(socket) => {
+                let mut client = ubus::Client::connect(socket, UBUS_TIMEOUT)
+                    .with_context(|| format!("connecting to ubus at {}", socket.display()))?;
+                let reply = client.call("uci", "get", &json!({ "config": PACKAGE }))?;
+                RawConfig::from_json(&reply)?
+            }
+        };
+        Config::from_raw(&raw)
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))
+}
+
+/// The current state of every interface: fixed values from the config, completed from netifd
+/// for interfaces that name one. A netifd interface that is down, unknown, or unreachable
+/// because ubus is not there makes its link down, never an error; the warnings say why.
+pub fn resolve_links(config: &Config, socket: &Path) -> (Vec<LinkState>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut client: Option<ubus::Client> = None;
+    let mut states = Vec::with_capacity(config.interfaces.len());
+    for iface in &config.interfaces {
+        let mut state = LinkState::from_config(iface);
+        if let (Some(name), true) = (&iface.netifd, iface.enabled) {
+            if client.is_none() {
+                match ubus::Client::connect(socket, UBUS_TIMEOUT) {
+                    Ok(c) => client = Some(c),
+                    Err(e) => warnings.push(format!(
+                        "interface '{}': cannot ask netifd about '{name}' ({e}): link down",
+                        iface.name
+                    )),
+                }
+            }
+            let status = match client.as_mut().map(|c| netifd::link_status(c, name)) {
+                Some(Ok(status)) => status,
+                Some(Err(e)) => {
+                    warnings.push(format!(
+                        "interface '{}': netifd '{name}': {e}: link down",
+                        iface.name
+                    ));
+                    client = None;
+                    netifd::NetifdLink::default()
+                }
+                None => netifd::NetifdLink::default(),
+            };
+            state = LinkState {
+                device: iface.device.clone().or(status.device),
+                gateway: iface.gateway.or(status.gateway),
+                source: iface.source.or(status.address),
+                up: status.up,
+            };
+        }
+        states.push(state);
+    }
+    (states, warnings)
+}

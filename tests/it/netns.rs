@@ -1,0 +1,620 @@
+//! The test topology: `lan` -- `router` -- `isp1..N` -- `srv`, one set of namespaces per test.
+//!
+//! Every ISP behaves like a real one: it drops packets from the router whose source is not the
+//! customer's address 10.0.I.2 and has no route to the LAN, so a missing SNAT or a packet sent
+//! out of the wrong link fails instead of passing unnoticed. The server sees real source
+//! addresses, so the link a connection used is known. The router starts with strict
+//! reverse-path filtering, as many distributions ship it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::lbconfig::{ConfigFile, LbConfig};
+
+/// The LAN host's address; its default route points at the router.
+pub const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+/// The server's service address (on its loopback), reachable through every ISP.
+pub const SERVICE: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 1);
+/// The ingress device of the router on the LAN side.
+pub const ROUTER_LAN_DEVICE: &str = "eth0";
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// A tag no other test (in this process or another) uses: pid plus a per-process counter.
+fn unique_tag() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The router's address on link `link` (1-based), which is also the SNAT address of that link.
+pub fn link_addr(link: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, link_octet(link), 2)
+}
+
+/// The ISP's gateway address on link `link`.
+pub fn link_gateway(link: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, link_octet(link), 1)
+}
+
+/// The router's device name for link `link`.
+pub fn link_device(link: usize) -> String {
+    format!("wan{link}")
+}
+
+/// The server's own address on its point-to-point link to ISP `link`.
+pub fn srv_addr_towards(link: usize) -> Ipv4Addr {
+    Ipv4Addr::new(172, 16, link_octet(link), 2)
+}
+
+fn link_octet(link: usize) -> u8 {
+    u8::try_from(link).unwrap_or_else(|_| panic!("link number {link} out of range"))
+}
+
+/// Runs `command`, feeding `stdin` if given, and returns its output whatever the status.
+pub fn run_command(command: &mut Command, stdin: Option<&str>) -> Output {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin was piped");
+        pipe.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("writing stdin of {command:?}: {e}"));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {command:?}: {e}"))
+}
+
+/// Panics with the command's stderr unless it succeeded; returns its stdout.
+fn expect_success(what: &str, output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed with {}:\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// One network namespace, addressed by its name under /run/netns.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// The name under /run/netns, which threads open to enter it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs `program` inside this namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs `program args` inside the namespace and returns its output whatever the status.
+    pub fn output(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        run_command(self.command(program).args(args), stdin)
+    }
+
+    /// Runs a whitespace-separated command line that must succeed; returns its stdout.
+    pub fn run(&self, line: &str) -> String {
+        self.run_with_stdin(line, None)
+    }
+
+    /// Like [`Netns::run`], feeding `stdin` to the command.
+    pub fn run_with_stdin(&self, line: &str, stdin: Option<&str>) -> String {
+        let mut words = line.split_whitespace();
+        let program = words.next().expect("empty command line");
+        let args: Vec<&str> = words.collect();
+        let output = self.output(program, &args, stdin);
+        expect_success(&format!("`{line}` in {}", self.name), output)
+    }
+
+    /// Loads an nft script in one transaction.
+    pub fn nft(&self, script: &str) {
+        self.run_with_stdin("nft -f -", Some(script));
+    }
+
+    /// Runs several `ip` commands in one process.
+    pub fn ip_batch(&self, script: &str) {
+        self.run_with_stdin("ip -batch -", Some(script));
+    }
+
+    /// Sets sysctls given as `key=value` words.
+    pub fn sysctl(&self, settings: &str) {
+        self.run(&format!("sysctl -q -w {settings}"));
+    }
+
+    /// The packet counts of every named counter in nft table `family table`.
+    pub fn nft_counters(&self, family: &str, table: &str) -> BTreeMap<String, u64> {
+        let listing = self.run(&format!("nft list counters table {family} {table}"));
+        parse_counters(&listing)
+    }
+}
+
+/// Reads `counter NAME { packets N bytes M }` blocks of an nft listing.
+fn parse_counters(listing: &str) -> BTreeMap<String, u64> {
+    let mut counters = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in listing.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("counter ") {
+            current = rest.split_whitespace().next().map(str::to_string);
+        } else if let Some(rest) = line.strip_prefix("packets ") {
+            let name = current
+                .take()
+                .expect("packets line outside a counter block");
+            let packets = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("bad counter line {line:?}"));
+            counters.insert(name, packets);
+        }
+    }
+    counters
+}
+
+/// Deletes every namespace it was given when dropped, also while unwinding from a panic.
+#[derive(Default)]
+struct NamespaceGuard {
+    names: Vec<String>,
+}
+
+impl NamespaceGuard {
+    fn create(&mut self, name: String) -> Netns {
+        let output = run_command(Command::new("ip").args(["netns", "add", &name]), None);
+        expect_success(&format!("ip netns add {name}"), output);
+        self.names.push(name.clone());
+        Netns { name }
+    }
+}
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            let output = run_command(Command::new("ip").args(["netns", "del", name]), None);
+            if !output.status.success() {
+                eprintln!(
+                    "cleanup: ip netns del {name}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// A directory under the system temp dir, removed with everything in it when dropped.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("connmark-lb-it-{tag}"));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `contents` to `name` inside the directory and returns the full path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path.join(name);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.path) {
+            eprintln!("cleanup: rm -r {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// How an ISP loses packets coming from the router (in addition to dropping spoofed ones).
+#[derive(Debug, Clone, Copy)]
+pub enum Loss {
+    /// Every packet: the link is dead.
+    All,
+    /// This percentage of packets, at random.
+    Percent(u8),
+    /// The first SYN of every TCP connection; its retransmission passes.
+    FirstSyn,
+}
+
+/// Packet counts of one ISP, for packets arriving from the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IspCounters {
+    /// Accepted and forwarded (or delivered to the ISP itself).
+    pub forwarded: u64,
+    /// Dropped because the source was not the customer's address.
+    pub spoofed: u64,
+    /// Dropped by a [`Loss`] rule.
+    pub lost: u64,
+}
+
+impl IspCounters {
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: IspCounters) -> IspCounters {
+        IspCounters {
+            forwarded: self.forwarded - earlier.forwarded,
+            spoofed: self.spoofed - earlier.spoofed,
+            lost: self.lost - earlier.lost,
+        }
+    }
+}
+
+/// Everything a test compares to see whether the router's rules changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterState {
+    /// `nft list ruleset` (includes iptables-nft's tables).
+    pub nft: String,
+    /// `iptables-save` without its timestamp comments.
+    pub iptables: String,
+    /// `ip rule show`.
+    pub rules: String,
+    /// `ip route show table all`.
+    pub routes: String,
+}
+
+impl RouterState {
+    /// Names the parts that differ from `other`, showing both versions, or None when equal.
+    pub fn differences(&self, other: &RouterState) -> Option<String> {
+        let parts = [
+            ("nft list ruleset", &self.nft, &other.nft),
+            ("iptables-save", &self.iptables, &other.iptables),
+            ("ip rule", &self.rules, &other.rules),
+            ("ip route show table all", &self.routes, &other.routes),
+        ];
+        let report: Vec<String> = parts
+            .iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(what, a, b)| format!("--- {what} before:\n{a}\n--- {what} after:\n{b}"))
+            .collect();
+        (!report.is_empty()).then(|| report.join("\n"))
+    }
+}
+
+/// One test's namespaces and temp dir; dropping it removes all of them.
+pub struct Topology {
+    pub lan: Netns,
+    pub router: Netns,
+    /// `isps[i]` serves link `i + 1`.
+    pub isps: Vec<Netns>,
+    pub srv: Netns,
+    pub dir: TempDir,
+    /// Last field, so the namespaces go after everything else of the test.
+    _namespaces: NamespaceGuard,
+}
+
+impl Topology {
+    /// Builds the topology with `links` WAN links; the router has only plain routing (main
+    /// default via 10.0.1.1, ip_forward on) and no NAT.
+    pub fn new(links: usize) -> Self {
+        assert!(
+            (1..=9).contains(&links),
+            "1..=9 links supported, not {links}"
+        );
+        let tag = unique_tag();
+        let mut guard = NamespaceGuard::default();
+        let ns_name = |role: &str| format!("cmlb{tag}-{role}");
+        let lan = guard.create(ns_name("lan"));
+        let router = guard.create(ns_name("router"));
+        let isps: Vec<Netns> = (1..=links)
+            .map(|link| guard.create(ns_name(&format!("isp{link}"))))
+            .collect();
+        let srv = guard.create(ns_name("srv"));
+
+        let no_ipv6 = "net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1";
+        lan.sysctl(no_ipv6);
+        srv.sysctl(no_ipv6);
+        router.sysctl(&format!(
+            "{no_ipv6} net.ipv4.ip_forward=1 \
+             net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1"
+        ));
+        for isp in &isps {
+            isp.sysctl(&format!("{no_ipv6} net.ipv4.ip_forward=1"));
+        }
+
+        let mut router_script = format!(
+            "link add eth0 type veth peer name eth0 netns {lan}\n\
+             link set lo up\n\
+             addr add 192.168.77.1/24 dev eth0\n\
+             link set eth0 up\n",
+            lan = lan.name()
+        );
+        for (i, isp) in isps.iter().enumerate() {
+            let link = i + 1;
+            router_script.push_str(&format!(
+                "link add wan{link} type veth peer name eth0 netns {isp}\n\
+                 addr add {addr}/24 dev wan{link}\n\
+                 link set wan{link} up\n",
+                isp = isp.name(),
+                addr = link_addr(link),
+            ));
+        }
+        router_script.push_str(&format!("route add default via {}\n", link_gateway(1)));
+        router.ip_batch(&router_script);
+
+        lan.ip_batch(&format!(
+            "link set lo up\naddr add {LAN_HOST}/24 dev eth0\nlink set eth0 up\n\
+             route add default via 192.168.77.1\n"
+        ));
+
+        let mut srv_script = format!("link set lo up\naddr add {SERVICE}/32 dev lo\n");
+        for (i, isp) in isps.iter().enumerate() {
+            let link = i + 1;
+            isp.ip_batch(&format!(
+                "link add eth1 type veth peer name eth{link} netns {srv}\n\
+                 link set lo up\n\
+                 addr add {gateway}/24 dev eth0\n\
+                 link set eth0 up\n\
+                 addr add 172.16.{link}.1/30 dev eth1\n\
+                 link set eth1 up\n\
+                 route add {SERVICE}/32 via {srv_addr}\n",
+                srv = srv.name(),
+                gateway = link_gateway(link),
+                srv_addr = srv_addr_towards(link),
+            ));
+            isp.nft(&isp_ruleset(link));
+            srv_script.push_str(&format!(
+                "addr add {srv_addr}/30 dev eth{link}\n\
+                 link set eth{link} up\n\
+                 route add 10.0.{link}.0/24 via 172.16.{link}.1\n",
+                srv_addr = srv_addr_towards(link),
+            ));
+        }
+        srv.ip_batch(&srv_script);
+        srv.nft(&srv_ruleset(links));
+
+        let dir = TempDir::new(&tag);
+        fs::create_dir_all(dir.path().join("state")).expect("create state dir");
+        Topology {
+            lan,
+            router,
+            isps,
+            srv,
+            dir,
+            _namespaces: guard,
+        }
+    }
+
+    pub fn link_count(&self) -> usize {
+        self.isps.len()
+    }
+
+    /// The ISP namespace of link `link` (1-based).
+    pub fn isp(&self, link: usize) -> &Netns {
+        &self.isps[link - 1]
+    }
+
+    /// The `--state-dir` every connmark-lb run of this test uses.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Runs the connmark-lb binary inside the router with `args` plus this test's state dir.
+    pub fn lb(&self, args: &[&str]) -> Output {
+        let state_dir = self.state_dir();
+        let state_dir = state_dir.to_str().expect("utf-8 temp path");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--state-dir", state_dir]);
+        self.router
+            .output(env!("CARGO_BIN_EXE_connmark-lb"), &all, None)
+    }
+
+    /// Runs `connmark-lb <verb>` with `config` and asserts it exits 0; returns stdout.
+    pub fn lb_ok(&self, verb: &str, config: &ConfigFile) -> String {
+        let output = self.lb(&[verb, config.flag(), config.path_str()]);
+        expect_success(&format!("connmark-lb {verb} {}", config.describe()), output)
+    }
+
+    /// `connmark-lb apply` that must succeed.
+    pub fn apply(&self, config: &ConfigFile) {
+        self.lb_ok("apply", config);
+    }
+
+    /// `connmark-lb stop` that must succeed.
+    pub fn stop(&self) {
+        let output = self.lb(&["stop"]);
+        expect_success("connmark-lb stop", output);
+    }
+
+    /// Writes `config` to a new file of this test in the format it asks for.
+    pub fn write_config(&self, name: &str, config: &LbConfig) -> ConfigFile {
+        config.write(&self.dir, name)
+    }
+
+    /// Makes ISP `link` lose packets from the router, on top of earlier loss rules.
+    pub fn add_loss(&self, link: usize, loss: Loss) {
+        let matcher = match loss {
+            Loss::All => String::new(),
+            Loss::Percent(percent) => format!("numgen random mod 100 < {percent} "),
+            Loss::FirstSyn => "tcp flags & (syn | ack) == syn \
+                               ip saddr . tcp sport != @syn_seen \
+                               add @syn_seen { ip saddr . tcp sport } "
+                .to_string(),
+        };
+        self.isp(link).nft(&format!(
+            "add rule inet isp loss {matcher}counter name lost drop\n"
+        ));
+    }
+
+    /// Removes every loss rule of ISP `link`.
+    pub fn clear_loss(&self, link: usize) {
+        self.isp(link).nft("flush chain inet isp loss\n");
+    }
+
+    /// The counters of ISP `link`.
+    pub fn isp_counters(&self, link: usize) -> IspCounters {
+        let counters = self.isp(link).nft_counters("inet", "isp");
+        let get = |name: &str| {
+            *counters
+                .get(name)
+                .unwrap_or_else(|| panic!("isp{link} has no counter {name}: {counters:?}"))
+        };
+        IspCounters {
+            forwarded: get("forwarded"),
+            spoofed: get("spoofed"),
+            lost: get("lost"),
+        }
+    }
+
+    /// The counters of every ISP, index i for link i + 1.
+    pub fn all_isp_counters(&self) -> Vec<IspCounters> {
+        (1..=self.link_count())
+            .map(|link| self.isp_counters(link))
+            .collect()
+    }
+
+    /// ICMP echo requests the server received from each link's address, index i for link i + 1.
+    pub fn srv_icmp_requests(&self) -> Vec<u64> {
+        let counters = self.srv.nft_counters("inet", "srv");
+        (1..=self.link_count())
+            .map(|link| counters.get(&format!("icmp_{link}")).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// The router's live rules, routes and ip rules.
+    pub fn router_state(&self) -> RouterState {
+        let iptables = self
+            .router
+            .run("iptables-save")
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        RouterState {
+            nft: self.router.run("nft list ruleset"),
+            iptables,
+            rules: self.router.run("ip rule show"),
+            routes: self.router.run("ip route show table all"),
+        }
+    }
+
+    /// A readable dump of everything that explains a failure.
+    pub fn diagnostics(&self) -> String {
+        let mut report = String::new();
+        for (what, ns, line) in [
+            ("router nft", &self.router, "nft list ruleset"),
+            ("router iptables", &self.router, "iptables-save"),
+            ("router ip rule", &self.router, "ip rule show"),
+            ("router routes", &self.router, "ip route show table all"),
+            ("router conntrack", &self.router, "conntrack -L"),
+            ("srv nft", &self.srv, "nft list ruleset"),
+        ] {
+            let output = ns.output(
+                line.split_whitespace().next().unwrap_or_default(),
+                &line.split_whitespace().skip(1).collect::<Vec<_>>(),
+                None,
+            );
+            let text = String::from_utf8_lossy(&output.stdout);
+            let lines: Vec<&str> = text.lines().take(80).collect();
+            report.push_str(&format!("=== {what}:\n{}\n", lines.join("\n")));
+        }
+        for link in 1..=self.link_count() {
+            let output = self.isp(link).output("nft", &["list", "counters"], None);
+            report.push_str(&format!(
+                "=== isp{link} counters:\n{}\n",
+                String::from_utf8_lossy(&output.stdout)
+            ));
+        }
+        report
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.diagnostics());
+        }
+    }
+}
+
+/// The ISP's filter: spoof drop first, then the optional loss rules, then a counter.
+fn isp_ruleset(link: usize) -> String {
+    format!(
+        "table inet isp {{
+    counter forwarded {{ }}
+    counter spoofed {{ }}
+    counter lost {{ }}
+    set syn_seen {{
+        type ipv4_addr . inet_service
+        flags dynamic, timeout
+        timeout 5m
+    }}
+    chain loss {{
+    }}
+    chain from_router {{
+        type filter hook prerouting priority raw; policy accept;
+        iifname != \"eth0\" accept
+        ip saddr != {customer} counter name spoofed drop
+        jump loss
+        counter name forwarded
+    }}
+}}
+",
+        customer = link_addr(link)
+    )
+}
+
+/// Counts ICMP echo requests per source link, since ICMP has no port to report addresses on.
+fn srv_ruleset(links: usize) -> String {
+    let mut counters = String::new();
+    let mut rules = String::new();
+    for link in 1..=links {
+        counters.push_str(&format!("    counter icmp_{link} {{ }}\n"));
+        rules.push_str(&format!(
+            "        ip saddr {} icmp type echo-request counter name icmp_{link}\n",
+            link_addr(link)
+        ));
+    }
+    format!(
+        "table inet srv {{
+{counters}    chain input {{
+        type filter hook input priority filter; policy accept;
+{rules}    }}
+}}
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_counters;
+
+    #[test]
+    fn counters_are_read_from_an_nft_listing() {
+        let listing = "table inet isp {\n\tcounter forwarded {\n\t\tpackets 12 bytes 960\n\t}\n\
+                       \tcounter spoofed {\n\t\tpackets 0 bytes 0\n\t}\n}\n";
+        let counters = parse_counters(listing);
+        assert_eq!(counters.get("forwarded"), Some(&12));
+        assert_eq!(counters.get("spoofed"), Some(&0));
+        assert_eq!(counters.len(), 2);
+    }
+}

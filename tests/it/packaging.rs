@@ -1,0 +1,1127 @@
+//! Packaging checks. The feed Makefile is evaluated by GNU make against a stand-in SDK
+//! (tests/openwrt-stubs/sdk), the init script and hotplug hook run under busybox ash (OpenWrt's
+//! shell) against a stand-in rc.common/procd, and cross/mkipk.sh builds a real .ipk that is
+//! unpacked with tar. Scripts that use fixed router paths (/etc/init.d, /var/run) run in a
+//! private mount namespace where those paths are temporary directories.
+
+use connmark_lb::config::raw::RawValue;
+use connmark_lb::config::{Config, RuleTarget, uci_text};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const NAME: &str = "connmark-lb";
+const CONFIG: &str = "files/etc/config/connmark-lb";
+const INIT_SCRIPT: &str = "files/etc/init.d/connmark-lb";
+const HOTPLUG: &str = "files/etc/hotplug.d/iface/30-connmark-lb";
+const STUB_RC_COMMON: &str = "tests/openwrt-stubs/rc.common";
+const STUB_SDK: &str = "tests/openwrt-stubs/sdk";
+const STUB_RUST_MK: &str = "tests/openwrt-stubs/sdk/feeds/packages/lang/rust/rust-package.mk";
+/// No external command in these tests should come close to this.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The installed tree both the feed Makefile and the .ipk must produce: path, mode, and the
+/// source file in the repo ("" for the binary, None for directories).
+const PACKAGE_TREE: &[(&str, u32, Option<&str>)] = &[
+    ("etc", 0o755, None),
+    ("etc/config", 0o755, None),
+    ("etc/config/connmark-lb", 0o600, Some(CONFIG)),
+    ("etc/hotplug.d", 0o755, None),
+    ("etc/hotplug.d/iface", 0o755, None),
+    ("etc/hotplug.d/iface/30-connmark-lb", 0o644, Some(HOTPLUG)),
+    ("etc/init.d", 0o755, None),
+    ("etc/init.d/connmark-lb", 0o755, Some(INIT_SCRIPT)),
+    ("usr", 0o755, None),
+    ("usr/sbin", 0o755, None),
+    ("usr/sbin/connmark-lb", 0o755, Some("")),
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_connmark-lb"))
+}
+
+fn crate_version() -> String {
+    let manifest = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("Cargo.toml has a version line")
+        .to_string()
+}
+
+/// A scratch directory, removed when the test ends (also on panic).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("{NAME}-it-{}-{n}-{tag}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn join(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A background process that is killed and reaped when the test ends.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a command to completion within COMMAND_TIMEOUT, killing it if it hangs.
+fn run(cmd: &mut Command) -> Output {
+    let description = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        stderr.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{description} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn run_ok(cmd: &mut Command) -> String {
+    let description = format!("{cmd:?}");
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{description} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn write_executable(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A script that appends its arguments as one line to `log`: stands in for a program the
+/// script under test calls.
+fn write_recorder(path: &Path, log: &Path) {
+    write_executable(
+        path,
+        &format!("#!/bin/sh\necho \"$*\" >>'{}'\n", log.display()),
+    );
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `argv` in a private mount namespace in which each `(source, target)` directory is
+/// bind-mounted over `target`, so scripts with fixed router paths touch only test files.
+fn in_private_mounts(binds: &[(&Path, &str)], argv: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-ec"])
+        .arg(
+            "while [ \"$1\" != -- ]; do mount --bind \"$1\" \"$2\"; shift 2; done; shift; exec \"$@\"",
+        )
+        .arg("sh");
+    for (source, target) in binds {
+        cmd.arg(source).arg(target);
+    }
+    cmd.arg("--").args(argv);
+    for var in [
+        "IPKG_INSTROOT",
+        "PKG_UPGRADE",
+        "IPKG_NO_SCRIPT",
+        "DEVICE",
+        "IFUPDATE_ADDRESSES",
+        "IFUPDATE_ROUTES",
+        "IFUPDATE_PREFIXES",
+        "IFUPDATE_DATA",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(envs.iter().copied());
+    run(&mut cmd)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feed Makefile
+
+/// Runs the feed Makefile against the stand-in SDK.
+fn feed_make(args: &[&str]) -> String {
+    run_ok(
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(repo().join("openwrt/connmark-lb"))
+            .arg(format!("TOPDIR={}", repo().join(STUB_SDK).display()))
+            .args(args),
+    )
+}
+
+fn feed_dump() -> HashMap<String, String> {
+    feed_make(&["dump"])
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn stub_rust_arch_depends() -> String {
+    let text = fs::read_to_string(repo().join(STUB_RUST_MK)).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("RUST_ARCH_DEPENDS:="))
+        .unwrap()
+        .to_string()
+}
+
+fn words(value: &str) -> Vec<&str> {
+    value.split_whitespace().collect()
+}
+
+#[test]
+fn feed_makefile_declares_rust_build_and_apk_valid_version() {
+    let dump = feed_dump();
+    assert_eq!(dump["PKG_NAME"], NAME);
+    assert_eq!(dump["PKG_BUILD_DEPENDS"], "rust/host");
+    assert_eq!(dump["PKG_BUILD_PARALLEL"], "1");
+    assert_eq!(
+        dump["PKG_VERSION"],
+        crate_version(),
+        "PKG_VERSION must follow Cargo.toml"
+    );
+    let parts: Vec<&str> = dump["PKG_VERSION"].split('.').collect();
+    assert_eq!(
+        parts.len(),
+        3,
+        "apk wants x.y.z, got {}",
+        dump["PKG_VERSION"]
+    );
+    for part in parts {
+        part.parse::<u32>()
+            .unwrap_or_else(|_| panic!("version part {part:?} is not a number"));
+    }
+    let release: u32 = dump["PKG_RELEASE"]
+        .parse()
+        .expect("PKG_RELEASE is an integer");
+    assert!(release >= 1);
+    assert!(!dump["PKG_LICENSE"].is_empty());
+}
+
+#[test]
+fn feed_makefile_has_nftables_default_and_iptables_variant() {
+    let dump = feed_dump();
+    let arch = stub_rust_arch_depends();
+
+    let nft = words(&dump["connmark-lb.DEPENDS"]);
+    assert_eq!(nft[0], arch, "DEPENDS must start with $(RUST_ARCH_DEPENDS)");
+    for dep in ["+nftables", "+kmod-nft-core", "+kmod-nft-nat", "+ip-full"] {
+        assert!(nft.contains(&dep), "nftables package lacks {dep}: {nft:?}");
+    }
+    assert!(!nft.iter().any(|d| d.contains("iptables")), "{nft:?}");
+    assert_eq!(dump["connmark-lb.VARIANT"], "nftables");
+    assert_eq!(dump["connmark-lb.DEFAULT_VARIANT"], "1");
+
+    let ipt = words(&dump["connmark-lb-iptables.DEPENDS"]);
+    assert_eq!(ipt[0], arch);
+    for dep in [
+        "+iptables",
+        "+iptables-mod-conntrack-extra",
+        "+iptables-mod-ipopt",
+        "+kmod-ipt-nat",
+        "+ip-full",
+    ] {
+        assert!(ipt.contains(&dep), "iptables package lacks {dep}: {ipt:?}");
+    }
+    assert!(!ipt.iter().any(|d| d.contains("nft")), "{ipt:?}");
+    assert_eq!(dump["connmark-lb-iptables.VARIANT"], "iptables");
+    assert_eq!(dump["connmark-lb-iptables.CONFLICTS"], NAME);
+
+    for pkg in ["connmark-lb", "connmark-lb-iptables"] {
+        assert_eq!(dump[&format!("{pkg}.PROVIDES")], NAME);
+        assert_eq!(dump[&format!("{pkg}.conffiles")], "/etc/config/connmark-lb");
+        for field in ["SECTION", "CATEGORY", "TITLE", "description"] {
+            assert!(
+                !dump[&format!("{pkg}.{field}")].is_empty(),
+                "{pkg} has no {field}"
+            );
+        }
+    }
+}
+
+/// Lists a directory tree as (relative path, permission bits, is_dir), sorted by path.
+fn tree(root: &Path) -> Vec<(String, u32, bool)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u32, bool)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.push((rel, meta.permissions().mode() & 0o7777, meta.is_dir()));
+            if meta.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// Asserts that `root` holds exactly PACKAGE_TREE, with the repo's files and `binary` as content.
+fn assert_package_tree(root: &Path, binary: &Path) {
+    let expected: Vec<(String, u32, bool)> = PACKAGE_TREE
+        .iter()
+        .map(|(path, mode, source)| (path.to_string(), *mode, source.is_none()))
+        .collect();
+    assert_eq!(
+        tree(root),
+        expected,
+        "installed tree under {}",
+        root.display()
+    );
+    for (path, _, source) in PACKAGE_TREE {
+        let Some(source) = source else { continue };
+        let source = if source.is_empty() {
+            binary.to_path_buf()
+        } else {
+            repo().join(source)
+        };
+        assert!(
+            fs::read(root.join(path)).unwrap() == fs::read(&source).unwrap(),
+            "{path} differs from {}",
+            source.display()
+        );
+    }
+}
+
+#[test]
+fn feed_makefile_installs_every_file_with_openwrt_modes() {
+    for pkg in ["connmark-lb", "connmark-lb-iptables"] {
+        let tmp = TempDir::new("feed-install");
+        let install_dir = tmp.join("ipkg-install");
+        fs::create_dir_all(install_dir.join("bin")).unwrap();
+        let built = install_dir.join("bin/connmark-lb");
+        fs::copy(binary(), &built).unwrap();
+        let dest = tmp.join("dest");
+        feed_make(&[
+            &format!("PKG_BUILD_DIR={}", repo().display()),
+            &format!("PKG_INSTALL_DIR={}", install_dir.display()),
+            &format!("DESTDIR={}", dest.display()),
+            &format!("install-{pkg}"),
+        ]);
+        assert_package_tree(&dest, &built);
+    }
+}
+
+#[test]
+fn feed_makefile_prepare_copies_the_source_without_build_output() {
+    let tmp = TempDir::new("feed-prepare");
+    let build_dir = tmp.join("build");
+    assert!(
+        repo().join("target").is_dir(),
+        "cargo test builds into target/, which prepare must leave out"
+    );
+    feed_make(&[&format!("PKG_BUILD_DIR={}", build_dir.display()), "prepare"]);
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/main.rs",
+        "src/lib.rs",
+        CONFIG,
+        INIT_SCRIPT,
+        HOTPLUG,
+    ] {
+        assert!(
+            build_dir.join(needed).is_file(),
+            "prepare did not copy {needed}"
+        );
+    }
+    for left_out in ["target", ".git"] {
+        assert!(
+            !build_dir.join(left_out).exists(),
+            "prepare copied {left_out}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shell scripts: syntax and shellcheck
+
+#[test]
+fn shell_scripts_parse_under_ash_and_dash_and_pass_shellcheck() {
+    let root = repo();
+    for script in [INIT_SCRIPT, HOTPLUG, STUB_RC_COMMON] {
+        let path = root.join(script);
+        run_ok(Command::new("sh").arg("-n").arg(&path));
+        run_ok(Command::new("busybox").args(["sh", "-n"]).arg(&path));
+        // dash is ash's sibling: the closest dialect shellcheck knows to busybox ash.
+        run_ok(Command::new("shellcheck").args(["-s", "dash"]).arg(&path));
+    }
+    for script in ["cross/mkipk.sh", "scripts/install-deps.sh", ".ci/run"] {
+        let path = root.join(script);
+        run_ok(Command::new("bash").arg("-n").arg(&path));
+        run_ok(Command::new("shellcheck").arg(&path));
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o111, 0o111, "{script} is not executable");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Default config
+
+#[test]
+fn default_config_is_a_valid_two_wan_setup_shipped_disabled() {
+    let text = fs::read_to_string(repo().join(CONFIG)).unwrap();
+    let raw = uci_text::parse(&text).unwrap();
+    let config = Config::from_raw(&raw).unwrap();
+    assert!(!config.globals.enabled, "the package must ship disabled");
+    let links: Vec<(&str, Option<&str>)> = config
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i.netifd.as_deref()))
+        .collect();
+    assert_eq!(links, [("wan", Some("wan")), ("wanb", Some("wanb"))]);
+    for section in raw.sections.iter().filter(|s| s.kind == "interface") {
+        match section.get("track_ip") {
+            Some(RawValue::List(hosts)) => assert!(hosts.len() >= 2, "{}", section.label()),
+            other => panic!("{} has track_ip {other:?}", section.label()),
+        }
+    }
+    assert_eq!(config.policies.len(), 1);
+    assert_eq!(config.policies[0].members.len(), 2);
+    assert!(
+        config
+            .rules
+            .iter()
+            .all(|r| r.target == RuleTarget::Policy(0)),
+        "{:?}",
+        config.rules
+    );
+}
+
+#[test]
+fn check_renders_the_default_config_and_the_cross_selftest_config() {
+    let tmp = TempDir::new("check");
+    for config in [CONFIG, "cross/selftest.uci"] {
+        let out = run_ok(
+            Command::new(binary())
+                .args(["check", "--uci"])
+                .arg(repo().join(config))
+                .arg("--state-dir")
+                .arg(tmp.join("state")),
+        );
+        assert!(out.contains("table inet connmark_lb {"), "{config}: {out}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Init script under the stand-in procd
+
+/// A scratch world for one init script run: a config, a recorder for the binary, and files
+/// for the pidfile and the WAN interface list.
+struct InitWorld {
+    tmp: TempDir,
+}
+
+impl InitWorld {
+    fn new(tag: &str, config: &str) -> Self {
+        let tmp = TempDir::new(tag);
+        fs::write(tmp.join("config"), config).unwrap();
+        // The fake binary notes whether the daemon whose pid is in $STUB_DAEMON_PID still runs.
+        write_executable(
+            &tmp.join("prog"),
+            &format!(
+                "#!/bin/sh\nstate=gone\n[ -n \"$STUB_DAEMON_PID\" ] && [ -e /proc/$STUB_DAEMON_PID ] && state=alive\necho \"prog $* daemon-$state\" >>'{}'\n",
+                tmp.join("log").display()
+            ),
+        );
+        InitWorld { tmp }
+    }
+
+    fn enabled_default() -> String {
+        let text = fs::read_to_string(repo().join(CONFIG)).unwrap();
+        let enabled = text.replacen("option enabled '0'", "option enabled '1'", 1);
+        assert_ne!(text, enabled);
+        enabled
+    }
+
+    fn run(&self, action: &str, running: bool, daemon_pid: Option<u32>) -> Vec<String> {
+        let _ = fs::remove_file(self.tmp.join("log"));
+        let pid = daemon_pid.map(|p| p.to_string()).unwrap_or_default();
+        run_ok(
+            Command::new("busybox")
+                .arg("sh")
+                .arg(repo().join(STUB_RC_COMMON))
+                .arg(repo().join(INIT_SCRIPT))
+                .arg(action)
+                .env("STUB_LOG", self.tmp.join("log"))
+                .env("STUB_CONFIG", self.tmp.join("config"))
+                .env("STUB_PROG", self.tmp.join("prog"))
+                .env("STUB_PIDFILE", self.tmp.join("pid"))
+                .env("STUB_IFACES", self.tmp.join("ifaces"))
+                .env("STUB_RUNNING", if running { "1" } else { "0" })
+                .env("STUB_DAEMON_PID", pid),
+        );
+        read_lines(&self.tmp.join("log"))
+            .into_iter()
+            .filter(|line| !line.starts_with("paths "))
+            .collect()
+    }
+
+    fn ifaces(&self) -> Option<String> {
+        fs::read_to_string(self.tmp.join("ifaces")).ok()
+    }
+
+    /// Starts a process whose name (comm) is connmark-lb, sleeping `seconds`, and records its
+    /// pid where procd would.
+    fn fake_daemon(&self, seconds: &str) -> Background {
+        let sleep = run_ok(Command::new("sh").args(["-c", "command -v sleep"]));
+        let exe = self.tmp.join(NAME);
+        fs::copy(sleep.trim(), &exe).unwrap();
+        let child = Command::new(&exe).arg(seconds).spawn().unwrap();
+        fs::write(self.tmp.join("pid"), format!("{}\n", child.id())).unwrap();
+        Background(child)
+    }
+}
+
+fn lines(expected: &[&str]) -> Vec<String> {
+    expected.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn init_start_enabled_runs_the_daemon_and_follows_each_wan() {
+    let world = InitWorld::new("init-start", &InitWorld::enabled_default());
+    let prog = world.tmp.join("prog").display().to_string();
+    let pid = world.tmp.join("pid").display().to_string();
+    assert_eq!(
+        world.run("start", false, None),
+        lines(&[
+            "open_instance daemon",
+            &format!("param command {prog} run"),
+            &format!("param file {prog}"),
+            "param respawn",
+            &format!("param pidfile {pid}"),
+            "param stdout 1",
+            "param stderr 1",
+            "close_instance",
+            "trigger config connmark-lb",
+            "trigger interface wan",
+            "trigger interface wanb",
+            "definition sent",
+        ])
+    );
+    assert_eq!(world.ifaces().as_deref(), Some("wan wanb\n"));
+}
+
+#[test]
+fn init_start_disabled_only_removes_stale_rules_after_sending_the_definition() {
+    let world = InitWorld::new(
+        "init-disabled",
+        &fs::read_to_string(repo().join(CONFIG)).unwrap(),
+    );
+    fs::write(world.tmp.join("ifaces"), "wan wanb\n").unwrap();
+    assert_eq!(
+        world.run("start", false, None),
+        lines(&[
+            "trigger config connmark-lb",
+            "definition sent",
+            "prog stop daemon-gone",
+        ])
+    );
+    assert_eq!(
+        world.ifaces(),
+        None,
+        "a disabled service must silence the hotplug hook"
+    );
+}
+
+#[test]
+fn init_follows_only_enabled_links_that_netifd_manages() {
+    let config = "\
+config globals 'globals'
+\toption enabled '1'
+
+config interface 'wan'
+\toption interface 'wan_pppoe'
+
+config interface 'lte'
+\toption device 'wwan0'
+
+config interface 'wan3'
+\toption enabled '1'
+
+config interface 'spare'
+\toption enabled '0'
+\toption interface 'wan4'
+";
+    let world = InitWorld::new("init-follow", config);
+    let log = world.run("start", false, None);
+    let triggers: Vec<&String> = log.iter().filter(|l| l.starts_with("trigger")).collect();
+    assert_eq!(
+        triggers,
+        [
+            "trigger config connmark-lb",
+            "trigger interface wan_pppoe",
+            "trigger interface wan3"
+        ]
+    );
+    assert_eq!(world.ifaces().as_deref(), Some("wan_pppoe wan3\n"));
+}
+
+#[test]
+fn init_stop_removes_rules_only_after_the_daemon_has_exited() {
+    let world = InitWorld::new("init-stop", &InitWorld::enabled_default());
+    fs::write(world.tmp.join("ifaces"), "wan wanb\n").unwrap();
+    let mut daemon = world.fake_daemon("2");
+    let pid = daemon.0.id();
+    // Reap it as soon as it exits, as procd would, so its /proc entry goes away.
+    let reaper = thread::spawn(move || {
+        let _ = daemon.0.wait();
+        daemon
+    });
+    let started = Instant::now();
+    assert_eq!(
+        world.run("stop", true, Some(pid)),
+        lines(&["kill connmark-lb", "prog stop daemon-gone"])
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "stop did not wait"
+    );
+    drop(reaper.join().unwrap());
+    assert_eq!(world.ifaces(), None);
+}
+
+#[test]
+fn init_stop_waits_for_a_hung_daemon_only_for_a_bounded_time() {
+    let world = InitWorld::new("init-stop-hung", &InitWorld::enabled_default());
+    let daemon = world.fake_daemon("120");
+    let started = Instant::now();
+    let log = world.run("stop", true, Some(daemon.0.id()));
+    let waited = started.elapsed();
+    assert_eq!(log, lines(&["kill connmark-lb", "prog stop daemon-alive"]));
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(12),
+        "waited {waited:?}"
+    );
+}
+
+#[test]
+fn init_stop_ignores_a_stale_pidfile_of_another_process() {
+    let world = InitWorld::new("init-stale-pid", &InitWorld::enabled_default());
+    // Our own pid: alive, but not named connmark-lb.
+    fs::write(world.tmp.join("pid"), format!("{}\n", std::process::id())).unwrap();
+    let started = Instant::now();
+    world.run("stop", true, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "stop waited on a stranger"
+    );
+}
+
+#[test]
+fn init_reload_signals_a_running_daemon_instead_of_restarting_it() {
+    let world = InitWorld::new("init-reload", &InitWorld::enabled_default());
+    let log = world.run("reload", true, None);
+    assert_eq!(
+        log.first().map(String::as_str),
+        Some("running? connmark-lb daemon")
+    );
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some("signal connmark-lb daemon HUP")
+    );
+    assert!(log.contains(&"definition sent".to_string()));
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("kill") || l.starts_with("prog")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn init_reload_starts_a_daemon_that_was_not_running_without_signalling() {
+    let world = InitWorld::new("init-reload-cold", &InitWorld::enabled_default());
+    let log = world.run("reload", false, None);
+    assert!(log.contains(&"open_instance daemon".to_string()), "{log:?}");
+    assert!(!log.iter().any(|l| l.starts_with("signal")), "{log:?}");
+}
+
+#[test]
+fn init_reload_when_disabled_stops_and_cleans_up_without_signalling() {
+    let world = InitWorld::new(
+        "init-reload-off",
+        &fs::read_to_string(repo().join(CONFIG)).unwrap(),
+    );
+    let log = world.run("reload", true, None);
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some("prog stop daemon-gone")
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("signal") || l.starts_with("open_instance"))
+    );
+}
+
+#[test]
+fn init_script_paths_match_the_package_and_the_hotplug_hook() {
+    let world = InitWorld::new("init-paths", &InitWorld::enabled_default());
+    world.run("start", false, None);
+    let paths = read_lines(&world.tmp.join("log"))
+        .into_iter()
+        .find_map(|l| l.strip_prefix("paths ").map(str::to_string))
+        .unwrap();
+    let paths: Vec<&str> = paths.split(' ').collect();
+    assert_eq!(paths[0], "/usr/sbin/connmark-lb");
+    assert!(
+        PACKAGE_TREE
+            .iter()
+            .any(|(p, _, _)| format!("/{p}") == paths[0])
+    );
+    let hotplug = fs::read_to_string(repo().join(HOTPLUG)).unwrap();
+    assert!(hotplug.contains(paths[2]), "hotplug must read {}", paths[2]);
+    assert!(hotplug.contains("/etc/init.d/connmark-lb reload"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hotplug hook
+
+#[test]
+fn hotplug_reloads_only_for_events_that_change_a_configured_wan() {
+    struct Case {
+        action: &'static str,
+        interface: &'static str,
+        env: &'static [(&'static str, &'static str)],
+        service_running: bool,
+        reload: bool,
+    }
+    let cases = [
+        Case {
+            action: "ifup",
+            interface: "wanb",
+            env: &[("DEVICE", "eth2")],
+            service_running: true,
+            reload: true,
+        },
+        Case {
+            action: "ifdown",
+            interface: "wan",
+            env: &[],
+            service_running: true,
+            reload: true,
+        },
+        Case {
+            action: "ifupdate",
+            interface: "wan",
+            env: &[("DEVICE", "eth1"), ("IFUPDATE_ADDRESSES", "1")],
+            service_running: true,
+            reload: true,
+        },
+        Case {
+            action: "ifupdate",
+            interface: "wanb",
+            env: &[("DEVICE", "eth2"), ("IFUPDATE_ROUTES", "1")],
+            service_running: true,
+            reload: true,
+        },
+        Case {
+            action: "ifupdate",
+            interface: "wan",
+            env: &[
+                ("DEVICE", "eth1"),
+                ("IFUPDATE_PREFIXES", "1"),
+                ("IFUPDATE_DATA", "1"),
+            ],
+            service_running: true,
+            reload: false,
+        },
+        Case {
+            action: "ifup",
+            interface: "lan",
+            env: &[("DEVICE", "br-lan")],
+            service_running: true,
+            reload: false,
+        },
+        Case {
+            action: "ifup",
+            interface: "wa",
+            env: &[("DEVICE", "eth9")],
+            service_running: true,
+            reload: false,
+        },
+        Case {
+            action: "ifup-failed",
+            interface: "wan",
+            env: &[],
+            service_running: true,
+            reload: false,
+        },
+        Case {
+            action: "ifup",
+            interface: "wan",
+            env: &[("DEVICE", "eth1")],
+            service_running: false,
+            reload: false,
+        },
+    ];
+    let hook = repo().join(HOTPLUG);
+    let hook = hook.to_str().unwrap();
+    for case in cases {
+        let tmp = TempDir::new("hotplug");
+        let (run_dir, initd) = (tmp.join("run"), tmp.join("initd"));
+        fs::create_dir_all(&run_dir).unwrap();
+        fs::create_dir_all(&initd).unwrap();
+        if case.service_running {
+            fs::write(run_dir.join("connmark-lb.ifaces"), "wan wanb\n").unwrap();
+        }
+        let log = tmp.join("log");
+        write_recorder(&initd.join(NAME), &log);
+        let mut env = vec![("ACTION", case.action), ("INTERFACE", case.interface)];
+        env.extend_from_slice(case.env);
+        // hotplug-call sources each hook in a subshell.
+        let out = in_private_mounts(
+            &[(&run_dir, "/var/run"), (&initd, "/etc/init.d")],
+            &["busybox", "sh", "-c", "( . \"$0\" )", hook],
+            &env,
+        );
+        let what = format!(
+            "{} {} {:?} running={}",
+            case.action, case.interface, case.env, case.service_running
+        );
+        assert!(out.status.success(), "{what}: {out:?}");
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{what} was not silent: {out:?}"
+        );
+        let expected = if case.reload {
+            lines(&["reload"])
+        } else {
+            Vec::new()
+        };
+        assert_eq!(read_lines(&log), expected, "{what}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// .ipk
+
+const EPOCH: &str = "1700000000";
+
+fn build_ipk(out_dir: &Path, arch: &str) -> PathBuf {
+    let printed = run_ok(
+        Command::new(repo().join("cross/mkipk.sh"))
+            .arg(arch)
+            .arg(binary())
+            .arg(out_dir)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env_remove("RELEASE"),
+    );
+    let ipk = PathBuf::from(printed.trim());
+    assert_eq!(
+        ipk,
+        out_dir.join(format!("{NAME}_{}-r1_{arch}.ipk", crate_version()))
+    );
+    ipk
+}
+
+/// `tar -tv` of an archive: (mode string, owner, size, date time, name) per member, in order.
+fn tar_listing(archive: &Path) -> Vec<(String, String, u64, String, String)> {
+    run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "--full-time", "-tvzf"])
+            .arg(archive)
+            .env("TZ", "UTC"),
+    )
+    .lines()
+    .map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (
+            f[0].to_string(),
+            f[1].to_string(),
+            f[2].parse().unwrap(),
+            format!("{} {}", f[3], f[4]),
+            f[5..].join(" "),
+        )
+    })
+    .collect()
+}
+
+fn control_fields(text: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(continuation) = line.strip_prefix(' ') {
+            let last = fields.last_mut().expect("continuation after a field");
+            last.1.push('\n');
+            last.1.push_str(continuation);
+        } else {
+            let (key, value) = line
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("bad line {line:?}"));
+            fields.push((key.to_string(), value.to_string()));
+        }
+    }
+    fields
+}
+
+#[test]
+fn ipk_has_openwrt_layout_control_fields_and_tree() {
+    let tmp = TempDir::new("ipk");
+    let ipk = build_ipk(&tmp.join("out"), "aarch64_generic");
+
+    let outer = tar_listing(&ipk);
+    let names: Vec<&str> = outer.iter().map(|m| m.4.as_str()).collect();
+    assert_eq!(
+        names,
+        ["./debian-binary", "./data.tar.gz", "./control.tar.gz"]
+    );
+    for (mode, owner, _, time, name) in &outer {
+        assert_eq!(owner, "0/0", "{name}");
+        assert_eq!(mode, "-rw-r--r--", "{name}");
+        assert_eq!(
+            time, "2023-11-14 22:13:20",
+            "{name} mtime is not SOURCE_DATE_EPOCH"
+        );
+    }
+    let unpacked = tmp.join("unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&ipk)
+            .arg("-C")
+            .arg(&unpacked),
+    );
+    assert_eq!(
+        fs::read_to_string(unpacked.join("debian-binary")).unwrap(),
+        "2.0\n"
+    );
+
+    // data.tar.gz: sorted, numeric owners, the package tree.
+    let data = tar_listing(&unpacked.join("data.tar.gz"));
+    let data_names: Vec<String> = data.iter().map(|m| m.4.clone()).collect();
+    let mut sorted = data_names.clone();
+    sorted.sort();
+    assert_eq!(data_names, sorted, "data.tar members are not sorted");
+    assert!(data.iter().all(|m| m.1 == "0/0"));
+    let root = tmp.join("root");
+    fs::create_dir_all(&root).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(unpacked.join("data.tar.gz"))
+            .arg("-C")
+            .arg(&root),
+    );
+    assert_package_tree(&root, &binary());
+    run_ok(Command::new(root.join("usr/sbin/connmark-lb")).arg("--help"));
+
+    // control.tar.gz
+    let control_dir = tmp.join("control");
+    fs::create_dir_all(&control_dir).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(unpacked.join("control.tar.gz"))
+            .arg("-C")
+            .arg(&control_dir),
+    );
+    let control: Vec<(String, u32, bool)> = tree(&control_dir);
+    assert_eq!(
+        control,
+        [
+            ("conffiles".to_string(), 0o644, false),
+            ("control".to_string(), 0o644, false),
+            ("postinst".to_string(), 0o755, false),
+            ("prerm".to_string(), 0o755, false),
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(control_dir.join("conffiles")).unwrap(),
+        "/etc/config/connmark-lb\n"
+    );
+    let fields = control_fields(&fs::read_to_string(control_dir.join("control")).unwrap());
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.first(), Some(&"Package"));
+    assert_eq!(keys.last(), Some(&"Description"));
+    let field = |key: &str| -> String {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no {key}"))
+            .1
+            .clone()
+    };
+    assert_eq!(field("Package"), NAME);
+    assert_eq!(field("Version"), format!("{}-r1", crate_version()));
+    assert_eq!(field("Architecture"), "aarch64_generic");
+    assert_eq!(field("SourceDateEpoch"), EPOCH);
+    let data_tar_size = run(Command::new("gzip")
+        .arg("-dc")
+        .arg(unpacked.join("data.tar.gz")))
+    .stdout
+    .len();
+    assert_eq!(field("Installed-Size"), data_tar_size.to_string());
+    assert!(
+        field("Description").contains('\n'),
+        "Description needs a long form"
+    );
+
+    // Depends: the feed's nftables package dependencies, as opkg writes them.
+    let dump = feed_dump();
+    let feed_deps: Vec<String> = words(&dump["connmark-lb.DEPENDS"])
+        .iter()
+        .filter_map(|d| d.strip_prefix('+'))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(field("Depends"), feed_deps.join(", "));
+
+    for script in ["postinst", "prerm"] {
+        let path = control_dir.join(script);
+        run_ok(Command::new("busybox").args(["sh", "-n"]).arg(&path));
+        run_ok(Command::new("shellcheck").args(["-s", "dash"]).arg(&path));
+    }
+}
+
+#[test]
+fn ipk_is_byte_for_byte_reproducible() {
+    let tmp = TempDir::new("ipk-repro");
+    let first = fs::read(build_ipk(&tmp.join("a"), "x86_64")).unwrap();
+    thread::sleep(Duration::from_millis(1100));
+    let second = fs::read(build_ipk(&tmp.join("b"), "x86_64")).unwrap();
+    assert!(first == second, "two builds of the same inputs differ");
+}
+
+/// Runs an unpacked maintainer script with /etc/init.d replaced by a recorder; returns what
+/// the init script was asked to do.
+fn run_maintainer_script(script: &Path, envs: &[(&str, &str)]) -> Vec<String> {
+    let tmp = TempDir::new("maint");
+    let initd = tmp.join("initd");
+    fs::create_dir_all(&initd).unwrap();
+    let log = tmp.join("log");
+    write_recorder(&initd.join(NAME), &log);
+    let out = in_private_mounts(
+        &[(&initd, "/etc/init.d")],
+        &["busybox", "sh", script.to_str().unwrap()],
+        envs,
+    );
+    assert!(out.status.success(), "{}: {out:?}", script.display());
+    read_lines(&log)
+}
+
+#[test]
+fn ipk_scripts_enable_start_and_disable_stop_like_openwrt_defaults() {
+    let tmp = TempDir::new("ipk-scripts");
+    let ipk = build_ipk(&tmp.join("out"), "x86_64");
+    let control = tmp.join("control");
+    fs::create_dir_all(&control).unwrap();
+    run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg("tar -xzOf \"$0\" ./control.tar.gz | tar -xzf - -C \"$1\"")
+            .arg(&ipk)
+            .arg(&control),
+    );
+    let (postinst, prerm) = (control.join("postinst"), control.join("prerm"));
+
+    assert_eq!(
+        run_maintainer_script(&postinst, &[]),
+        lines(&["enable", "start"])
+    );
+    assert_eq!(
+        run_maintainer_script(&postinst, &[("PKG_UPGRADE", "1")]),
+        lines(&["start"])
+    );
+    assert_eq!(
+        run_maintainer_script(&postinst, &[("IPKG_NO_SCRIPT", "1")]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        run_maintainer_script(&prerm, &[]),
+        lines(&["disable", "stop"])
+    );
+    assert_eq!(
+        run_maintainer_script(&prerm, &[("PKG_UPGRADE", "1")]),
+        lines(&["stop"])
+    );
+
+    // Image builds: only rc.common inside the image root is used, to enable (or disable).
+    let image = tmp.join("image");
+    fs::create_dir_all(image.join("etc")).unwrap();
+    let rc_log = tmp.join("rc.log");
+    write_recorder(&image.join("etc/rc.common"), &rc_log);
+    let image_root = image.to_str().unwrap();
+    let init = format!("{image_root}/etc/init.d/connmark-lb");
+    assert_eq!(
+        run_maintainer_script(&postinst, &[("IPKG_INSTROOT", image_root)]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        run_maintainer_script(&prerm, &[("IPKG_INSTROOT", image_root)]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        read_lines(&rc_log),
+        lines(&[&format!("{init} enable"), &format!("{init} disable")])
+    );
+}
