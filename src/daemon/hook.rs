@@ -78,7 +78,8 @@ impl Hook {
     }
 
     /// Runs started and not yet reaped.
-    pub fn running(&self) -> usize {
+    #[cfg(test)]
+    fn running(&self) -> usize {
         self.running.len()
     }
 }
@@ -130,6 +131,44 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "disconnected wanb eth2 wanb down\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn script_starts_with_no_signal_blocked_by_the_daemon() {
+        use nix::sys::signal::{SigSet, Signal};
+        let dir = temp_dir("mask");
+        let script = dir.join("connmark-lb.user");
+        let out = dir.join("mask");
+        std::fs::write(
+            &script,
+            format!(
+                "grep SigBlk /proc/self/status > {0}.tmp\nmv {0}.tmp {0}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let mask = std::thread::spawn(move || {
+            let mut blocked = SigSet::empty();
+            blocked.add(Signal::SIGTERM);
+            blocked.add(Signal::SIGHUP);
+            blocked.thread_block().unwrap();
+            let mut hook = Hook::new(script);
+            assert!(hook.run(&event()).unwrap());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while hook.running() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                hook.reap();
+            }
+            std::fs::read_to_string(&out).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            mask.split_whitespace().nth(1),
+            Some("0000000000000000"),
+            "{mask}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
