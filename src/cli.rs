@@ -37,7 +37,8 @@ pub struct Args {
     /// directory for applied.json and status.json (default /var/run/connmark-lb)
     #[argh(option, default = "PathBuf::from(DEFAULT_STATE_DIR)")]
     pub state_dir: PathBuf,
-    /// script run by `run` on every link state change (default /etc/connmark-lb.user)
+    /// script run by `run` when a link goes down or comes back (default
+    /// /etc/connmark-lb.user)
     #[argh(option, default = "PathBuf::from(DEFAULT_HOOK)")]
     pub hook: PathBuf,
 }
@@ -141,9 +142,10 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Verb::Run => {
             let load_config = || args.load_config();
+            let resolve = |config: &Config| args.link_states(config);
             let options = daemon::Options {
                 load_config: &load_config,
-                link_states: &link_states,
+                link_states: &resolve,
                 state_dir: &args.state_dir,
                 hook: &args.hook,
             };

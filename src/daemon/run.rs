@@ -271,7 +271,6 @@ impl Daemon<'_> {
         self.retry_at = None;
         log(&format!("reloaded: {}", self.summary()));
         self.act(outcomes, true);
-        self.save_status();
         None
     }
 

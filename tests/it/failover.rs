@@ -110,15 +110,15 @@ impl Daemon {
         }
     }
 
-    /// Waits until every link reports `state` and answered probes in its last round (when
-    /// `state` is up) or lost them all (when down).
+    /// Waits until every link reports `state` and, if it is tracked, answered probes in its
+    /// last round (when `state` is up) or lost them all (when down).
     fn wait_all(&mut self, state: &str, timeout: Duration) -> Duration {
         let loss = if state == "up" { 0 } else { 100 };
         self.wait_for(&format!("every link {state}"), timeout, |s| {
             s["links"].as_array().is_some_and(|links| {
-                links
-                    .iter()
-                    .all(|l| l["state"] == state && l["loss_percent"] == loss)
+                links.iter().all(|l| {
+                    l["state"] == state && (l["tracked"] == false || l["loss_percent"] == loss)
+                })
             })
         })
     }
@@ -545,6 +545,48 @@ fn silent_failure_with_half_second_interval() {
     fail_and_heal_link_2(&mut lab, &timing, "interval 0.5 s");
 }
 
+/// A link without `track_ip` is up exactly while its device is: taking the router's device
+/// down (the kernel drops its routes) moves new connections off it; bringing it back restores
+/// its route and its share.
+#[test]
+fn untracked_link_follows_its_device() {
+    let mut lab = Lab::new(&LbConfig::new(
+        Backend::Nftables,
+        Balance::RoundRobin,
+        &[1, 1],
+    ));
+    assert_eq!(lab.daemon.link(2)["tracked"], false);
+    lab.topo.router.run("ip link set wan2 down");
+    lab.daemon.wait_link(2, "down", Duration::from_secs(5));
+    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 50);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    assert_eq!(tally.count(link_addr(1)), 50, "{:?}", tally.seen);
+
+    lab.topo.router.run("ip link set wan2 up");
+    lab.daemon.wait_link(2, "up", Duration::from_secs(5));
+    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 100);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    LinkLoad::from_tally(&lab.topo, &tally).assert_shares(
+        "tcp after the untracked link's device came back",
+        &[1, 1],
+        2.0,
+    );
+    let log = lab.daemon.log();
+    for line in [
+        "wan2 (wan2): up -> down (device down); new connections avoid it",
+        "wan2 (wan2): down -> up (device up); new connections use it again",
+    ] {
+        assert!(log.contains(line), "log lacks {line:?}:\n{log}");
+    }
+    assert_eq!(
+        lab.hook_lines(),
+        [
+            "disconnected wan2 wan2 wan2 down",
+            "connected wan2 wan2 wan2 up"
+        ]
+    );
+}
+
 /// The conntrack marks (under the default mask) of the router's entries for connections from
 /// the LAN host, counted per link number.
 fn lan_entries_per_link(topo: &Topology) -> Vec<usize> {
@@ -783,14 +825,9 @@ fn footprint_tracking_four_links() {
     let percent = 100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64();
     let probes = lab.topo.srv_icmp_requests();
     eprintln!(
-        "FIGURE daemon footprint, 4 links at 1 s: VmRSS {rss} kB, VmHWM {hwm} kB, CPU {:.2} s in {:.1} s = {percent:.3}% ({} build), probes seen per link {probes:?}",
+        "FIGURE daemon footprint, 4 links at 1 s: VmRSS {rss} kB, VmHWM {hwm} kB, CPU {:.2} s in {:.1} s = {percent:.3}%, probes seen per link {probes:?}",
         cpu.as_secs_f64(),
         elapsed.as_secs_f64(),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
     );
     lab.daemon.wait_all("up", Duration::from_secs(5));
     assert!(
