@@ -25,7 +25,7 @@ rust_target = $(strip \
 	$(error ARCH=$(1): use x86_64 or aarch64_*; other routers build with the OpenWrt SDK))))
 static_bin = target/$(1)/release/connmark-lb
 
-.PHONY: build static cross ipk dist deps test lint
+.PHONY: build static cross ipk dist deps test lint demo
 
 build:
 	$(CARGO) build --release
@@ -67,6 +67,10 @@ test: deps
 		tar -xzf - -C $(DIST)/aarch64-check ./usr/sbin/connmark-lb
 	qemu-aarch64-static $(DIST)/aarch64-check/usr/sbin/connmark-lb $(SELFTEST) | \
 		grep -q 'table inet connmark_lb {'
+
+# Namespace testbed: apply a 1:1:2 config, open 600 connections, print the split per link.
+demo: deps
+	$(CARGO) test --test demo
 
 lint:
 	$(CARGO) fmt --check

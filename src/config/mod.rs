@@ -505,9 +505,9 @@ fn read_track(r: &mut SectionReader) -> Result<TrackConfig> {
     })
 }
 
-/// A duration as the user would write it: `1`, `0.5`.
+/// A duration as the user would write it (`1`, `0.5`), exactly and without float formatting.
 fn seconds(d: Duration) -> String {
-    let text = format!("{:.3}", d.as_secs_f64());
+    let text = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 

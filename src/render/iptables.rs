@@ -260,8 +260,8 @@ fn policy_rules(plan: &Plan, policy: &PolicyPlan) -> Vec<String> {
                             out.push(goto_link(share.link));
                         } else {
                             out.push(format!(
-                                "-m statistic --mode random --probability {:.10} {}",
-                                f64::from(share.weight) / f64::from(left),
+                                "-m statistic --mode random --probability {} {}",
+                                probability(share.weight, left),
                                 goto_link(share.link)
                             ));
                         }
@@ -277,6 +277,13 @@ fn policy_rules(plan: &Plan, policy: &PolicyPlan) -> Vec<String> {
         Choice::Fallback(LastResort::Blackhole) => vec![format!("-g {IPT_PREFIX}LAST_BLACKHOLE")],
         Choice::Fallback(LastResort::Default) => vec!["-j ACCEPT".to_string()],
     }
+}
+
+/// `part / whole` (< 1) as a decimal with 10 digits, in integer arithmetic: keeps float
+/// formatting out of the binary.
+fn probability(part: u32, whole: u32) -> String {
+    let scaled = u64::from(part) * 10_000_000_000 / u64::from(whole);
+    format!("0.{scaled:010}")
 }
 
 /// One classification rule as iptables matches and a goto.
@@ -352,5 +359,12 @@ mod tests {
                 assert!(full.lines().any(|f| f == line), "{line} not in\n{full}");
             }
         }
+    }
+
+    #[test]
+    fn probability_has_ten_digits() {
+        assert_eq!(probability(1, 3), "0.3333333333");
+        assert_eq!(probability(1, 2), "0.5000000000");
+        assert_eq!(probability(999, 1000), "0.9990000000");
     }
 }
