@@ -643,13 +643,9 @@ fn twenty_percent_loss_does_not_flap_with_defaults() {
     let run = Duration::from_secs(20);
     let started = Instant::now();
     let mut states = std::collections::BTreeSet::new();
-    let mut lossy_rounds = 0;
     while started.elapsed() < run {
         let link = lab.daemon.link(2);
         states.insert(link["state"].as_str().unwrap_or_default().to_string());
-        if link["loss_percent"].as_u64().is_some_and(|l| l > 0) {
-            lossy_rounds += 1;
-        }
         assert_eq!(
             link["usable"],
             true,
@@ -663,8 +659,8 @@ fn twenty_percent_loss_does_not_flap_with_defaults() {
         "FIGURE no flapping: 20% loss on link 2 for {} s: {lost} probe packets lost, states seen {states:?}",
         run.as_secs()
     );
+    // Only probes cross ISP 2 in this test, so these are lost probes.
     assert!(lost >= 5, "the loss rule dropped only {lost} packets");
-    assert!(lossy_rounds > 0, "no round saw the loss");
     assert!(
         !lab.daemon.log().contains("-> down"),
         "{}",
