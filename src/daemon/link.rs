@@ -150,19 +150,21 @@ impl Link {
         self.prober.as_ref().map(|p| p.as_fd())
     }
 
-    /// Takes replies (when the socket is `readable`), ends a round that is answered or
-    /// overdue, starts one that is due.
+    /// Takes replies (when the socket is `readable`, and always before giving up on a round,
+    /// since the loop may have been busy while they arrived), ends a round that is answered
+    /// or overdue, starts one that is due.
     pub fn advance(&mut self, now: Instant, readable: bool) -> Option<Outcome> {
         if let Some((started, mut round)) = self.round.take() {
             let mut failed = false;
-            if let (true, Some(prober)) = (readable, self.prober.as_mut()) {
+            let overdue = now >= round.deadline();
+            if let (true, Some(prober)) = (readable || overdue, self.prober.as_mut()) {
                 if let Err(e) = prober.receive(&mut round) {
                     self.note_problem(Some(e.to_string()));
                     self.prober = None;
                     failed = true;
                 }
             }
-            if failed || round.is_complete() || now >= round.deadline() {
+            if failed || round.is_complete() || overdue {
                 return Some(self.conclude(started, &round.finish(), now));
             }
             self.round = Some((started, round));
@@ -266,5 +268,141 @@ impl Link {
             }
         }
         self.problem = problem;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::health::LinkState;
+    use crate::daemon::testns::{Netns, veth};
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    const TARGET: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 1);
+    const SOURCE: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 2);
+
+    fn fast_track() -> TrackConfig {
+        let tick = Duration::from_millis(50);
+        TrackConfig {
+            track_ip: vec![TARGET],
+            timeout: tick,
+            interval: tick,
+            failure_interval: tick,
+            recovery_interval: tick,
+            ..TrackConfig::default()
+        }
+    }
+
+    fn link(device: Option<&str>, source: Ipv4Addr) -> Link {
+        let route = LinkRoute {
+            name: "wanb".into(),
+            mark: 0,
+            device: device.map(str::to_string),
+            source: Some(source),
+        };
+        Link::new(1, route, fast_track(), vec![FlushEvent::Disconnected], true)
+    }
+
+    /// Drives `link` as the daemon's loop would until it produced `rounds` outcomes (bounded
+    /// to 10 s); returns them with the time each round started after the previous one.
+    fn drive(link: &mut Link, rounds: usize) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while outcomes.len() < rounds && Instant::now() < deadline {
+            let now = Instant::now();
+            if let Some(outcome) = link.advance(now, true) {
+                outcomes.push(outcome);
+                continue;
+            }
+            let next = link
+                .deadline()
+                .expect("a tracked link always has a deadline");
+            std::thread::sleep(
+                next.saturating_duration_since(now)
+                    .min(Duration::from_millis(5)),
+            );
+        }
+        outcomes
+    }
+
+    #[test]
+    fn a_source_address_not_on_the_router_makes_lost_rounds_until_down() {
+        let ns = Netns::new("lnk");
+        let mut link = link(None, SOURCE);
+        let started = Instant::now();
+        let outcomes = ns.enter(|| drive(&mut link, 4));
+        let states: Vec<LinkState> = outcomes.iter().map(|o| o.transition.to).collect();
+        assert_eq!(
+            states,
+            [
+                LinkState::Failing,
+                LinkState::Failing,
+                LinkState::Down,
+                LinkState::Down
+            ]
+        );
+        assert_eq!(
+            outcomes[2].cause,
+            Cause::Round {
+                answered: 0,
+                targets: 1,
+                loss_percent: 100
+            }
+        );
+        assert_eq!(outcomes[2].events(), [FlushEvent::Disconnected]);
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "rounds kept their interval: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            link.problem.as_ref().is_some_and(|p| p.contains("bind")),
+            "{:?}",
+            link.problem
+        );
+        let status = link.status();
+        assert_eq!(
+            (status.state.as_str(), status.usable, status.loss_percent),
+            ("down", false, Some(100))
+        );
+    }
+
+    #[test]
+    fn answered_rounds_report_rtt_and_a_device_change_restarts_probing() {
+        let ns = Netns::new("lnk");
+        let peer = Netns::new("lnk");
+        veth(&ns, "w2", &peer, "w2");
+        ns.ip(&["addr", "add", "10.202.0.2/24", "dev", "w2"]);
+        peer.ip(&["addr", "add", "10.202.0.1/24", "dev", "w2"]);
+        let mut link = link(Some("w2"), SOURCE);
+        let outcomes = ns.enter(|| drive(&mut link, 3));
+        assert!(
+            outcomes.iter().all(|o| o.cause
+                == Cause::Round {
+                    answered: 1,
+                    targets: 1,
+                    loss_percent: 0
+                }
+                && !o.transition.changed()),
+            "{outcomes:?}"
+        );
+        let status = link.status();
+        assert!(status.rtt_ms.is_some_and(|rtt| rtt > 0.0), "{status:?}");
+        assert_eq!(link.problem, None);
+
+        let now = Instant::now();
+        let down = link.set_device(false, now).expect("a change");
+        assert_eq!(
+            down.events(),
+            [FlushEvent::IfDown, FlushEvent::Disconnected]
+        );
+        assert_eq!((link.deadline(), link.poll_fd().is_none()), (None, true));
+        assert_eq!(link.set_device(false, now), None, "no change, no outcome");
+        let up = link.set_device(true, now).expect("a change");
+        assert_eq!(up.events(), [FlushEvent::IfUp, FlushEvent::Connected]);
+        assert_eq!(link.deadline(), Some(now), "probed again at once");
+        let outcomes = ns.enter(|| drive(&mut link, 1));
+        assert_eq!(outcomes.len(), 1, "the reopened socket probes");
     }
 }
