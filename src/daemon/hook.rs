@@ -89,10 +89,26 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    fn temp_dir(tag: &str) -> PathBuf {
+    /// A temp dir removed when dropped, also when the test fails.
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_dir(tag: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("cmlb-hook-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        TempDir(dir)
     }
 
     fn event() -> HookEvent {
@@ -132,7 +148,6 @@ mod tests {
             std::fs::read_to_string(&out).unwrap(),
             "disconnected wanb eth2 wanb down\n"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -170,7 +185,6 @@ mod tests {
             Some("0000000000000000"),
             "{mask}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -191,6 +205,5 @@ mod tests {
         }
         hook.reap();
         assert_eq!(hook.running(), 0);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
