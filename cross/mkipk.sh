@@ -51,7 +51,7 @@ gzip -n -9 <"$work/data.tar" >"$work/data.tar.gz"
 cat >"$control/control" <<CONTROL
 Package: $name
 Version: $version-r$release
-Depends: nftables, kmod-nft-core, kmod-nft-nat, ip-full
+Depends: nftables, kmod-nft-core, kmod-nft-nat, kmod-nf-conntrack-netlink, ip-full
 License: GPL-2.0-only
 Section: net
 SourceDateEpoch: $epoch

@@ -2,9 +2,10 @@
 
 use crate::apply::{self, Backend};
 use crate::config::{Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE};
+use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
 use crate::live::{IpState, IptablesState};
-use crate::names::DEFAULT_STATE_DIR;
+use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
 use crate::plan::{Footprint, LinkState, Plan};
 use crate::render::{ip, iptables, nft};
 use crate::source::{ConfigSource, resolve_links, ubus};
@@ -17,8 +18,10 @@ use std::str::FromStr;
 /// links, keeps each connection on its link, fails over when a link dies.
 #[derive(FromArgs, Debug)]
 pub struct Args {
-    /// apply | check | stop (apply: load the rules atomically; check: print them, change
-    /// nothing; stop: remove everything we added)
+    /// apply | check | stop | run | status (apply: load the rules atomically; check: print
+    /// them, change nothing; stop: remove everything we added; run: apply, then track link
+    /// health and fail over until SIGTERM, SIGHUP reloads; status: print the daemon's
+    /// per-link state)
     #[argh(positional)]
     pub verb: Verb,
     /// config as `ubus call uci get` JSON ({"values": {...}})
@@ -34,6 +37,10 @@ pub struct Args {
     /// directory for applied.json and status.json (default /var/run/connmark-lb)
     #[argh(option, default = "PathBuf::from(DEFAULT_STATE_DIR)")]
     pub state_dir: PathBuf,
+    /// script run by `run` when a link goes down or comes back (default
+    /// /etc/connmark-lb.user)
+    #[argh(option, default = "PathBuf::from(DEFAULT_HOOK)")]
+    pub hook: PathBuf,
 }
 
 /// What to do.
@@ -42,6 +49,8 @@ pub enum Verb {
     Apply,
     Check,
     Stop,
+    Run,
+    Status,
 }
 
 impl FromStr for Verb {
@@ -51,8 +60,10 @@ impl FromStr for Verb {
             "apply" => Ok(Verb::Apply),
             "check" => Ok(Verb::Check),
             "stop" => Ok(Verb::Stop),
+            "run" => Ok(Verb::Run),
+            "status" => Ok(Verb::Status),
             _ => Err(format!(
-                "unknown verb \"{s}\": expected apply, check or stop"
+                "unknown verb \"{s}\": expected apply, check, stop, run or status"
             )),
         }
     }
@@ -120,8 +131,7 @@ pub fn run(args: &Args) -> Result<()> {
         Verb::Apply => {
             let config = args.load_config()?;
             if !config.globals.enabled {
-                eprintln!("connmark-lb: disabled in globals: removing our rules");
-                return apply::stop(&footprints(args, Some(&config)), &args.state_dir);
+                return remove_disabled(args, &config);
             }
             apply::apply(&config, args.link_states(&config), &args.state_dir).map(drop)
         }
@@ -130,7 +140,34 @@ pub fn run(args: &Args) -> Result<()> {
             let config = args.source().and_then(|s| s.load()).ok();
             apply::stop(&footprints(args, config.as_ref()), &args.state_dir).context("stop")
         }
+        Verb::Run => {
+            let load_config = || args.load_config();
+            let resolve = |config: &Config| args.link_states(config);
+            let options = daemon::Options {
+                load_config: &load_config,
+                link_states: &resolve,
+                state_dir: &args.state_dir,
+                hook: &args.hook,
+            };
+            match daemon::run(&options)? {
+                daemon::Exit::Signal(_) => Ok(()),
+                daemon::Exit::Disabled(config) => remove_disabled(args, &config),
+            }
+        }
+        Verb::Status => {
+            let status = status::load(&args.state_dir)?;
+            let text = serde_json::to_string_pretty(&status)
+                .map_err(|e| Error::Protocol(format!("encoding the status: {e}")))?;
+            println!("{text}");
+            Ok(())
+        }
     }
+}
+
+/// `globals.enabled 0`: apply and run remove our rules instead of installing them.
+fn remove_disabled(args: &Args, config: &Config) -> Result<()> {
+    eprintln!("connmark-lb: disabled in globals: removing our rules");
+    apply::stop(&footprints(args, Some(config)), &args.state_dir)
 }
 
 /// Everything `apply` would load, as text: firewall rules, ip batch (from an empty state) and

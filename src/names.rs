@@ -10,3 +10,5 @@ pub const DEFAULT_STATE_DIR: &str = "/var/run/connmark-lb";
 pub const APPLIED_FILE: &str = "applied.json";
 /// The daemon's per-link status for `status`, LuCI and scripts.
 pub const STATUS_FILE: &str = "status.json";
+/// The user's event script, run by the daemon on every link state change (mwan3.user's role).
+pub const DEFAULT_HOOK: &str = "/etc/connmark-lb.user";

@@ -310,6 +310,12 @@ pub(crate) mod tests {
         "main":{".type":"policy",".name":"main",".index":7,"use_member":["m_wan","m_wanb","m_lte"],"last_resort":"blackhole"}
     }}"#;
 
+    /// The [`TIERS`] plan with only the links marked in `up` alive.
+    pub(crate) fn tiers_plan(up: [bool; 3]) -> Plan {
+        let c = config(TIERS);
+        Plan::build(&c, &states(&c, &up))
+    }
+
     fn states(config: &Config, up: &[bool]) -> Vec<LinkState> {
         config
             .interfaces

@@ -54,6 +54,15 @@ impl Backend {
         }
     }
 
+    /// Renders only the policy chains for `plan`: what a change of link liveness needs, for
+    /// [`Backend::load`].
+    pub fn policy_update(self, plan: &Plan) -> String {
+        match self {
+            Backend::Nftables => nft::policy_update(plan),
+            Backend::Iptables => iptables::policy_update(plan),
+        }
+    }
+
     /// Validates `text` with the tool itself without changing anything.
     pub fn check(self, text: &str) -> Result<()> {
         match self {

@@ -7,9 +7,11 @@ pub mod raw;
 pub mod uci_text;
 pub mod value;
 
+use crate::daemon::health::TrackConfig;
 use crate::error::{Error, Result};
 use raw::{RawConfig, RawSection};
 use std::net::Ipv4Addr;
+use std::time::Duration;
 use value::SectionReader;
 
 /// Which firewall tool carries the marking rules.
@@ -39,6 +41,32 @@ pub enum LastResort {
     Blackhole,
     /// Leave the connection to the main routing table.
     Default,
+}
+
+/// A link event on which that link's conntrack entries are deleted (mwan3's
+/// `flush_conntrack` words), so its pinned connections start over on a live link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushEvent {
+    /// The link's device came up.
+    IfUp,
+    /// The link's device went down.
+    IfDown,
+    /// The link became usable for new connections.
+    Connected,
+    /// The link stopped being usable for new connections.
+    Disconnected,
+}
+
+impl FlushEvent {
+    /// mwan3's name of the event, used in config, logs and the hook's `ACTION`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushEvent::IfUp => "ifup",
+            FlushEvent::IfDown => "ifdown",
+            FlushEvent::Connected => "connected",
+            FlushEvent::Disconnected => "disconnected",
+        }
+    }
 }
 
 /// `config globals`: settings shared by every link.
@@ -71,6 +99,10 @@ pub struct Interface {
     pub metric: u32,
     /// netifd interface to resolve device/gateway/source from (None: fixed values only).
     pub netifd: Option<String>,
+    /// Health tracking by `connmark-lb run`; no targets = up while the device is up.
+    pub track: TrackConfig,
+    /// Events on which this link's conntrack entries are deleted; default: when it goes down.
+    pub flush_conntrack: Vec<FlushEvent>,
     /// 1-based position among interface sections: decides mark and table, stable while the
     /// file's interface order is.
     pub id: u32,
@@ -280,7 +312,7 @@ impl Reading<'_> {
                 Ok(v) => out.push(v),
                 Err(e) => self.errors.push(e),
             }
-            self.warnings.extend(r.unknown_options());
+            self.warnings.extend(r.warnings());
             if sections[..i].iter().any(|o| o.name == s.name) {
                 self.errors
                     .push(Error::config(&s.label(), None, "duplicate section name"));
@@ -388,6 +420,8 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
         None if device.is_none() => Some(name.clone()),
         None => None,
     };
+    let track = read_track(r)?;
+    let flush_conntrack = read_flush_conntrack(r)?;
     Ok(Interface {
         name,
         enabled,
@@ -397,8 +431,118 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
         weight,
         metric,
         netifd,
+        track,
+        flush_conntrack,
         id,
     })
+}
+
+/// The tracking options. `failure_interval` and `recovery_interval` default to `interval`
+/// (as in mwan3), and `timeout` to 1 s or the shortest interval if that is shorter, so a lost
+/// round never delays the next one unless the user asks for it.
+fn read_track(r: &mut SectionReader) -> Result<TrackConfig> {
+    let d = TrackConfig::default();
+    let mut track_ip: Vec<Ipv4Addr> = Vec::new();
+    for v in r.list("track_ip") {
+        let addr: Ipv4Addr = v
+            .parse()
+            .map_err(|_| r.error("track_ip", format!("expected an IPv4 address, got \"{v}\"")))?;
+        if track_ip.contains(&addr) {
+            return Err(r.error("track_ip", format!("{addr} is listed twice")));
+        }
+        track_ip.push(addr);
+    }
+    let reliability = r.int("reliability", d.reliability, 1, 1000)?;
+    if !track_ip.is_empty() && reliability as usize > track_ip.len() {
+        return Err(r.error(
+            "reliability",
+            format!(
+                "expected at most the number of track_ip targets ({}), got {reliability}",
+                track_ip.len()
+            ),
+        ));
+    }
+    let count = r.int("count", d.count, 1, 100)?;
+    let interval = r.seconds("interval", d.interval)?;
+    let failure_interval = r.seconds("failure_interval", interval)?;
+    let recovery_interval = r.seconds("recovery_interval", interval)?;
+    let shortest = interval.min(failure_interval).min(recovery_interval);
+    let timeout = r.seconds("timeout", d.timeout.min(shortest))?;
+    for (option, value) in [
+        ("interval", interval),
+        ("failure_interval", failure_interval),
+        ("recovery_interval", recovery_interval),
+    ] {
+        if timeout > value {
+            r.warn(
+                "timeout",
+                format!(
+                    "{} s is longer than {option} ({} s): a lost round lasts {0} s and delays the next one",
+                    seconds(timeout),
+                    seconds(value),
+                ),
+            );
+        }
+    }
+    let down = r.int("down", d.down, 1, 1000)?;
+    let up = r.int("up", d.up, 1, 1000)?;
+    let initial_up = r.choice(
+        "initial_state",
+        d.initial_up,
+        &[("online", true), ("offline", false)],
+    )?;
+    Ok(TrackConfig {
+        track_ip,
+        reliability,
+        count,
+        timeout,
+        interval,
+        failure_interval,
+        recovery_interval,
+        down,
+        up,
+        initial_up,
+    })
+}
+
+/// A duration as the user would write it (`1`, `0.5`), exactly and without float formatting.
+fn seconds(d: Duration) -> String {
+    let text = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// `flush_conntrack`: a list of events; `never` alone switches the default off.
+fn read_flush_conntrack(r: &mut SectionReader) -> Result<Vec<FlushEvent>> {
+    let words = r.list("flush_conntrack");
+    if words.is_empty() {
+        return Ok(vec![FlushEvent::Disconnected]);
+    }
+    if words == ["never"] {
+        return Ok(Vec::new());
+    }
+    let mut events = Vec::new();
+    for word in words {
+        let event = [
+            FlushEvent::IfUp,
+            FlushEvent::IfDown,
+            FlushEvent::Connected,
+            FlushEvent::Disconnected,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == word)
+        .ok_or_else(|| {
+            r.error(
+                "flush_conntrack",
+                format!(
+                    "expected ifup, ifdown, connected, disconnected (or never alone), got \"{word}\""
+                ),
+            )
+        })?;
+        if !events.contains(&event) {
+            events.push(event);
+        }
+    }
+    Ok(events)
 }
 
 fn read_member(r: &mut SectionReader, interfaces: &[Interface]) -> Result<(String, Member)> {
@@ -748,6 +892,128 @@ mod tests {
             "{text}"
         );
         assert_eq!(e.exit_code(), 2);
+    }
+
+    fn interface(options: &str) -> Result<Config> {
+        config(&format!(
+            r#"{{"values":{{"wanb":{{".type":"interface",".name":"wanb",".index":1,"device":"eth2"{options}}}}}}}"#
+        ))
+    }
+
+    #[test]
+    fn tracking_defaults_follow_the_intervals() {
+        let c = interface("").unwrap();
+        let iface = &c.interfaces[0];
+        assert_eq!(iface.track, TrackConfig::default());
+        assert_eq!(iface.flush_conntrack, [FlushEvent::Disconnected]);
+
+        let c = interface(
+            r#","track_ip":["172.31.255.1","172.31.255.2"],"interval":"0.5","reliability":"2""#,
+        )
+        .unwrap();
+        let track = &c.interfaces[0].track;
+        assert_eq!(track.track_ip.len(), 2);
+        assert_eq!(track.reliability, 2);
+        assert_eq!(track.interval, Duration::from_millis(500));
+        assert_eq!(track.failure_interval, Duration::from_millis(500));
+        assert_eq!(track.recovery_interval, Duration::from_millis(500));
+        assert_eq!(track.timeout, Duration::from_millis(500));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn tracking_options_in_mwan3_words() {
+        let c = interface(
+            r#","track_ip":"172.31.255.1","count":"2","timeout":"0.25","failure_interval":"0.5","recovery_interval":"3","down":"2","up":"4","initial_state":"offline","flush_conntrack":["ifdown","disconnected","ifdown"]"#,
+        )
+        .unwrap();
+        let iface = &c.interfaces[0];
+        assert_eq!(
+            iface.track,
+            TrackConfig {
+                track_ip: vec![Ipv4Addr::new(172, 31, 255, 1)],
+                reliability: 1,
+                count: 2,
+                timeout: Duration::from_millis(250),
+                interval: Duration::from_secs(1),
+                failure_interval: Duration::from_millis(500),
+                recovery_interval: Duration::from_secs(3),
+                down: 2,
+                up: 4,
+                initial_up: false,
+            }
+        );
+        assert_eq!(
+            iface.flush_conntrack,
+            [FlushEvent::IfDown, FlushEvent::Disconnected]
+        );
+        let c = interface(r#","flush_conntrack":"never""#).unwrap();
+        assert!(c.interfaces[0].flush_conntrack.is_empty());
+    }
+
+    #[test]
+    fn tracking_errors_name_section_and_option() {
+        let cases = [
+            (
+                r#","track_ip":["172.31.255.1"],"reliability":"2""#,
+                "interface 'wanb' option 'reliability': expected at most the number of track_ip targets (1), got 2",
+            ),
+            (
+                r#","reliability":"0""#,
+                "interface 'wanb' option 'reliability': expected an integer 1..1000, got \"0\"",
+            ),
+            (
+                r#","count":"0""#,
+                "interface 'wanb' option 'count': expected an integer 1..100, got \"0\"",
+            ),
+            (
+                r#","interval":"0""#,
+                "interface 'wanb' option 'interval': expected seconds greater than 0 and at most 3600 (like 1 or 0.5), got \"0\"",
+            ),
+            (
+                r#","failure_interval":"-1""#,
+                "interface 'wanb' option 'failure_interval': expected seconds greater than 0 and at most 3600 (like 1 or 0.5), got \"-1\"",
+            ),
+            (
+                r#","timeout":"0.0""#,
+                "interface 'wanb' option 'timeout': expected seconds greater than 0 and at most 3600 (like 1 or 0.5), got \"0.0\"",
+            ),
+            (
+                r#","track_ip":["example.com"]"#,
+                "interface 'wanb' option 'track_ip': expected an IPv4 address, got \"example.com\"",
+            ),
+            (
+                r#","track_ip":["172.31.255.1","172.31.255.1"]"#,
+                "interface 'wanb' option 'track_ip': 172.31.255.1 is listed twice",
+            ),
+            (
+                r#","initial_state":"up""#,
+                "interface 'wanb' option 'initial_state': expected one of online|offline, got \"up\"",
+            ),
+            (
+                r#","flush_conntrack":["never","ifup"]"#,
+                "interface 'wanb' option 'flush_conntrack': expected ifup, ifdown, connected, disconnected (or never alone), got \"never\"",
+            ),
+        ];
+        for (options, expected) in cases {
+            let e = interface(options).unwrap_err();
+            assert_eq!(e.to_string(), expected);
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn timeout_longer_than_an_interval_warns() {
+        let c = interface(r#","track_ip":"172.31.255.1","timeout":"2","recovery_interval":"5""#)
+            .unwrap();
+        assert_eq!(c.interfaces[0].track.timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.warnings,
+            [
+                "interface 'wanb' option 'timeout': 2 s is longer than interval (1 s): a lost round lasts 2 s and delays the next one",
+                "interface 'wanb' option 'timeout': 2 s is longer than failure_interval (1 s): a lost round lasts 2 s and delays the next one",
+            ]
+        );
     }
 
     #[test]

@@ -6,6 +6,10 @@
 use crate::config::raw::{RawSection, RawValue};
 use crate::error::{Error, Result};
 use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// The longest duration option we accept: an hour between probe rounds is already useless.
+pub const MAX_SECONDS: u64 = 3600;
 
 /// One section being read: remembers which options were consumed so the rest can be warned
 /// about as unknown.
@@ -13,6 +17,7 @@ pub struct SectionReader<'a> {
     pub section: &'a RawSection,
     pub label: String,
     used: Vec<&'static str>,
+    warnings: Vec<String>,
 }
 
 impl<'a> SectionReader<'a> {
@@ -22,6 +27,7 @@ impl<'a> SectionReader<'a> {
             section,
             label: section.label(),
             used: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -52,6 +58,12 @@ impl<'a> SectionReader<'a> {
         }
     }
 
+    /// Records a non-fatal finding about `option` of this section.
+    pub fn warn(&mut self, option: &str, message: impl std::fmt::Display) {
+        self.warnings
+            .push(format!("{} option '{option}': {message}", self.label));
+    }
+
     /// A UCI boolean (1/0, yes/no, on/off, true/false, enabled/disabled).
     pub fn bool(&mut self, option: &'static str, default: bool) -> Result<bool> {
         match self.single(option)? {
@@ -78,6 +90,20 @@ impl<'a> SectionReader<'a> {
                     format!("expected an integer {min}..{max}, got \"{v}\""),
                 )),
             },
+        }
+    }
+
+    /// A duration in seconds, decimals allowed (`0.5`), greater than 0 and at most
+    /// [`MAX_SECONDS`].
+    pub fn seconds(&mut self, option: &'static str, default: Duration) -> Result<Duration> {
+        match self.single(option)? {
+            None => Ok(default),
+            Some(v) => parse_seconds(v).ok_or_else(|| {
+                self.error(
+                    option,
+                    format!("expected seconds greater than 0 and at most {MAX_SECONDS} (like 1 or 0.5), got \"{v}\""),
+                )
+            }),
         }
     }
 
@@ -125,6 +151,14 @@ impl<'a> SectionReader<'a> {
         }
     }
 
+    /// Everything to warn about: findings recorded with [`SectionReader::warn`], then the
+    /// unknown options.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = self.warnings.clone();
+        out.extend(self.unknown_options());
+        out
+    }
+
     /// Warnings for options nobody asked for: probably typos, never fatal.
     pub fn unknown_options(&self) -> Vec<String> {
         self.section
@@ -142,6 +176,28 @@ pub fn parse_u32(text: &str) -> Option<u32> {
         Some(hex) => u32::from_str_radix(hex, 16).ok(),
         None => text.parse().ok(),
     }
+}
+
+/// Seconds as `N` or `N.F` (up to nanoseconds), within `(0, MAX_SECONDS]`; parsed without
+/// floating point so `0.1` is exactly 100 ms.
+pub fn parse_seconds(text: &str) -> Option<Duration> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) if digits(fraction) && fraction.len() <= 9 => (whole, fraction),
+        Some(_) => return None,
+        None => (text, ""),
+    };
+    if !digits(whole) {
+        return None;
+    }
+    let secs: u64 = whole.parse().ok()?;
+    let nanos: u32 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<9}").parse().ok()?
+    };
+    let duration = Duration::new(secs, nanos);
+    (!duration.is_zero() && duration <= Duration::from_secs(MAX_SECONDS)).then_some(duration)
 }
 
 /// Linux accepts up to 15 bytes and no '/', ':' or whitespace; we also refuse quotes and other
@@ -190,6 +246,38 @@ mod tests {
         let mut r = SectionReader::new(&s);
         assert_eq!(r.int("mark_mask", 0, 1, u32::MAX).unwrap(), 0x3f00);
         assert!(!r.bool("enabled", true).unwrap());
+    }
+
+    #[test]
+    fn seconds_accept_decimals_and_reject_the_rest() {
+        assert_eq!(parse_seconds("1"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_seconds("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("2.25"), Some(Duration::from_millis(2250)));
+        assert_eq!(parse_seconds("0.000000001"), Some(Duration::from_nanos(1)));
+        assert_eq!(parse_seconds("3600"), Some(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "0",
+            "0.0",
+            ".5",
+            "5.",
+            "-1",
+            "1e3",
+            "1,5",
+            " 1",
+            "3600.1",
+            "1.0000000001",
+        ] {
+            assert_eq!(parse_seconds(bad), None, "{bad:?}");
+        }
+        let s = section(&[("timeout", "x")]);
+        let mut r = SectionReader::new(&s);
+        assert_eq!(
+            r.seconds("timeout", Duration::from_secs(1))
+                .unwrap_err()
+                .to_string(),
+            "interface 'wanb' option 'timeout': expected seconds greater than 0 and at most 3600 (like 1 or 0.5), got \"x\""
+        );
     }
 
     #[test]

@@ -187,6 +187,30 @@ impl LinkHealth {
         self.state
     }
 
+    /// Whether the link's device is up, as last fed by [`LinkHealth::on_device`].
+    pub fn device_up(&self) -> bool {
+        self.device_up
+    }
+
+    /// Whether the link is probed at all (it has targets).
+    pub fn is_tracked(&self) -> bool {
+        !self.config.track_ip.is_empty()
+    }
+
+    /// Takes new options (a config reload) but keeps what was learned: the state and the run
+    /// under way. A link that no longer has targets follows its device from now on.
+    pub fn reconfigure(&mut self, config: TrackConfig) {
+        self.config = config;
+        if !self.is_tracked() {
+            self.streak = 0;
+            self.state = if self.device_up {
+                LinkState::Up
+            } else {
+                LinkState::Down
+            };
+        }
+    }
+
     /// The round-trip time of the last round that got replies, for status.
     pub fn last_rtt(&self) -> Option<Duration> {
         self.last_rtt
@@ -195,7 +219,7 @@ impl LinkHealth {
     /// The delay between round starts in the current state; `None` when the link is not
     /// probed.
     pub fn next_round(&self) -> Option<Duration> {
-        if !self.device_up || self.config.track_ip.is_empty() {
+        if !self.device_up || !self.is_tracked() {
             return None;
         }
         Some(match self.state {
@@ -237,7 +261,7 @@ impl LinkHealth {
         if up != self.device_up {
             self.device_up = up;
             self.streak = 0;
-            self.state = if up && (self.config.initial_up || self.config.track_ip.is_empty()) {
+            self.state = if up && (self.config.initial_up || !self.is_tracked()) {
                 LinkState::Up
             } else {
                 LinkState::Down
@@ -494,6 +518,33 @@ mod tests {
             run(&mut h, &[BAD, GOOD, BAD]),
             [LinkState::Down, LinkState::Up, LinkState::Down]
         );
+    }
+
+    #[test]
+    fn reconfigure_keeps_the_state_and_the_run_under_way() {
+        let mut h = LinkHealth::new(tracked(), true);
+        run(&mut h, &[BAD, BAD]);
+        h.reconfigure(TrackConfig {
+            interval: Duration::from_millis(500),
+            ..tracked()
+        });
+        assert_eq!(h.state(), LinkState::Failing);
+        assert_eq!(h.next_round(), Some(Duration::from_secs(1)));
+        assert_eq!(
+            h.on_round(&BAD).to,
+            LinkState::Down,
+            "the third bad round in a row"
+        );
+        assert_eq!(h.next_round(), Some(Duration::from_millis(500)));
+
+        h.reconfigure(TrackConfig::default());
+        assert_eq!(h.state(), LinkState::Up, "untracked: follows the device");
+        assert!(!h.is_tracked());
+        assert_eq!(h.next_round(), None);
+        h.on_device(false);
+        h.reconfigure(tracked());
+        assert_eq!(h.state(), LinkState::Down);
+        assert!(!h.device_up());
     }
 
     #[test]

@@ -1,6 +1,21 @@
 //! `connmark-lb run`: link health tracking and failover in one process.
 
+pub mod conntrack;
+pub mod devices;
 pub mod health;
+pub mod hook;
+mod link;
 pub mod probe;
+mod run;
+pub mod status;
 #[cfg(test)]
 mod testns;
+
+pub use run::{Exit, Options, run};
+
+/// Writes one line to stderr (procd passes it to logd); a closed stderr must not stop the
+/// daemon, so a failed write is ignored.
+fn log(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "connmark-lb: {message}");
+}

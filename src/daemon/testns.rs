@@ -33,6 +33,13 @@ impl Netns {
         run("ip", &full, None)
     }
 
+    /// Runs a command inside the namespace and returns its stdout.
+    pub fn exec(&self, command: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(command);
+        run("ip", &full, None)
+    }
+
     /// Loads an nft script inside the namespace.
     pub fn nft(&self, script: &str) {
         run(

@@ -42,12 +42,7 @@ pub fn ruleset(plan: &Plan, live: &IptablesState) -> String {
     ] {
         mangle.rule(chain, &format!("-j MARK --set-xmark {}/{mask}", hex(mark)));
     }
-    for (i, policy) in plan.policies.iter().enumerate() {
-        mangle.declare(&format!("POLICY_{}", i + 1));
-        for line in policy_rules(plan, policy) {
-            mangle.rule(&format!("POLICY_{}", i + 1), &line);
-        }
-    }
+    add_policies(&mut mangle, plan);
     mangle.declare("RULES");
     for rule in &plan.rules {
         mangle.rule("RULES", &classify(rule));
@@ -89,9 +84,30 @@ pub fn ruleset(plan: &Plan, live: &IptablesState) -> String {
 
     let mut out = String::new();
     for table in [mangle, nat] {
-        table.write(&mut out, live);
+        table.write(&mut out, Some(live));
     }
     out
+}
+
+/// Only the policy chains, rewritten in place: what a link state change needs, as one small
+/// `iptables-restore --noflush` that leaves every other chain and jump alone.
+pub fn policy_update(plan: &Plan) -> String {
+    let mut mangle = Table::new("mangle");
+    add_policies(&mut mangle, plan);
+    let mut out = String::new();
+    mangle.write(&mut out, None);
+    out
+}
+
+/// One `POLICY_<n>` chain per policy, numbered from 1 in config order.
+fn add_policies(mangle: &mut Table, plan: &Plan) {
+    for (i, policy) in plan.policies.iter().enumerate() {
+        let chain = format!("POLICY_{}", i + 1);
+        mangle.declare(&chain);
+        for line in policy_rules(plan, policy) {
+            mangle.rule(&chain, &line);
+        }
+    }
 }
 
 /// Text that removes every chain and jump of ours found in `live` (empty when none).
@@ -154,21 +170,25 @@ impl Table {
         self.declare(chain).push(spec.to_string());
     }
 
-    fn write(&self, out: &mut String, live: &IptablesState) {
+    /// Writes the table's section. With `live`, our chains that are no longer wanted are
+    /// deleted and the jumps from built-in chains are made exactly one each; without it, only
+    /// the declared chains are rewritten.
+    fn write(&self, out: &mut String, live: Option<&IptablesState>) {
         let _ = writeln!(out, "*{}", self.name);
         for (chain, _) in &self.chains {
             let _ = writeln!(out, ":{chain} - [0:0]");
         }
+        let Some(live) = live else {
+            self.write_rules(out);
+            out.push_str("COMMIT\n");
+            return;
+        };
         for (table, chain) in &live.chains {
             if table == self.name && !self.chains.iter().any(|(c, _)| c == chain) {
                 let _ = writeln!(out, "-F {chain}");
             }
         }
-        for (chain, rules) in &self.chains {
-            for rule in rules {
-                let _ = writeln!(out, "-A {chain} {rule}");
-            }
-        }
+        self.write_rules(out);
         for (table, chain) in &live.chains {
             if table == self.name && !self.chains.iter().any(|(c, _)| c == chain) {
                 let _ = writeln!(out, "-X {chain}");
@@ -192,6 +212,14 @@ impl Table {
             }
         }
         out.push_str("COMMIT\n");
+    }
+
+    fn write_rules(&self, out: &mut String) {
+        for (chain, rules) in &self.chains {
+            for rule in rules {
+                let _ = writeln!(out, "-A {chain} {rule}");
+            }
+        }
     }
 }
 
@@ -287,7 +315,51 @@ fn classify(rule: &Rule) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::probability;
+    use super::*;
+    use crate::plan::tests::tiers_plan;
+
+    #[test]
+    fn policy_update_rewrites_only_the_policy_chains() {
+        assert_eq!(
+            policy_update(&tiers_plan([true, true, true])),
+            "*mangle\n\
+             :CMLB_POLICY_1 - [0:0]\n\
+             -A CMLB_POLICY_1 -m statistic --mode nth --every 3 --packet 0 -g CMLB_MARK_1\n\
+             -A CMLB_POLICY_1 -m statistic --mode nth --every 2 --packet 0 -g CMLB_MARK_1\n\
+             -A CMLB_POLICY_1 -g CMLB_MARK_2\n\
+             COMMIT\n"
+        );
+        assert_eq!(
+            policy_update(&tiers_plan([true, false, true])),
+            "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_MARK_1\nCOMMIT\n"
+        );
+        assert_eq!(
+            policy_update(&tiers_plan([false, false, true])),
+            "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_MARK_3\nCOMMIT\n"
+        );
+        assert_eq!(
+            policy_update(&tiers_plan([false, false, false])),
+            "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_LAST_BLACKHOLE\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn policy_update_matches_the_full_ruleset() {
+        for up in [
+            [true, true, true],
+            [false, true, false],
+            [false, false, false],
+        ] {
+            let plan = tiers_plan(up);
+            let full = ruleset(&plan, &IptablesState::default());
+            for line in policy_update(&plan)
+                .lines()
+                .filter(|l| l.contains("POLICY"))
+            {
+                assert!(full.lines().any(|f| f == line), "{line} not in\n{full}");
+            }
+        }
+    }
 
     #[test]
     fn probability_has_ten_digits() {

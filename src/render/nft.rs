@@ -204,3 +204,26 @@ fn chain(out: &mut String, name: &str, rules: &[&str]) {
 fn set(items: impl Iterator<Item = String>) -> String {
     format!("{{ {} }}", items.collect::<Vec<_>>().join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::tiers_plan;
+
+    #[test]
+    fn policy_update_flushes_and_refills_each_policy_chain() {
+        assert_eq!(
+            policy_update(&tiers_plan([true, true, true])),
+            "flush chain inet connmark_lb policy_main\n\
+             add rule inet connmark_lb policy_main numgen inc mod 3 vmap { 0-1 : goto mark_wan, 2 : goto mark_wanb }\n"
+        );
+        assert_eq!(
+            policy_update(&tiers_plan([false, true, true])),
+            "flush chain inet connmark_lb policy_main\nadd rule inet connmark_lb policy_main goto mark_wanb\n"
+        );
+        assert_eq!(
+            policy_update(&tiers_plan([false, false, false])),
+            "flush chain inet connmark_lb policy_main\nadd rule inet connmark_lb policy_main goto last_blackhole\n"
+        );
+    }
+}

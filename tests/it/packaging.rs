@@ -270,7 +270,13 @@ fn feed_makefile_has_nftables_default_and_iptables_variant() {
 
     let nft = words(&dump["connmark-lb.DEPENDS"]);
     assert_eq!(nft[0], arch, "DEPENDS must start with $(RUST_ARCH_DEPENDS)");
-    for dep in ["+nftables", "+kmod-nft-core", "+kmod-nft-nat", "+ip-full"] {
+    for dep in [
+        "+nftables",
+        "+kmod-nft-core",
+        "+kmod-nft-nat",
+        "+kmod-nf-conntrack-netlink",
+        "+ip-full",
+    ] {
         assert!(nft.contains(&dep), "nftables package lacks {dep}: {nft:?}");
     }
     assert!(!nft.iter().any(|d| d.contains("iptables")), "{nft:?}");
@@ -284,6 +290,7 @@ fn feed_makefile_has_nftables_default_and_iptables_variant() {
         "+iptables-mod-conntrack-extra",
         "+iptables-mod-ipopt",
         "+kmod-ipt-nat",
+        "+kmod-nf-conntrack-netlink",
         "+ip-full",
     ] {
         assert!(ipt.contains(&dep), "iptables package lacks {dep}: {ipt:?}");

@@ -1,0 +1,209 @@
+//! The user's event script (`/etc/connmark-lb.user`, like mwan3's `mwan3.user`): run on every
+//! change of a link's usability, without ever making the daemon wait for it.
+//!
+//! The script is run by `/bin/sh`, so it needs no execute bit, with `ACTION`
+//! (`connected`|`disconnected`), `INTERFACE` and `DEVICE` in its environment and the interface
+//! name and the new state (`up`|`down`) as arguments. Children are reaped when they exit.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// At most this many scripts run at once; beyond that an event's script is skipped (and
+/// logged), so a script that hangs cannot pile up processes on a flapping link.
+const MAX_RUNNING: usize = 16;
+
+/// What one script run is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookEvent {
+    /// `connected` or `disconnected`.
+    pub action: &'static str,
+    pub interface: String,
+    /// The link's device, empty when unknown.
+    pub device: String,
+    /// The new state's name (`up`, `down`).
+    pub state: &'static str,
+}
+
+/// The script's path and the runs not yet reaped.
+#[derive(Debug)]
+pub struct Hook {
+    path: PathBuf,
+    running: Vec<Child>,
+}
+
+impl Hook {
+    /// A hook that runs `path` when it exists at the time of an event.
+    pub fn new(path: PathBuf) -> Hook {
+        Hook {
+            path,
+            running: Vec::new(),
+        }
+    }
+
+    /// Starts the script for `event` and returns at once; `Ok(false)` when there is no
+    /// script.
+    pub fn run(&mut self, event: &HookEvent) -> Result<bool> {
+        self.reap();
+        if !self.path.is_file() {
+            return Ok(false);
+        }
+        if self.running.len() >= MAX_RUNNING {
+            return Err(Error::Protocol(format!(
+                "{}: {MAX_RUNNING} runs still busy, skipped for {} {}",
+                self.path.display(),
+                event.interface,
+                event.action
+            )));
+        }
+        let child = Command::new("/bin/sh")
+            .arg(&self.path)
+            .arg(&event.interface)
+            .arg(event.state)
+            .env("ACTION", event.action)
+            .env("INTERFACE", &event.interface)
+            .env("DEVICE", &event.device)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io(self.path.display(), e))?;
+        self.running.push(child);
+        Ok(true)
+    }
+
+    /// Collects the exit status of every finished run (call on SIGCHLD).
+    pub fn reap(&mut self) {
+        self.running
+            .retain_mut(|child| matches!(child.try_wait(), Ok(None)));
+    }
+
+    /// Runs started and not yet reaped.
+    #[cfg(test)]
+    fn running(&self) -> usize {
+        self.running.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A temp dir removed when dropped, also when the test fails.
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_dir(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("cmlb-hook-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn event() -> HookEvent {
+        HookEvent {
+            action: "disconnected",
+            interface: "wanb".into(),
+            device: "eth2".into(),
+            state: "down",
+        }
+    }
+
+    #[test]
+    fn script_gets_event_in_arguments_and_environment_without_blocking() {
+        let dir = temp_dir("run");
+        let script = dir.join("connmark-lb.user");
+        let out = dir.join("out");
+        std::fs::write(
+            &script,
+            format!(
+                "sleep 0.3\necho \"$ACTION $INTERFACE $DEVICE $1 $2\" > {}.tmp\nmv {0}.tmp {0}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let mut hook = Hook::new(script);
+        let started = Instant::now();
+        assert!(hook.run(&event()).unwrap());
+        assert!(started.elapsed() < Duration::from_millis(200));
+        assert_eq!(hook.running(), 1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while hook.running() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            hook.reap();
+        }
+        assert_eq!(hook.running(), 0);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "disconnected wanb eth2 wanb down\n"
+        );
+    }
+
+    #[test]
+    fn script_starts_with_no_signal_blocked_by_the_daemon() {
+        use nix::sys::signal::{SigSet, Signal};
+        let dir = temp_dir("mask");
+        let script = dir.join("connmark-lb.user");
+        let out = dir.join("mask");
+        std::fs::write(
+            &script,
+            format!(
+                "grep SigBlk /proc/self/status > {0}.tmp\nmv {0}.tmp {0}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let mask = std::thread::spawn(move || {
+            let mut blocked = SigSet::empty();
+            blocked.add(Signal::SIGTERM);
+            blocked.add(Signal::SIGHUP);
+            blocked.thread_block().unwrap();
+            let mut hook = Hook::new(script);
+            assert!(hook.run(&event()).unwrap());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while hook.running() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                hook.reap();
+            }
+            std::fs::read_to_string(&out).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            mask.split_whitespace().nth(1),
+            Some("0000000000000000"),
+            "{mask}"
+        );
+    }
+
+    #[test]
+    fn missing_script_is_not_an_error_and_busy_runs_are_bounded() {
+        let dir = temp_dir("bound");
+        let script = dir.join("connmark-lb.user");
+        let mut hook = Hook::new(script.clone());
+        assert!(!hook.run(&event()).unwrap());
+        std::fs::write(&script, "sleep 5\n").unwrap();
+        for _ in 0..MAX_RUNNING {
+            assert!(hook.run(&event()).unwrap());
+        }
+        let error = hook.run(&event()).unwrap_err();
+        assert!(error.to_string().contains("runs still busy"), "{error}");
+        for child in &mut hook.running {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        hook.reap();
+        assert_eq!(hook.running(), 0);
+    }
+}

@@ -1,0 +1,408 @@
+//! One enabled interface at run time: its health, its probe socket, the round in flight and
+//! when the next one starts.
+//!
+//! The daemon's loop only asks each link when it next needs attention ([`Link::deadline`])
+//! and which socket to watch ([`Link::poll_fd`]), then lets it move on ([`Link::advance`]);
+//! everything a link learns comes back as an [`Outcome`] for the loop to act on.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::health::{LinkHealth, RoundSummary, TrackConfig, Transition};
+use super::log;
+use super::probe::{LinkRoute, Prober, Round, RoundReport};
+use super::status::LinkStatus;
+use crate::config::FlushEvent;
+
+/// What made a link's state move, or at least what it just saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// A probe round ended.
+    Round {
+        answered: u32,
+        targets: u32,
+        loss_percent: u32,
+    },
+    /// The device went up (`true`) or down.
+    Device(bool),
+}
+
+/// One thing that happened to a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub transition: Transition,
+    pub cause: Cause,
+}
+
+impl Outcome {
+    /// The `flush_conntrack` events this outcome stands for.
+    pub fn events(&self) -> Vec<FlushEvent> {
+        let mut events = Vec::new();
+        match self.cause {
+            Cause::Device(true) => events.push(FlushEvent::IfUp),
+            Cause::Device(false) => events.push(FlushEvent::IfDown),
+            Cause::Round { .. } => {}
+        }
+        if self.transition.usable_changed() {
+            events.push(if self.transition.to.is_usable() {
+                FlushEvent::Connected
+            } else {
+                FlushEvent::Disconnected
+            });
+        }
+        events
+    }
+}
+
+/// The run-time side of one `config interface`.
+#[derive(Debug)]
+pub struct Link {
+    /// The interface section name.
+    pub name: String,
+    /// Index into `Config::interfaces`.
+    pub index: usize,
+    /// Mark, device and source the probes go out with.
+    pub route: LinkRoute,
+    pub flush_conntrack: Vec<FlushEvent>,
+    track: TrackConfig,
+    health: LinkHealth,
+    prober: Option<Prober>,
+    /// The round in flight and when it started.
+    round: Option<(Instant, Round)>,
+    next_start: Option<Instant>,
+    last_loss: Option<u32>,
+    last_change: SystemTime,
+    /// Why probing last failed to run, so each new reason is logged once, not every round.
+    problem: Option<String>,
+}
+
+impl Link {
+    /// A link starting to be tracked now, per `initial_state` when its device is up.
+    pub fn new(
+        index: usize,
+        route: LinkRoute,
+        track: TrackConfig,
+        flush_conntrack: Vec<FlushEvent>,
+        device_up: bool,
+    ) -> Link {
+        let health = LinkHealth::new(track.clone(), device_up);
+        Link {
+            name: route.name.clone(),
+            index,
+            route,
+            flush_conntrack,
+            next_start: health.next_round().map(|_| Instant::now()),
+            track,
+            health,
+            prober: None,
+            round: None,
+            last_loss: None,
+            last_change: SystemTime::now(),
+            problem: None,
+        }
+    }
+
+    /// Takes over what `old` (the same interface before a reload) learned: state, counts,
+    /// last measurements. Probing starts afresh with the new options.
+    pub fn inherit(&mut self, old: &Link) {
+        self.health = old.health.clone();
+        self.health.reconfigure(self.track.clone());
+        self.last_loss = old.last_loss;
+        self.last_change = old.last_change;
+        self.next_start = self.health.next_round().map(|_| Instant::now());
+    }
+
+    /// Whether new connections may use the link.
+    pub fn usable(&self) -> bool {
+        self.health.state().is_usable()
+    }
+
+    /// Whether the link's device is up, as last fed.
+    pub fn device_up(&self) -> bool {
+        self.health.device_up()
+    }
+
+    /// Feeds the device's state; a device that comes back gets a new probe socket (it may be
+    /// a new device with the same name) and is probed at once.
+    pub fn set_device(&mut self, up: bool, now: Instant) -> Option<Outcome> {
+        if up == self.health.device_up() {
+            return None;
+        }
+        let transition = self.health.on_device(up);
+        self.prober = None;
+        self.round = None;
+        self.next_start = transition.next_round.map(|_| now);
+        Some(self.record(transition, Cause::Device(up)))
+    }
+
+    /// When the link next needs [`Link::advance`]: its round's deadline, or the start of the
+    /// next round; `None` while it is not probed.
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.round {
+            Some((_, round)) => Some(round.deadline()),
+            None => self.next_start,
+        }
+    }
+
+    /// The socket to watch while a round is in flight.
+    pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.round.as_ref()?;
+        self.prober.as_ref().map(|p| p.as_fd())
+    }
+
+    /// Takes replies (when the socket is `readable`, and always before giving up on a round,
+    /// since the loop may have been busy while they arrived), ends a round that is answered
+    /// or overdue, starts one that is due.
+    pub fn advance(&mut self, now: Instant, readable: bool) -> Option<Outcome> {
+        if let Some((started, mut round)) = self.round.take() {
+            let mut failed = false;
+            let overdue = now >= round.deadline();
+            if let (true, Some(prober)) = (readable || overdue, self.prober.as_mut()) {
+                if let Err(e) = prober.receive(&mut round) {
+                    self.note_problem(Some(e.to_string()));
+                    self.prober = None;
+                    failed = true;
+                }
+            }
+            if failed || round.is_complete() || overdue {
+                return Some(self.conclude(started, &round.finish(), now));
+            }
+            self.round = Some((started, round));
+            return None;
+        }
+        if self.next_start.is_none_or(|due| due > now) {
+            return None;
+        }
+        self.start(now)
+    }
+
+    /// What status.json says about the link.
+    pub fn status(&self) -> LinkStatus {
+        LinkStatus {
+            interface: self.name.clone(),
+            device: self.route.device.clone(),
+            state: self.health.state().as_str().to_string(),
+            usable: self.usable(),
+            tracked: self.health.is_tracked(),
+            rtt_ms: self
+                .health
+                .last_rtt()
+                .map(|rtt| (rtt.as_secs_f64() * 1e6).round() / 1e3),
+            loss_percent: self.last_loss,
+            last_change: self
+                .last_change
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    /// Sends a round; a socket that cannot be opened (the source address is not on the
+    /// device yet, say) or requests that cannot be sent make a lost round at once, so a link
+    /// that cannot be probed goes down like one that does not answer.
+    fn start(&mut self, now: Instant) -> Option<Outcome> {
+        if self.prober.is_none() {
+            match Prober::open(&self.route, &self.track) {
+                Ok(prober) => self.prober = Some(prober),
+                Err(e) => {
+                    self.note_problem(Some(e.to_string()));
+                    let lost = RoundReport {
+                        targets: Vec::new(),
+                        elapsed: std::time::Duration::ZERO,
+                    };
+                    return Some(self.conclude(now, &lost, now));
+                }
+            }
+        }
+        let round = self.prober.as_mut()?.start();
+        if round.is_complete() {
+            return Some(self.conclude(now, &round.finish(), now));
+        }
+        self.round = Some((now, round));
+        None
+    }
+
+    /// Feeds a finished round to health and schedules the next one.
+    fn conclude(&mut self, started: Instant, report: &RoundReport, now: Instant) -> Outcome {
+        if self.prober.is_some() {
+            let send_error = report.targets.iter().find_map(|t| {
+                t.send_error
+                    .map(|e| format!("sending to {}: {e}", t.target))
+            });
+            self.note_problem(send_error);
+        }
+        let summary: RoundSummary = report.summary();
+        let requests = u64::from(self.track.count) * self.track.track_ip.len() as u64;
+        let received: u64 = report.targets.iter().map(|t| u64::from(t.received)).sum();
+        let lost = requests.saturating_sub(received);
+        let loss_percent = match requests {
+            0 => 100,
+            n => u32::try_from((lost * 100 + n / 2) / n).unwrap_or(100),
+        };
+        let transition = self.health.on_round(&summary);
+        self.last_loss = Some(loss_percent);
+        self.next_start = transition
+            .next_round
+            .map(|delay| (started + delay).max(now));
+        self.record(
+            transition,
+            Cause::Round {
+                answered: summary.answered,
+                targets: u32::try_from(self.track.track_ip.len()).unwrap_or(u32::MAX),
+                loss_percent,
+            },
+        )
+    }
+
+    fn record(&mut self, transition: Transition, cause: Cause) -> Outcome {
+        if transition.changed() {
+            self.last_change = SystemTime::now();
+        }
+        Outcome { transition, cause }
+    }
+
+    /// Logs a new reason why probing cannot run; `None` clears it silently.
+    fn note_problem(&mut self, problem: Option<String>) {
+        if let Some(text) = &problem {
+            if self.problem.as_ref() != Some(text) {
+                log(&format!("{}: cannot probe: {text}", self.name));
+            }
+        }
+        self.problem = problem;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::health::LinkState;
+    use crate::daemon::testns::{Netns, veth};
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    const TARGET: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 1);
+    const SOURCE: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 2);
+
+    fn fast_track() -> TrackConfig {
+        let tick = Duration::from_millis(50);
+        TrackConfig {
+            track_ip: vec![TARGET],
+            timeout: tick,
+            interval: tick,
+            failure_interval: tick,
+            recovery_interval: tick,
+            ..TrackConfig::default()
+        }
+    }
+
+    fn link(device: Option<&str>, source: Ipv4Addr) -> Link {
+        let route = LinkRoute {
+            name: "wanb".into(),
+            mark: 0,
+            device: device.map(str::to_string),
+            source: Some(source),
+        };
+        Link::new(1, route, fast_track(), vec![FlushEvent::Disconnected], true)
+    }
+
+    /// Drives `link` as the daemon's loop would until it produced `rounds` outcomes (bounded
+    /// to 10 s); returns them with the time each round started after the previous one.
+    fn drive(link: &mut Link, rounds: usize) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while outcomes.len() < rounds && Instant::now() < deadline {
+            let now = Instant::now();
+            if let Some(outcome) = link.advance(now, true) {
+                outcomes.push(outcome);
+                continue;
+            }
+            let next = link
+                .deadline()
+                .expect("a tracked link always has a deadline");
+            std::thread::sleep(
+                next.saturating_duration_since(now)
+                    .min(Duration::from_millis(5)),
+            );
+        }
+        outcomes
+    }
+
+    #[test]
+    fn a_source_address_not_on_the_router_makes_lost_rounds_until_down() {
+        let ns = Netns::new("lnk");
+        let mut link = link(None, SOURCE);
+        let started = Instant::now();
+        let outcomes = ns.enter(|| drive(&mut link, 4));
+        let states: Vec<LinkState> = outcomes.iter().map(|o| o.transition.to).collect();
+        assert_eq!(
+            states,
+            [
+                LinkState::Failing,
+                LinkState::Failing,
+                LinkState::Down,
+                LinkState::Down
+            ]
+        );
+        assert_eq!(
+            outcomes[2].cause,
+            Cause::Round {
+                answered: 0,
+                targets: 1,
+                loss_percent: 100
+            }
+        );
+        assert_eq!(outcomes[2].events(), [FlushEvent::Disconnected]);
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "rounds kept their interval: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            link.problem.as_ref().is_some_and(|p| p.contains("bind")),
+            "{:?}",
+            link.problem
+        );
+        let status = link.status();
+        assert_eq!(
+            (status.state.as_str(), status.usable, status.loss_percent),
+            ("down", false, Some(100))
+        );
+    }
+
+    #[test]
+    fn answered_rounds_report_rtt_and_a_device_change_restarts_probing() {
+        let ns = Netns::new("lnk");
+        let peer = Netns::new("lnk");
+        veth(&ns, "w2", &peer, "w2");
+        ns.ip(&["addr", "add", "10.202.0.2/24", "dev", "w2"]);
+        peer.ip(&["addr", "add", "10.202.0.1/24", "dev", "w2"]);
+        let mut link = link(Some("w2"), SOURCE);
+        let outcomes = ns.enter(|| drive(&mut link, 3));
+        assert!(
+            outcomes.iter().all(|o| o.cause
+                == Cause::Round {
+                    answered: 1,
+                    targets: 1,
+                    loss_percent: 0
+                }
+                && !o.transition.changed()),
+            "{outcomes:?}"
+        );
+        let status = link.status();
+        assert!(status.rtt_ms.is_some_and(|rtt| rtt > 0.0), "{status:?}");
+        assert_eq!(link.problem, None);
+
+        let now = Instant::now();
+        let down = link.set_device(false, now).expect("a change");
+        assert_eq!(
+            down.events(),
+            [FlushEvent::IfDown, FlushEvent::Disconnected]
+        );
+        assert_eq!((link.deadline(), link.poll_fd().is_none()), (None, true));
+        assert_eq!(link.set_device(false, now), None, "no change, no outcome");
+        let up = link.set_device(true, now).expect("a change");
+        assert_eq!(up.events(), [FlushEvent::IfUp, FlushEvent::Connected]);
+        assert_eq!(link.deadline(), Some(now), "probed again at once");
+        let outcomes = ns.enter(|| drive(&mut link, 1));
+        assert_eq!(outcomes.len(), 1, "the reopened socket probes");
+    }
+}

@@ -1,0 +1,503 @@
+//! The daemon's loop: one thread, one `poll` over a signal fd, the device monitor and the probe
+//! sockets of the links with a round in flight; the timeout is the nearest link deadline.
+//!
+//! A change of a link's usability rewrites only the policy chains, in one small transaction.
+//! A device that comes or goes, a reload, or a failed policy update re-applies everything
+//! (apply never removes what is still wanted, so there is no gap). Routes and ip rules stay
+//! when tracking takes a link out: its pinned connections then fail fast on their own link
+//! instead of leaking out of another one with the wrong source address.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::conntrack;
+use super::devices::{DeviceMonitor, running_devices};
+use super::hook::{Hook, HookEvent};
+use super::link::{Cause, Link, Outcome};
+use super::log;
+use super::probe::LinkRoute;
+use super::status::{self, Status};
+use crate::apply::{self, Backend};
+use crate::config::{Config, FlushEvent};
+use crate::error::{Context, Error, Result};
+use crate::plan::{LinkState, Plan};
+
+/// How long to wait before trying again when the rules could not be brought up to date.
+const RULES_RETRY: Duration = Duration::from_secs(5);
+
+/// What the daemon needs from its caller: where the config comes from and how links are
+/// resolved, so reloads read the same source and resolve the same way as the first start.
+pub struct Options<'a> {
+    /// Reads and validates the config (again on every SIGHUP).
+    pub load_config: &'a dyn Fn() -> Result<Config>,
+    /// Device, gateway and source of every interface section, in config order.
+    pub link_states: &'a dyn Fn(&Config) -> Vec<LinkState>,
+    /// Where applied.json and status.json live.
+    pub state_dir: &'a Path,
+    /// The user's event script (run only when it exists).
+    pub hook: &'a Path,
+}
+
+/// Why the daemon returned.
+#[derive(Debug)]
+pub enum Exit {
+    /// SIGTERM or SIGINT: our rules stay in place (`stop` removes them).
+    Signal(Signal),
+    /// The config (at start or on reload) says `enabled 0`: the caller removes our rules.
+    Disabled(Box<Config>),
+}
+
+/// How much of the ruleset has to be rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RulesUpdate {
+    Nothing,
+    Policies,
+    Everything,
+}
+
+struct Daemon<'a> {
+    options: &'a Options<'a>,
+    config: Config,
+    /// What `link_states` resolved, one per interface section.
+    resolved: Vec<LinkState>,
+    /// One per enabled interface section.
+    links: Vec<Link>,
+    hook: Hook,
+    /// Rules still to be brought up to date after a failure, and when to try again.
+    pending: RulesUpdate,
+    retry_at: Option<Instant>,
+}
+
+/// Applies the config, then tracks the links and fails over until a signal says stop.
+pub fn run(options: &Options) -> Result<Exit> {
+    let config = (options.load_config)()?;
+    if !config.globals.enabled {
+        return Ok(Exit::Disabled(Box::new(config)));
+    }
+    let signals = block_signals()?;
+    let monitor = DeviceMonitor::open()?;
+    let running = running_devices()?;
+    let resolved = (options.link_states)(&config);
+    let links = build_links(&config, &resolved, &running);
+    let mut daemon = Daemon {
+        options,
+        config,
+        resolved,
+        links,
+        hook: Hook::new(options.hook.to_path_buf()),
+        pending: RulesUpdate::Nothing,
+        retry_at: None,
+    };
+    apply::apply(
+        &daemon.config,
+        plan_states(&daemon.resolved, &daemon.links),
+        options.state_dir,
+    )
+    .context("applying the config")?;
+    log(&format!("started: {}", daemon.summary()));
+    daemon.save_status();
+    let exit = daemon.event_loop(&signals, &monitor);
+    if let Err(e) = status::remove(options.state_dir) {
+        log(&e.to_string());
+    }
+    exit
+}
+
+impl Daemon<'_> {
+    fn event_loop(&mut self, signals: &SignalFd, monitor: &DeviceMonitor) -> Result<Exit> {
+        let mut readable: Vec<bool> = Vec::new();
+        loop {
+            let now = Instant::now();
+            let mut outcomes = Vec::new();
+            for (i, link) in self.links.iter_mut().enumerate() {
+                let ready = readable.get(i).copied().unwrap_or(false);
+                outcomes.extend(link.advance(now, ready).map(|o| (i, o)));
+            }
+            if !outcomes.is_empty() {
+                self.act(outcomes, false);
+            }
+            if self.retry_at.is_some_and(|at| at <= now) {
+                self.update_rules(self.pending);
+            }
+
+            let mut fds = vec![
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(monitor.as_fd(), PollFlags::POLLIN),
+            ];
+            let mut owners = Vec::new();
+            for (i, link) in self.links.iter().enumerate() {
+                if let Some(fd) = link.poll_fd() {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    owners.push(i);
+                }
+            }
+            match poll(&mut fds, self.poll_timeout()) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::io("poll", e.into())),
+            }
+            let hit = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let signalled = hit(&fds[0]);
+            let devices_changed = hit(&fds[1]);
+            readable = vec![false; self.links.len()];
+            for (fd, &i) in fds[2..].iter().zip(&owners) {
+                readable[i] = hit(fd);
+            }
+            drop(fds);
+            if signalled {
+                match self.on_signals(signals)? {
+                    Signalled::Exit(exit) => return Ok(exit),
+                    Signalled::Reloaded => readable.clear(),
+                    Signalled::Nothing => {}
+                }
+            }
+            if devices_changed && monitor.drain()? {
+                self.on_devices();
+            }
+        }
+    }
+
+    /// Until the nearest link deadline or rules retry; forever when there is none.
+    fn poll_timeout(&self) -> PollTimeout {
+        let next = self
+            .links
+            .iter()
+            .filter_map(Link::deadline)
+            .chain(self.retry_at)
+            .min();
+        match next {
+            None => PollTimeout::NONE,
+            // Rounded up to whole milliseconds so a wake-up is never early and spins.
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+            }
+        }
+    }
+
+    fn on_signals(&mut self, signals: &SignalFd) -> Result<Signalled> {
+        let mut result = Signalled::Nothing;
+        while let Some(info) = signals
+            .read_signal()
+            .map_err(|e| Error::io("signalfd", e.into()))?
+        {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGHUP) => match self.reload() {
+                    Some(exit) => return Ok(Signalled::Exit(exit)),
+                    None => result = Signalled::Reloaded,
+                },
+                Ok(signal @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                    log(&format!("{signal}: exiting; the rules stay in place"));
+                    return Ok(Signalled::Exit(Exit::Signal(signal)));
+                }
+                Ok(Signal::SIGCHLD) => self.hook.reap(),
+                _ => {}
+            }
+        }
+        Ok(result)
+    }
+
+    /// Reads device states again and feeds every link whose device changed.
+    fn on_devices(&mut self) {
+        let running = match running_devices() {
+            Ok(running) => running,
+            Err(e) => return log(&format!("reading device states: {e}")),
+        };
+        let now = Instant::now();
+        let resolved = &self.resolved;
+        let outcomes: Vec<(usize, Outcome)> = self
+            .links
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, link)| {
+                let up = device_up(resolved.get(link.index), &running);
+                link.set_device(up, now).map(|o| (i, o))
+            })
+            .collect();
+        if !outcomes.is_empty() {
+            self.act(outcomes, false);
+        }
+    }
+
+    /// SIGHUP: reads the config from the same source and applies it; links that still exist
+    /// keep their health. On any failure the running config stays in force.
+    fn reload(&mut self) -> Option<Exit> {
+        log("SIGHUP: reloading the config");
+        let config = match (self.options.load_config)() {
+            Ok(config) => config,
+            Err(e) => {
+                log(&format!("reload failed, keeping the running config: {e}"));
+                return None;
+            }
+        };
+        if !config.globals.enabled {
+            return Some(Exit::Disabled(Box::new(config)));
+        }
+        let running = match running_devices() {
+            Ok(running) => running,
+            Err(e) => {
+                log(&format!("reload failed, keeping the running config: {e}"));
+                return None;
+            }
+        };
+        let resolved = (self.options.link_states)(&config);
+        let mut links = build_links(&config, &resolved, &running);
+        let now = Instant::now();
+        let mut outcomes = Vec::new();
+        for (i, link) in links.iter_mut().enumerate() {
+            let up = link.device_up();
+            if let Some(old) = self.links.iter().find(|old| old.name == link.name) {
+                link.inherit(old);
+                outcomes.extend(link.set_device(up, now).map(|o| (i, o)));
+            }
+        }
+        if let Err(e) = apply::apply(
+            &config,
+            plan_states(&resolved, &links),
+            self.options.state_dir,
+        ) {
+            log(&format!("reload failed, keeping the running config: {e}"));
+            return None;
+        }
+        self.config = config;
+        self.resolved = resolved;
+        self.links = links;
+        self.pending = RulesUpdate::Nothing;
+        self.retry_at = None;
+        log(&format!("reloaded: {}", self.summary()));
+        self.act(outcomes, true);
+        None
+    }
+
+    /// Logs what changed, brings the rules up to date (unless `rules_done`), then deletes
+    /// conntrack entries and runs the hook, in that order: a connection whose entry is
+    /// deleted must find the new rules when it comes back.
+    fn act(&mut self, outcomes: Vec<(usize, Outcome)>, rules_done: bool) {
+        let mut needed = RulesUpdate::Nothing;
+        for (i, outcome) in &outcomes {
+            if outcome.transition.changed() {
+                log(&describe(&self.links[*i], outcome));
+            }
+            if matches!(outcome.cause, Cause::Device(_)) {
+                needed = needed.max(RulesUpdate::Everything);
+            } else if outcome.transition.usable_changed() {
+                needed = needed.max(RulesUpdate::Policies);
+            }
+        }
+        if !rules_done && needed > RulesUpdate::Nothing {
+            self.update_rules(needed.max(self.pending));
+        }
+        let mask = self.config.globals.mark_mask;
+        for (i, outcome) in &outcomes {
+            after_change(&mut self.hook, mask, &self.links[*i], outcome);
+        }
+        self.save_status();
+    }
+
+    /// Rewrites the policy chains (falling back to a full apply) or everything; on failure
+    /// keeps trying every [`RULES_RETRY`].
+    fn update_rules(&mut self, update: RulesUpdate) {
+        let states = plan_states(&self.resolved, &self.links);
+        let result = match update {
+            RulesUpdate::Nothing => Ok(()),
+            RulesUpdate::Policies => {
+                let backend = Backend::resolve(self.config.globals.backend);
+                let plan = Plan::build(&self.config, &states);
+                backend.load(&backend.policy_update(&plan)).or_else(|e| {
+                    log(&format!(
+                        "updating the policy chains failed, applying everything: {e}"
+                    ));
+                    apply::apply(&self.config, states, self.options.state_dir).map(drop)
+                })
+            }
+            RulesUpdate::Everything => {
+                apply::apply(&self.config, states, self.options.state_dir).map(drop)
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.pending = RulesUpdate::Nothing;
+                self.retry_at = None;
+            }
+            Err(e) => {
+                log(&format!(
+                    "updating the rules failed, trying again in {} s: {e}",
+                    RULES_RETRY.as_secs()
+                ));
+                self.pending = RulesUpdate::Everything;
+                self.retry_at = Some(Instant::now() + RULES_RETRY);
+            }
+        }
+    }
+
+    fn save_status(&self) {
+        let status = Status {
+            pid: std::process::id(),
+            links: self.links.iter().map(Link::status).collect(),
+        };
+        if let Err(e) = status::save(self.options.state_dir, &status) {
+            log(&format!("writing the status: {e}"));
+        }
+    }
+
+    /// One line about what is being tracked, for the start and reload messages.
+    fn summary(&self) -> String {
+        let links: Vec<String> = self
+            .links
+            .iter()
+            .map(|link| {
+                format!(
+                    "{} ({}, {})",
+                    link.name,
+                    link.route.device.as_deref().unwrap_or("no device"),
+                    link.status().state
+                )
+            })
+            .collect();
+        format!(
+            "{} backend, links {}",
+            Backend::resolve(self.config.globals.backend).name(),
+            links.join(", ")
+        )
+    }
+}
+
+/// What the signals read in one go asked for.
+enum Signalled {
+    Nothing,
+    Reloaded,
+    Exit(Exit),
+}
+
+/// Blocks the signals we handle and returns a descriptor to read them from, so they arrive
+/// in the loop like any other event (children started later get a clean mask from std).
+fn block_signals() -> Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for signal in [
+        Signal::SIGHUP,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGCHLD,
+    ] {
+        mask.add(signal);
+    }
+    mask.thread_block()
+        .map_err(|e| Error::io("blocking signals", e.into()))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Error::io("signalfd", e.into()))
+}
+
+/// One [`Link`] per enabled interface, with the mark, device and source the plan gives it.
+fn build_links(config: &Config, resolved: &[LinkState], running: &[String]) -> Vec<Link> {
+    let plan = Plan::build(config, resolved);
+    config
+        .interfaces
+        .iter()
+        .enumerate()
+        .filter_map(|(index, iface)| {
+            let planned = plan.links.iter().find(|l| l.name == iface.name)?;
+            let route = LinkRoute {
+                name: iface.name.clone(),
+                mark: planned.mark,
+                device: planned.device.clone(),
+                source: planned.source,
+            };
+            Some(Link::new(
+                index,
+                route,
+                iface.track.clone(),
+                iface.flush_conntrack.clone(),
+                device_up(resolved.get(index), running),
+            ))
+        })
+        .collect()
+}
+
+/// A link's device counts as up when it is resolved, up and operational.
+fn device_up(state: Option<&LinkState>, running: &[String]) -> bool {
+    state.is_some_and(|s| s.up && s.device.as_ref().is_some_and(|d| running.contains(d)))
+}
+
+/// The link states the plan is built from: liveness from health, and no device for a link
+/// whose device is down (the kernel has dropped its routes; they come back with it).
+fn plan_states(resolved: &[LinkState], links: &[Link]) -> Vec<LinkState> {
+    resolved
+        .iter()
+        .enumerate()
+        .map(
+            |(index, state)| match links.iter().find(|l| l.index == index) {
+                None => state.clone(),
+                Some(link) => LinkState {
+                    device: state.device.clone().filter(|_| link.device_up()),
+                    up: link.usable(),
+                    ..state.clone()
+                },
+            },
+        )
+        .collect()
+}
+
+/// The transition's log line.
+fn describe(link: &Link, outcome: &Outcome) -> String {
+    let why = match outcome.cause {
+        Cause::Round {
+            answered,
+            targets,
+            loss_percent,
+        } => format!("{answered}/{targets} targets answered, {loss_percent}% lost"),
+        Cause::Device(true) => "device up".to_string(),
+        Cause::Device(false) => "device down".to_string(),
+    };
+    let what = match (outcome.transition.usable_changed(), link.usable()) {
+        (true, true) => "; new connections use it again",
+        (true, false) => "; new connections avoid it",
+        (false, _) => "",
+    };
+    format!(
+        "{} ({}): {} -> {} ({why}){what}",
+        link.name,
+        link.route.device.as_deref().unwrap_or("no device"),
+        outcome.transition.from.as_str(),
+        outcome.transition.to.as_str(),
+    )
+}
+
+/// Deletes the link's conntrack entries when one of this outcome's events is configured for
+/// it, and runs the hook when its usability changed.
+fn after_change(hook: &mut Hook, mask: u32, link: &Link, outcome: &Outcome) {
+    let events = outcome.events();
+    if let Some(event) = events.iter().find(|e| link.flush_conntrack.contains(e)) {
+        match conntrack::delete_marked(link.route.mark, mask) {
+            Ok(()) => log(&format!(
+                "{}: deleted its conntrack entries ({})",
+                link.name,
+                event.as_str()
+            )),
+            Err(e) => log(&format!(
+                "{}: deleting its conntrack entries failed: {e}",
+                link.name
+            )),
+        }
+    }
+    if outcome.transition.usable_changed() {
+        let action = if outcome.transition.to.is_usable() {
+            FlushEvent::Connected
+        } else {
+            FlushEvent::Disconnected
+        };
+        let event = HookEvent {
+            action: action.as_str(),
+            interface: link.name.clone(),
+            device: link.route.device.clone().unwrap_or_default(),
+            state: outcome.transition.to.as_str(),
+        };
+        if let Err(e) = hook.run(&event) {
+            log(&format!("{}: hook: {e}", link.name));
+        }
+    }
+}

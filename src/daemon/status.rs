@@ -1,0 +1,105 @@
+//! `status.json`: the daemon's view of every link, for `connmark-lb status`, LuCI and scripts.
+//!
+//! Written atomically (temp file + rename) whenever something in it changed, removed when the
+//! daemon exits, so its presence means a daemon is tracking.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::names::STATUS_FILE;
+use crate::state;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The daemon's process id (for signals).
+    pub pid: u32,
+    pub links: Vec<LinkStatus>,
+}
+
+/// One enabled interface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub interface: String,
+    /// The kernel device, when known.
+    pub device: Option<String>,
+    /// `up`, `failing`, `down` or `recovering`.
+    pub state: String,
+    /// Whether new connections may use the link.
+    pub usable: bool,
+    /// Whether the link is probed (it has `track_ip` targets).
+    pub tracked: bool,
+    /// Mean round-trip time of the last round that got replies, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Requests lost in the last round, in percent.
+    pub loss_percent: Option<u32>,
+    /// When the state last changed (or tracking started), in unix seconds.
+    pub last_change: u64,
+}
+
+/// Replaces the status file in `dir`.
+pub fn save(dir: &Path, status: &Status) -> Result<()> {
+    let text = serde_json::to_string_pretty(status)
+        .map_err(|e| Error::Protocol(format!("encoding {STATUS_FILE}: {e}")))?;
+    state::write_atomic(&dir.join(STATUS_FILE), format!("{text}\n").as_bytes())
+}
+
+/// Reads the status file in `dir`; a missing file means no daemon is running.
+pub fn load(dir: &Path) -> Result<Status> {
+    let path = dir.join(STATUS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Protocol(format!(
+                "no {}: `connmark-lb run` is not running",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(path.display(), e)),
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Protocol(format!("{}: unexpected content: {e}", path.display())))
+}
+
+/// Removes the status file (the daemon is exiting).
+pub fn remove(dir: &Path) -> Result<()> {
+    let path = dir.join(STATUS_FILE);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path.display(), e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_missing_file_says_not_running() {
+        let dir = std::env::temp_dir().join(format!("cmlb-status-{}", std::process::id()));
+        let status = Status {
+            pid: 42,
+            links: vec![LinkStatus {
+                interface: "wanb".into(),
+                device: Some("eth2".into()),
+                state: "failing".into(),
+                usable: true,
+                tracked: true,
+                rtt_ms: Some(1.25),
+                loss_percent: Some(100),
+                last_change: 1_700_000_000,
+            }],
+        };
+        save(&dir, &status).unwrap();
+        assert_eq!(load(&dir).unwrap(), status);
+        let text = std::fs::read_to_string(dir.join(STATUS_FILE)).unwrap();
+        assert!(text.contains("\"loss_percent\": 100"), "{text}");
+        remove(&dir).unwrap();
+        let error = load(&dir).unwrap_err();
+        assert!(error.to_string().contains("is not running"), "{error}");
+        remove(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,835 @@
+//! `connmark-lb run` end to end: the daemon on the router of the test topology tracks every
+//! link with ICMP probes to the server, an ISP fails silently (its loss rule drops everything
+//! from the router while every device stays up), and new connections from the LAN host show
+//! which links are in use. Detection and recovery are measured from the moment the ISP rule
+//! changes to the first new connection that behaves accordingly, and printed as FIGURE lines.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::checks::{LinkLoad, tcp_target, udp_target};
+use crate::lbconfig::{Backend, Balance, ConfigFile, LbConfig};
+use crate::netns::{Loss, SERVICE, Topology, link_addr, link_device};
+use crate::traffic::{Server, spawn_in, tcp_connections};
+
+/// New connections are started this far apart while a change is measured.
+const SPACING: Duration = Duration::from_millis(25);
+/// How long a measuring connection may take to connect: enough for one SYN retransmission.
+const ATTEMPT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A connection whose handshake took longer lost its first SYN: it was sent to a dead link.
+const SLOW_CONNECT: Duration = Duration::from_millis(500);
+/// What measured detection and recovery times may exceed the configured bound by: rule
+/// update, connection spacing and scheduling on a busy machine.
+const SLACK: Duration = Duration::from_millis(500);
+
+/// `connmark-lb run` inside the router; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    status: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon with `config`, the test's state dir and `hook` as its event script,
+    /// and waits until it has written its first status.
+    fn start(topo: &Topology, config: &ConfigFile, hook: &PathBuf) -> Daemon {
+        let log = topo.dir.path().join("daemon.log");
+        let stderr = File::create(&log).expect("daemon log file");
+        let child = topo
+            .router
+            .command(env!("CARGO_BIN_EXE_connmark-lb"))
+            .args(["run", config.flag(), config.path_str(), "--state-dir"])
+            .arg(topo.state_dir())
+            .arg("--hook")
+            .arg(hook)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start connmark-lb run");
+        let mut daemon = Daemon {
+            child,
+            log,
+            status: topo.state_dir().join("status.json"),
+        };
+        daemon.wait_for("the first status.json", Duration::from_secs(10), |_| true);
+        daemon
+    }
+
+    /// The parsed status.json, if it is there.
+    fn status(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(&self.status).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The status entry of link `link` (1-based).
+    fn link(&self, link: usize) -> Value {
+        let status = self.status().expect("status.json");
+        status["links"][link - 1].clone()
+    }
+
+    /// Polls status.json every 10 ms until `done` holds; fails when the daemon exits or
+    /// `timeout` passes. Returns how long it took.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Duration {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.status() {
+                if done(&status) {
+                    return started.elapsed();
+                }
+            }
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!(
+                    "daemon exited with {exit} waiting for {what}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}; status {:?}\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until every link reports `state` and, if it is tracked, answered probes in its
+    /// last round (when `state` is up) or lost them all (when down).
+    fn wait_all(&mut self, state: &str, timeout: Duration) -> Duration {
+        let loss = if state == "up" { 0 } else { 100 };
+        self.wait_for(&format!("every link {state}"), timeout, |s| {
+            s["links"].as_array().is_some_and(|links| {
+                links.iter().all(|l| {
+                    l["state"] == state && (l["tracked"] == false || l["loss_percent"] == loss)
+                })
+            })
+        })
+    }
+
+    /// Waits until link `link` reports `state`.
+    fn wait_link(&mut self, link: usize, state: &str, timeout: Duration) -> Duration {
+        self.wait_for(&format!("link {link} {state}"), timeout, |s| {
+            s["links"][link - 1]["state"] == state
+        })
+    }
+
+    fn pid(&self) -> Pid {
+        let status = self.status().expect("status.json");
+        let pid = status["pid"].as_i64().expect("pid in status.json");
+        Pid::from_raw(i32::try_from(pid).expect("pid fits"))
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal the daemon");
+    }
+
+    /// Waits (bounded) for the daemon to exit.
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("wait for the daemon") {
+                return exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the daemon logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = Pid::from_raw(self.child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("=== daemon log:\n{}", self.log());
+        }
+    }
+}
+
+/// A topology with TCP and UDP servers and the daemon running on the router. Field order
+/// matters: the daemon stops first, then the servers, then the namespaces go.
+struct Lab {
+    daemon: Daemon,
+    _servers: [Server; 2],
+    /// Lines `ACTION INTERFACE DEVICE $1 $2` written by the hook script.
+    hook_log: PathBuf,
+    topo: Topology,
+}
+
+impl Lab {
+    fn new(config: &LbConfig) -> Lab {
+        let topo = Topology::new(config.links.len());
+        let servers = [
+            Server::tcp(&topo.srv, tcp_target()),
+            Server::udp(&topo.srv, udp_target()),
+        ];
+        let hook_log = topo.dir.path().join("hook.log");
+        let hook = topo.dir.write(
+            "connmark-lb.user",
+            &format!(
+                "echo \"$ACTION $INTERFACE $DEVICE $1 $2\" >> {}\n",
+                hook_log.display()
+            ),
+        );
+        let config = topo.write_config("lb", config);
+        let mut daemon = Daemon::start(&topo, &config, &hook);
+        daemon.wait_all("up", Duration::from_secs(10));
+        Lab {
+            daemon,
+            _servers: servers,
+            hook_log,
+            topo,
+        }
+    }
+
+    fn hook_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.hook_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// `links` links of weight 1, each tracking the server, with `options` on every link.
+fn tracked(backend: Backend, links: usize, options: &[(&str, &str)]) -> LbConfig {
+    let mut config = LbConfig::new(backend, Balance::RoundRobin, &vec![1; links]);
+    for link in 1..=links {
+        config = config.with_option(&link_device(link), "track_ip", &SERVICE.to_string());
+        for (option, value) in options {
+            config = config.with_option(&link_device(link), option, value);
+        }
+    }
+    config
+}
+
+/// The link whose SNAT address is `addr`.
+fn link_of(addr: Ipv4Addr) -> Option<usize> {
+    (1..=9).find(|&link| link_addr(link) == addr)
+}
+
+/// One new connection made while a change was measured.
+#[derive(Debug)]
+struct Attempt {
+    started: Instant,
+    took: Duration,
+    /// The link the server saw, or the error.
+    link: Result<usize, String>,
+}
+
+impl Attempt {
+    /// Whether the connection's first SYN went out a dead link: it failed, or it needed a
+    /// retransmission.
+    fn hit_dead_link(&self) -> bool {
+        self.link.is_err() || self.took > SLOW_CONNECT
+    }
+}
+
+/// Starts a new connection from the LAN host every [`SPACING`] for `duration`, each on its own
+/// thread; runs `event` once, `event_at` after the start, and returns when it ran together
+/// with every attempt.
+fn attempts_around(
+    topo: &Topology,
+    duration: Duration,
+    event_at: Duration,
+    event: impl FnOnce(),
+) -> (Instant, Vec<Attempt>) {
+    let start = Instant::now();
+    let mut event = Some(event);
+    let mut event_time = None;
+    let mut threads: Vec<JoinHandle<Attempt>> = Vec::new();
+    while start.elapsed() < duration {
+        if start.elapsed() >= event_at {
+            if let Some(event) = event.take() {
+                event();
+                event_time = Some(Instant::now());
+            }
+        }
+        threads.push(spawn_in(&topo.lan, one_attempt));
+        std::thread::sleep(SPACING);
+    }
+    let attempts = threads
+        .into_iter()
+        .map(|t| t.join().expect("attempt thread panicked"))
+        .collect();
+    (event_time.expect("event ran"), attempts)
+}
+
+fn one_attempt() -> Attempt {
+    let started = Instant::now();
+    let link = TcpStream::connect_timeout(&tcp_target().into(), ATTEMPT_CONNECT_TIMEOUT)
+        .map_err(|e| format!("connect: {e}"))
+        .and_then(|stream| {
+            let took = started.elapsed();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            BufReader::new(&stream)
+                .read_line(&mut line)
+                .map_err(|e| format!("read: {e}"))?;
+            let addr: Ipv4Addr = line.trim().parse().map_err(|e| format!("{line:?}: {e}"))?;
+            link_of(addr)
+                .map(|link| (link, took))
+                .ok_or(format!("unknown address {addr}"))
+        });
+    match link {
+        Ok((link, took)) => Attempt {
+            started,
+            took,
+            link: Ok(link),
+        },
+        Err(e) => Attempt {
+            started,
+            took: started.elapsed(),
+            link: Err(e),
+        },
+    }
+}
+
+/// The health options of one measured configuration and the bounds they promise (see
+/// src/daemon/health.rs).
+struct Timing {
+    interval: Duration,
+    timeout: Duration,
+    down: u32,
+    up: u32,
+}
+
+impl Timing {
+    fn detection_bound(&self) -> Duration {
+        self.interval + self.interval.max(self.timeout) * (self.down - 1) + self.timeout
+    }
+
+    /// Without the round trip time, which is well under a millisecond here.
+    fn recovery_bound(&self) -> Duration {
+        self.interval.max(self.timeout) + self.interval * (self.up - 1)
+    }
+}
+
+/// Link 2 fails silently, then heals; returns (detection, recovery) and checks that 200 new
+/// connections after detection all succeed on the live link.
+fn fail_and_heal_link_2(lab: &mut Lab, timing: &Timing, what: &str) -> (Duration, Duration) {
+    let topo = &lab.topo;
+    let settle = timing.detection_bound() + SLACK + Duration::from_secs(2);
+    let (failed_at, attempts) = attempts_around(
+        topo,
+        settle + Duration::from_secs(1),
+        Duration::from_secs(1),
+        || topo.add_loss(2, Loss::All),
+    );
+    let dead: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.started >= failed_at && a.hit_dead_link())
+        .collect();
+    assert!(
+        !dead.is_empty(),
+        "no connection noticed the failure: {attempts:?}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| a.started + a.took < failed_at)
+            .all(|a| !a.hit_dead_link()),
+        "connections suffered before the failure: {attempts:?}"
+    );
+    let detection = dead
+        .iter()
+        .map(|a| a.started.duration_since(failed_at))
+        .max()
+        .unwrap_or_default();
+    assert_eq!(lab.daemon.link(2)["state"], "down", "{}", lab.daemon.log());
+
+    let tally = tcp_connections(&topo.lan, tcp_target(), 200);
+    assert_eq!(tally.failures, 0, "after detection: {:?}", tally.errors);
+    assert_eq!(
+        tally.count(link_addr(1)),
+        200,
+        "after detection every new connection uses link 1: {:?}",
+        tally.seen
+    );
+
+    let settle = timing.recovery_bound() + SLACK + Duration::from_secs(2);
+    let (healed_at, attempts) = attempts_around(
+        topo,
+        settle + Duration::from_secs(1),
+        Duration::from_millis(500),
+        || topo.clear_loss(2),
+    );
+    let recovery = attempts
+        .iter()
+        .filter(|a| a.started >= healed_at && a.link == Ok(2))
+        .map(|a| a.started.duration_since(healed_at))
+        .min()
+        .unwrap_or_else(|| panic!("link 2 never came back: {}", lab.daemon.log()));
+    let late = attempts
+        .iter()
+        .filter(|a| a.started >= healed_at + recovery);
+    assert!(
+        late.clone().all(|a| a.link.is_ok()),
+        "a connection failed after recovery"
+    );
+    assert_eq!(lab.daemon.link(2)["state"], "up");
+
+    eprintln!(
+        "FIGURE failover {what}: detection {:.2} s (bound {:.2} s), recovery {:.2} s (bound {:.2} s)",
+        detection.as_secs_f64(),
+        timing.detection_bound().as_secs_f64(),
+        recovery.as_secs_f64(),
+        timing.recovery_bound().as_secs_f64()
+    );
+    assert!(
+        detection <= timing.detection_bound() + SLACK,
+        "{what}: detection took {detection:?}"
+    );
+    assert!(
+        recovery <= timing.recovery_bound() + SLACK,
+        "{what}: recovery took {recovery:?}"
+    );
+    (detection, recovery)
+}
+
+/// One TCP connection kept open on link 1, exchanging a line every 100 ms on its own thread
+/// until stopped; counts answers and the addresses the server reported.
+struct LongConnection {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<(usize, Vec<Ipv4Addr>), String>>,
+}
+
+impl LongConnection {
+    /// Opens connections until one lands on link 1 (round-robin: at most a few).
+    fn on_link_1(topo: &Topology) -> LongConnection {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = spawn_in(&topo.lan, move || {
+            let mut stream = None;
+            for _ in 0..4 {
+                let candidate =
+                    TcpStream::connect_timeout(&tcp_target().into(), Duration::from_secs(2))
+                        .map_err(|e| format!("connect: {e}"))?;
+                candidate
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .map_err(|e| e.to_string())?;
+                let mut greeting = String::new();
+                BufReader::new(&candidate)
+                    .read_line(&mut greeting)
+                    .map_err(|e| format!("greeting: {e}"))?;
+                if greeting.trim() == link_addr(1).to_string() {
+                    stream = Some(candidate);
+                    break;
+                }
+            }
+            let stream = stream.ok_or("no connection landed on link 1")?;
+            let mut reader = BufReader::new(&stream);
+            let mut writer = &stream;
+            let mut answered = 0;
+            let mut peers = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                writer
+                    .write_all(format!("ping {answered}\n").as_bytes())
+                    .map_err(|e| format!("send {answered}: {e}"))?;
+                let mut line = String::new();
+                reader
+                    .read_line(&mut line)
+                    .map_err(|e| format!("answer {answered}: {e}"))?;
+                let peer = line.split_whitespace().next().unwrap_or_default();
+                let peer: Ipv4Addr = peer.parse().map_err(|e| format!("{line:?}: {e}"))?;
+                if !peers.contains(&peer) {
+                    peers.push(peer);
+                }
+                answered += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok((answered, peers))
+        });
+        LongConnection { stop, thread }
+    }
+
+    /// Ends the exchange; returns (answers, addresses seen).
+    fn finish(self) -> (usize, Vec<Ipv4Addr>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .expect("long connection thread panicked")
+            .unwrap_or_else(|e| panic!("the long connection on link 1 broke: {e}"))
+    }
+}
+
+#[test]
+fn silent_failure_with_defaults_is_detected_and_healed() {
+    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    let long = LongConnection::on_link_1(&lab.topo);
+    let timing = Timing {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        down: 3,
+        up: 5,
+    };
+    fail_and_heal_link_2(&mut lab, &timing, "defaults");
+
+    let (answered, peers) = long.finish();
+    assert!(answered > 50, "only {answered} answers");
+    assert_eq!(peers, [link_addr(1)], "the long connection changed link");
+
+    assert_eq!(
+        lab.hook_lines(),
+        [
+            "disconnected wan2 wan2 wan2 down",
+            "connected wan2 wan2 wan2 up"
+        ],
+        "the hook ran once per change, with the event in env and arguments"
+    );
+    let log = lab.daemon.log();
+    for line in [
+        "wan2 (wan2): up -> failing (0/1 targets answered, 100% lost)",
+        "wan2 (wan2): failing -> down (0/1 targets answered, 100% lost); new connections avoid it",
+        "wan2: deleted its conntrack entries (disconnected)",
+        "wan2 (wan2): down -> recovering (1/1 targets answered, 0% lost)",
+        "wan2 (wan2): recovering -> up (1/1 targets answered, 0% lost); new connections use it again",
+    ] {
+        assert!(log.contains(line), "log lacks {line:?}:\n{log}");
+    }
+    assert!(
+        !log.contains("wan1 (wan1):"),
+        "link 1 never changed:\n{log}"
+    );
+}
+
+#[test]
+fn silent_failure_with_half_second_interval() {
+    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[("interval", "0.5")]));
+    let timing = Timing {
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_millis(500),
+        down: 3,
+        up: 5,
+    };
+    fail_and_heal_link_2(&mut lab, &timing, "interval 0.5 s");
+}
+
+/// A link without `track_ip` is up exactly while its device is: taking the router's device
+/// down (the kernel drops its routes) moves new connections off it; bringing it back restores
+/// its route and its share.
+#[test]
+fn untracked_link_follows_its_device() {
+    let mut lab = Lab::new(&LbConfig::new(
+        Backend::Nftables,
+        Balance::RoundRobin,
+        &[1, 1],
+    ));
+    assert_eq!(lab.daemon.link(2)["tracked"], false);
+    lab.topo.router.run("ip link set wan2 down");
+    lab.daemon.wait_link(2, "down", Duration::from_secs(5));
+    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 50);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    assert_eq!(tally.count(link_addr(1)), 50, "{:?}", tally.seen);
+
+    lab.topo.router.run("ip link set wan2 up");
+    lab.daemon.wait_link(2, "up", Duration::from_secs(5));
+    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 100);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    LinkLoad::from_tally(&lab.topo, &tally).assert_shares(
+        "tcp after the untracked link's device came back",
+        &[1, 1],
+        2.0,
+    );
+    let log = lab.daemon.log();
+    for line in [
+        "wan2 (wan2): up -> down (device down); new connections avoid it",
+        "wan2 (wan2): down -> up (device up); new connections use it again",
+    ] {
+        assert!(log.contains(line), "log lacks {line:?}:\n{log}");
+    }
+    assert_eq!(
+        lab.hook_lines(),
+        [
+            "disconnected wan2 wan2 wan2 down",
+            "connected wan2 wan2 wan2 up"
+        ]
+    );
+}
+
+/// The conntrack marks (under the default mask) of the router's entries for connections from
+/// the LAN host, counted per link number.
+fn lan_entries_per_link(topo: &Topology) -> Vec<usize> {
+    let listing = topo.router.run("conntrack -L -s 192.168.77.2");
+    let mut counts = vec![0; topo.link_count() + 1];
+    for line in listing.lines() {
+        let mark: u32 = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("mark="))
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let link = ((mark & 0x3f00) >> 8) as usize;
+        if let Some(count) = counts.get_mut(link) {
+            *count += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn only_the_dead_links_conntrack_entries_are_deleted() {
+    let config = tracked(Backend::Nftables, 3, &[]).with_option("wan3", "flush_conntrack", "never");
+    let mut lab = Lab::new(&config);
+    let topo = &lab.topo;
+    let tally = tcp_connections(&topo.lan, tcp_target(), 30);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    let before = lan_entries_per_link(topo);
+    assert_eq!(before[0], 0, "every LAN connection is marked: {before:?}");
+    assert!(before[1..].iter().all(|&n| n >= 10), "{before:?}");
+
+    topo.add_loss(2, Loss::All);
+    topo.add_loss(3, Loss::All);
+    lab.daemon.wait_link(2, "down", Duration::from_secs(10));
+    lab.daemon.wait_link(3, "down", Duration::from_secs(10));
+    let after = lan_entries_per_link(&lab.topo);
+    assert_eq!(
+        after,
+        [0, before[1], 0, before[3]],
+        "link 2's entries are deleted, link 1's stay, link 3 (flush_conntrack never) keeps its own"
+    );
+    let log = lab.daemon.log();
+    assert!(
+        log.contains("wan2: deleted its conntrack entries (disconnected)"),
+        "{log}"
+    );
+    assert!(!log.contains("wan3: deleted"), "{log}");
+}
+
+#[test]
+fn twenty_percent_loss_does_not_flap_with_defaults() {
+    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    lab.topo.add_loss(2, Loss::Percent(20));
+    let before = lab.topo.isp_counters(2);
+    let run = Duration::from_secs(20);
+    let started = Instant::now();
+    let mut states = std::collections::BTreeSet::new();
+    while started.elapsed() < run {
+        let link = lab.daemon.link(2);
+        states.insert(link["state"].as_str().unwrap_or_default().to_string());
+        assert_eq!(
+            link["usable"],
+            true,
+            "link 2 flapped:\n{}",
+            lab.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lost = lab.topo.isp_counters(2).since(before).lost;
+    eprintln!(
+        "FIGURE no flapping: 20% loss on link 2 for {} s: {lost} probe packets lost, states seen {states:?}",
+        run.as_secs()
+    );
+    // Only probes cross ISP 2 in this test, so these are lost probes.
+    assert!(lost >= 5, "the loss rule dropped only {lost} packets");
+    assert!(
+        !lab.daemon.log().contains("-> down"),
+        "{}",
+        lab.daemon.log()
+    );
+    lab.daemon.wait_all("up", Duration::from_secs(10));
+}
+
+/// How a connection attempt to the server failed, and how fast.
+fn refused_fast(topo: &Topology) -> (std::io::ErrorKind, Duration) {
+    let handle = spawn_in(&topo.lan, || {
+        let started = Instant::now();
+        let result = TcpStream::connect_timeout(&tcp_target().into(), Duration::from_secs(3));
+        (result.map(drop), started.elapsed())
+    });
+    let (result, took) = handle.join().expect("connect thread panicked");
+    let error = result.expect_err("no link is up, yet the connection succeeded");
+    (error.kind(), took)
+}
+
+/// Every link dies: the implicit policy's `last_resort unreachable` answers new connections
+/// at once; when the links come back, new connections are balanced again.
+fn all_links_down_then_back(backend: Backend) {
+    let mut lab = Lab::new(&tracked(backend, 2, &[]));
+    for link in 1..=2 {
+        lab.topo.add_loss(link, Loss::All);
+    }
+    lab.daemon.wait_all("down", Duration::from_secs(10));
+    let (kind, took) = refused_fast(&lab.topo);
+    assert!(
+        matches!(
+            kind,
+            std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
+        ),
+        "expected unreachable, got {kind:?}"
+    );
+    assert!(took < Duration::from_millis(500), "refusal took {took:?}");
+
+    for link in 1..=2 {
+        lab.topo.clear_loss(link);
+    }
+    lab.daemon.wait_all("up", Duration::from_secs(15));
+    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 100);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    LinkLoad::from_tally(&lab.topo, &tally).assert_shares(
+        &format!("{} tcp after all links came back", backend.name()),
+        &[1, 1],
+        2.0,
+    );
+    let status = lab.topo.lb(&["status"]);
+    assert!(status.status.success(), "{status:?}");
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status prints JSON");
+    assert_eq!(status["links"][1]["interface"], "wan2");
+    assert_eq!(status["links"][1]["state"], "up");
+    assert_eq!(status["links"][1]["tracked"], true);
+}
+
+#[test]
+fn all_links_down_nftables() {
+    all_links_down_then_back(Backend::Nftables);
+}
+
+#[test]
+fn all_links_down_iptables() {
+    all_links_down_then_back(Backend::Iptables);
+}
+
+/// SIGHUP re-reads the config and re-applies while link 2 stays down (health is kept, not
+/// reset to `initial_state`); the new weights apply once it is back. SIGTERM exits 0 and
+/// leaves the rules; status.json goes with the daemon.
+#[test]
+fn reload_keeps_health_and_sigterm_keeps_the_rules() {
+    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    lab.topo.add_loss(2, Loss::All);
+    lab.daemon.wait_link(2, "down", Duration::from_secs(10));
+    let down_since = lab.daemon.link(2)["last_change"].clone();
+
+    let reweighted = tracked(Backend::Nftables, 2, &[]).with_option("wan2", "weight", "3");
+    lab.topo.write_config("lb", &reweighted);
+    lab.daemon.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.daemon.log().contains("reloaded:") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload:\n{}",
+            lab.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let link = lab.daemon.link(2);
+    assert_eq!(link["state"], "down", "reload forgot link 2's health");
+    assert_eq!(link["last_change"], down_since);
+    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 50);
+    assert_eq!(tally.count(link_addr(1)), 50, "{tally:?}");
+
+    lab.topo.clear_loss(2);
+    lab.daemon.wait_link(2, "up", Duration::from_secs(15));
+    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 200);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    LinkLoad::from_tally(&lab.topo, &tally).assert_shares(
+        "tcp after reload with weights 1:3",
+        &[1, 3],
+        2.0,
+    );
+
+    let rules = lab.topo.router_state();
+    lab.daemon.signal(Signal::SIGTERM);
+    let exit = lab.daemon.wait_exit(Duration::from_secs(5));
+    assert!(exit.success(), "{exit}");
+    assert!(
+        lab.daemon.status().is_none(),
+        "status.json outlived the daemon"
+    );
+    assert_eq!(
+        lab.topo.router_state().differences(&rules),
+        None,
+        "SIGTERM changed the rules"
+    );
+    let status = lab.topo.lb(&["status"]);
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+}
+
+/// A value in kB from /proc/<pid>/status.
+fn proc_status_kb(pid: Pid, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    text.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// User plus system CPU time of `pid` so far.
+fn cpu_time(pid: Pid) -> Duration {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after_name = &text[text.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// Four links probed every second: the daemon's memory and CPU over a bounded run.
+#[test]
+fn footprint_tracking_four_links() {
+    let mut lab = Lab::new(&tracked(Backend::Nftables, 4, &[]));
+    let pid = lab.daemon.pid();
+    let run = Duration::from_secs(20);
+    let cpu_before = cpu_time(pid);
+    let started = Instant::now();
+    std::thread::sleep(run);
+    let cpu = cpu_time(pid) - cpu_before;
+    let elapsed = started.elapsed();
+    let rss = proc_status_kb(pid, "VmRSS");
+    let hwm = proc_status_kb(pid, "VmHWM");
+    let percent = 100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64();
+    let probes = lab.topo.srv_icmp_requests();
+    eprintln!(
+        "FIGURE daemon footprint, 4 links at 1 s: VmRSS {rss} kB, VmHWM {hwm} kB, CPU {:.2} s in {:.1} s = {percent:.3}%, probes seen per link {probes:?}",
+        cpu.as_secs_f64(),
+        elapsed.as_secs_f64(),
+    );
+    lab.daemon.wait_all("up", Duration::from_secs(5));
+    assert!(
+        probes.iter().all(|&n| n >= 3 * 18),
+        "every link probed every second: {probes:?}"
+    );
+    assert!(hwm < 16 * 1024, "VmHWM {hwm} kB");
+    assert!(percent < 2.0, "CPU {percent:.3}%");
+}
