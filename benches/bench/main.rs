@@ -19,6 +19,7 @@ mod traffic;
 
 mod apply_cost;
 mod balance;
+mod daemon;
 mod dataplane;
 mod footprint;
 mod measure;
@@ -28,6 +29,7 @@ mod router;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use argh::FromArgs;
 use nix::sys::signal::{SigSet, Signal};
@@ -72,6 +74,11 @@ pub struct Options {
     pub weight_sets: Vec<Vec<u32>>,
     pub balance_connections: usize,
     pub balance_backends: Vec<Backend>,
+    /// Also measure failover with the default tracking options (seconds per run), not only
+    /// with the 0.5 s interval.
+    pub failover_defaults: bool,
+    /// How long the daemon's memory is watched.
+    pub daemon_watch: Duration,
     pub artifacts: Vec<(String, PathBuf)>,
 }
 
@@ -104,6 +111,8 @@ impl Options {
             weight_sets: vec![vec![1, 1], vec![1, 2], vec![1, 1, 2]],
             balance_connections: 10_000,
             balance_backends: balance::BACKENDS.to_vec(),
+            failover_defaults: true,
+            daemon_watch: Duration::from_secs(20),
             artifacts,
         };
         let options = if args.smoke {
@@ -115,6 +124,8 @@ impl Options {
                 weight_sets: vec![vec![1, 2]],
                 balance_connections: 300,
                 balance_backends: vec![Backend::Nftables],
+                failover_defaults: false,
+                daemon_watch: Duration::from_secs(4),
                 ..common
             }
         } else {
@@ -183,11 +194,17 @@ fn main() {
     let dataplane = dataplane::measure(&options);
     eprintln!("bench: balance quality");
     let balance = balance::measure(&options);
-    let artifacts = footprint::measure(&options.artifacts);
-
-    let results = report::Results::new(
-        &options, apply, nft_steps, dataplane, balance, artifacts, started,
-    );
+    eprintln!("bench: failover daemon");
+    let daemon = daemon::measure(&options);
+    let figures = report::Figures {
+        apply,
+        nft_steps,
+        dataplane,
+        balance,
+        daemon,
+        artifacts: footprint::measure(&options.artifacts),
+    };
+    let results = report::Results::new(&options, figures, started);
     if options.smoke {
         report::check_smoke(&results);
         let dir = std::env::temp_dir().join(format!("connmark-lb-bench-{}", std::process::id()));

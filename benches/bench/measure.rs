@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -69,7 +69,7 @@ impl Invocation {
     /// The same program run under `strace`, logging every exec and exit with timestamps to
     /// `trace`. Only those two syscalls stop the tracee (seccomp filter), so the timing of
     /// each process stays close to an untraced run.
-    fn under_strace(&self, trace: &Path) -> Invocation {
+    pub fn under_strace(&self, trace: &Path) -> Invocation {
         let mut args: Vec<String> = [
             "-f",
             "-qq",
@@ -164,6 +164,20 @@ pub fn timed(ns: &Netns, invocation: &Invocation) -> Timed {
     })
     .join()
     .unwrap_or_else(|_| panic!("measuring thread panicked"))
+}
+
+/// Starts `invocation` in `ns` and returns at once (for daemons); the caller stops and reaps
+/// it.
+pub fn spawn(ns: &Netns, invocation: &Invocation) -> Child {
+    let invocation = invocation.clone();
+    spawn_in(ns, move || {
+        invocation
+            .command()
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", invocation.describe()))
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("spawning thread panicked"))
 }
 
 /// The peak resident memory (VmHWM) of the program itself, not of the tools it runs: read
@@ -385,22 +399,67 @@ pub struct ProgramCost {
 pub fn exec_trace(ns: &Netns, invocation: &Invocation) -> ExecTrace {
     let trace = invocation.log_dir.join("strace.log");
     timed(ns, &invocation.under_strace(&trace));
-    let text =
-        std::fs::read_to_string(&trace).unwrap_or_else(|e| panic!("read {}: {e}", trace.display()));
-    parse_trace(&text)
+    let runs = read_trace(&trace);
+    let (top, children) = runs
+        .split_first()
+        .unwrap_or_else(|| panic!("{}: no exec traced", trace.display()));
+    ExecTrace {
+        processes: runs.len(),
+        children: cost_by_program(children),
+        total_ms: top.lifetime_ms(),
+    }
 }
 
-/// One successful exec: the program and when it started and ended.
-struct ProcessRun {
+/// The processes started from `from` to `to` (unix seconds) in a trace of a long-running
+/// program, as if they were the children of one run.
+pub fn execs_between(runs: &[ProcessRun], from: f64, to: f64) -> ExecTrace {
+    let window: Vec<ProcessRun> = runs
+        .iter()
+        .filter(|run| (from..=to).contains(&run.start))
+        .cloned()
+        .collect();
+    ExecTrace {
+        processes: window.len(),
+        children: cost_by_program(&window),
+        total_ms: window.iter().map(ProcessRun::lifetime_ms).sum(),
+    }
+}
+
+fn cost_by_program(runs: &[ProcessRun]) -> BTreeMap<String, ProgramCost> {
+    let mut costs: BTreeMap<String, ProgramCost> = BTreeMap::new();
+    for run in runs {
+        let cost = costs.entry(run.program.clone()).or_default();
+        cost.count += 1;
+        cost.total_ms += run.lifetime_ms();
+    }
+    costs
+}
+
+/// One successful exec: the program and when it started and ended (unix seconds).
+#[derive(Debug, Clone)]
+pub struct ProcessRun {
     pid: u32,
     program: String,
     start: f64,
     end: Option<f64>,
 }
 
+impl ProcessRun {
+    fn lifetime_ms(&self) -> f64 {
+        self.end.map_or(0.0, |end| (end - self.start) * 1000.0)
+    }
+}
+
+/// Reads the strace log at `path` (see [`Invocation::under_strace`]).
+pub fn read_trace(path: &Path) -> Vec<ProcessRun> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    parse_trace(&text)
+}
+
 /// Reads `strace -f -ttt -e trace=execve,exit_group` output, including calls split into
 /// `<unfinished ...>` and `<... execve resumed>` halves when processes run side by side.
-fn parse_trace(text: &str) -> ExecTrace {
+fn parse_trace(text: &str) -> Vec<ProcessRun> {
     let mut runs: Vec<ProcessRun> = Vec::new();
     let mut pending: BTreeMap<u32, (String, f64)> = BTreeMap::new();
     for line in text.lines() {
@@ -447,16 +506,5 @@ fn parse_trace(text: &str) -> ExecTrace {
             });
         }
     }
-    let lifetime = |run: &ProcessRun| run.end.map_or(0.0, |end| (end - run.start) * 1000.0);
-    let mut children: BTreeMap<String, ProgramCost> = BTreeMap::new();
-    for run in runs.iter().skip(1) {
-        let cost = children.entry(run.program.clone()).or_default();
-        cost.count += 1;
-        cost.total_ms += lifetime(run);
-    }
-    ExecTrace {
-        processes: runs.len(),
-        children,
-        total_ms: runs.first().map_or(0.0, lifetime),
-    }
+    runs
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::Options;
 use crate::apply_cost::{ApplyCost, Start};
 use crate::balance::BalanceQuality;
+use crate::daemon::DaemonFigures;
 use crate::dataplane::Dataplane;
 use crate::footprint::Artifact;
 use crate::lbconfig::Backend;
@@ -90,6 +91,16 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+/// What the measurements returned.
+pub struct Figures {
+    pub apply: Vec<ApplyCost>,
+    pub nft_steps: Vec<NftStep>,
+    pub dataplane: Dataplane,
+    pub balance: Vec<BalanceQuality>,
+    pub daemon: DaemonFigures,
+    pub artifacts: Vec<Artifact>,
+}
+
 /// Everything one bench run found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
@@ -102,21 +113,21 @@ pub struct Results {
     pub nft_steps: Vec<NftStep>,
     pub dataplane: Dataplane,
     pub balance: Vec<BalanceQuality>,
+    pub daemon: DaemonFigures,
     pub artifacts: Vec<Artifact>,
     pub targets: Vec<Target>,
-    pub not_measured: Vec<String>,
 }
 
 impl Results {
-    pub fn new(
-        options: &Options,
-        apply: Vec<ApplyCost>,
-        nft_steps: Vec<NftStep>,
-        dataplane: Dataplane,
-        balance: Vec<BalanceQuality>,
-        artifacts: Vec<Artifact>,
-        started: Instant,
-    ) -> Results {
+    pub fn new(options: &Options, figures: Figures, started: Instant) -> Results {
+        let Figures {
+            apply,
+            nft_steps,
+            dataplane,
+            balance,
+            daemon,
+            artifacts,
+        } = figures;
         let mut results = Results {
             date: first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             mode: if options.smoke { "smoke" } else { "full" },
@@ -127,13 +138,9 @@ impl Results {
             nft_steps,
             dataplane,
             balance,
+            daemon,
             artifacts,
             targets: Vec::new(),
-            not_measured: vec![
-                "failover state change (time and processes): needs `connmark-lb run`".into(),
-                "RSS of `run` tracking 4 links: needs `connmark-lb run`".into(),
-                "failover detection and recovery times: needs `connmark-lb run`".into(),
-            ],
         };
         results.targets = results.evaluate();
         results
@@ -238,11 +245,12 @@ impl Results {
             measured: binary.map_or("-".into(), |a| format!("{:.0} KiB", a.kib())),
             met: binary.map(|a| a.kib() <= 700.0),
         });
+        let rss = &self.daemon.rss_kib;
         targets.push(Target {
-            name: "daemon RSS, 4 links".into(),
+            name: format!("daemon RSS, {} links", self.daemon.rss_links),
             required: "<= 2 MiB".into(),
-            measured: "not measured yet (needs `connmark-lb run`)".into(),
-            met: None,
+            measured: format!("{:.0} KiB (largest sample)", rss.max),
+            met: Some(rss.max <= 2048.0),
         });
         targets
     }
@@ -544,6 +552,17 @@ fn render_markdown(r: &Results) -> String {
             );
         }
     }
+    let _ = writeln!(
+        w,
+        "| RSS of `run` tracking {} links (KiB, VmRSS every 2 s) | {} |",
+        r.daemon.rss_links,
+        mmm(&r.daemon.rss_kib, 0)
+    );
+    let _ = writeln!(
+        w,
+        "| peak RSS of `run` tracking {} links (KiB, VmHWM at the end) | {} |",
+        r.daemon.rss_links, r.daemon.peak_kib
+    );
     for row in r.apply.iter().filter(|row| row.start == Start::Clean) {
         let _ = writeln!(
             w,
@@ -554,9 +573,39 @@ fn render_markdown(r: &Results) -> String {
         );
     }
 
-    let _ = writeln!(w, "\n## 5. Not measured in this run\n");
-    for item in &r.not_measured {
-        let _ = writeln!(w, "- {item}");
+    let d = &r.daemon;
+    let _ = writeln!(w, "\n## 5. Failover (`connmark-lb run`, 2 links)\n");
+    let _ = writeln!(
+        w,
+        "Link 2's ISP starts dropping everything from the router (the device stays up), later \
+         passes traffic again. Detection: from the drop rule to status.json saying `down`; \
+         recovery: from its removal to `up`. The daemon writes status.json after the rules \
+         changed, so new connections avoid the link (use it again) by then. State change: \
+         the processes the daemon started in that window (traced with strace) and their \
+         lifetime, median of the runs.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| tracking | detection s | recovery s | processes per change (down / up) | change ms (down / up) |\n|---|---|---|---|---|"
+    );
+    for f in &d.failover {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} / {} ({}) | {:.1} / {:.1} |",
+            f.setting,
+            mmm(&f.detection_s, 2),
+            mmm(&f.recovery_s, 2),
+            f.down_change.processes,
+            f.up_change.processes,
+            f.down_change
+                .children
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            f.down_change.total_ms,
+            f.up_change.total_ms
+        );
     }
     let _ = writeln!(w);
     md
