@@ -26,16 +26,38 @@ pub struct Dataplane {
     pub iperf_seconds: u64,
     pub connections_per_run: usize,
     /// Gbit/s of one TCP stream, per setup key.
-    pub throughput_gbps: BTreeMap<&'static str, Summary>,
+    pub throughput_gbps: BTreeMap<&'static str, Compared>,
     /// Completed short connections per second, per setup key.
-    pub connections_per_second: BTreeMap<&'static str, Summary>,
+    pub connections_per_second: BTreeMap<&'static str, Compared>,
 }
 
-impl Dataplane {
-    /// Median of `setup` over the median of plain forwarding.
-    pub fn ratio(figures: &BTreeMap<&'static str, Summary>, setup: Setup) -> f64 {
-        figures[setup.key()].median / figures[Setup::Plain.key()].median
-    }
+/// One setup's figure and how it compares with plain forwarding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    pub value: Summary,
+    /// The setup's figure over plain forwarding's in the same run, in percent: pairs measured
+    /// seconds apart, so slow changes in the machine's load cancel out.
+    pub percent_of_plain: Summary,
+}
+
+/// Summarises per-run samples (index = run) of every setup against plain forwarding's.
+fn compare(samples: BTreeMap<&'static str, Vec<f64>>) -> BTreeMap<&'static str, Compared> {
+    let plain = samples[Setup::Plain.key()].clone();
+    samples
+        .into_iter()
+        .map(|(key, values)| {
+            let percent: Vec<f64> = values
+                .iter()
+                .zip(&plain)
+                .map(|(value, plain)| 100.0 * value / plain)
+                .collect();
+            let compared = Compared {
+                value: Summary::of(&values),
+                percent_of_plain: Summary::of(&percent),
+            };
+            (key, compared)
+        })
+        .collect()
 }
 
 /// Measures every setup on a two-link router.
@@ -66,18 +88,12 @@ pub fn measure(options: &Options) -> Dataplane {
         }
     }
     router.reset();
-    let summarise = |samples: BTreeMap<&'static str, Vec<f64>>| {
-        samples
-            .into_iter()
-            .map(|(key, values)| (key, Summary::of(&values)))
-            .collect()
-    };
     Dataplane {
         links,
         iperf_seconds: options.iperf_seconds,
         connections_per_run: options.rate_connections,
-        throughput_gbps: summarise(throughput),
-        connections_per_second: summarise(rate),
+        throughput_gbps: compare(throughput),
+        connections_per_second: compare(rate),
     }
 }
 
