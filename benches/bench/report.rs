@@ -370,7 +370,7 @@ fn render_markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         w,
-        "Re-run: `make bench` (as root; about 15 minutes on 2 cores) rewrites this file and \
+        "Re-run: `make bench` (as root; about 10 minutes on 2 cores, builds included) rewrites this file and \
          `bench/results.json`. `cargo test --bench bench -- --smoke` is the seconds-long \
          check that `make test` runs.\n"
     );
@@ -398,7 +398,7 @@ fn render_markdown(r: &Results) -> String {
         w,
         "Wall time of one apply inside the router namespace (spawned directly, no `ip netns \
          exec`), from a bare router (`clean`) and applying the same config again \
-         (`re-apply`). Processes: successful `execve` calls of one traced run, the program \
+         (`re-apply`). Processes: successful `execve` calls of a traced run (the same in every run), the program \
          itself included (`strace -f`). Speed-up: seed median / ours.\n"
     );
     let _ = writeln!(
