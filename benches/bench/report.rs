@@ -370,9 +370,9 @@ fn render_markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         w,
-        "Re-run: `make bench` (as root; about 10 minutes on 2 cores, builds included) rewrites this file and \
-         `bench/results.json`. `cargo test --bench bench -- --smoke` is the seconds-long \
-         check that `make test` runs.\n"
+        "Re-run: `make bench` (as root; about 10 minutes on 2 cores, builds included) \
+         rewrites this file and `bench/results.json`. `cargo test --bench bench -- --smoke` \
+         is the seconds-long check that `make test` runs.\n"
     );
 
     let _ = writeln!(w, "## Targets\n");
@@ -398,12 +398,14 @@ fn render_markdown(r: &Results) -> String {
         w,
         "Wall time of one apply inside the router namespace (spawned directly, no `ip netns \
          exec`), from a bare router (`clean`) and applying the same config again \
-         (`re-apply`). Processes: successful `execve` calls of a traced run (the same in every run), the program \
-         itself included (`strace -f`). Speed-up: seed median / ours.\n"
+         (`re-apply`). Processes: successful `execve` calls of a traced run (the same in \
+         every run), the program itself included (`strace -f`). Speed-up: seed median / \
+         ours.\n"
     );
     let _ = writeln!(
         w,
-        "| links | setup | start | wall ms | processes | speed-up vs seed |\n|---|---|---|---|---|---|"
+        "| links | setup | start | wall ms | processes | speed-up vs seed |\n\
+         |---|---|---|---|---|---|"
     );
     for row in &r.apply {
         let speedup = match row.setup {
@@ -513,7 +515,8 @@ fn render_markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         w,
-        "| backend | weights | balance | connections | error (points) | shares % (median per link) |\n|---|---|---|---|---|---|"
+        "| backend | weights | balance | connections | error (points) | \
+         shares % (median per link) |\n|---|---|---|---|---|---|"
     );
     for b in &r.balance {
         let shares: Vec<String> = b
@@ -591,7 +594,8 @@ fn render_markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         w,
-        "| tracking | detection s | recovery s | processes per change (down / up) | change ms (down / up) |\n|---|---|---|---|---|"
+        "| tracking | detection s | recovery s | processes per change (down / up) | \
+         change ms (down / up) |\n|---|---|---|---|---|"
     );
     for f in &d.failover {
         let _ = writeln!(

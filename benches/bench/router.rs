@@ -170,7 +170,9 @@ impl<'t> Router<'t> {
         let router = &self.topo.router;
         router.nft("flush ruleset\n");
         let mut script = String::from(
-            "rule flush\nrule add priority 32766 lookup main\nrule add priority 32767 lookup default\n",
+            "rule flush\n\
+             rule add priority 32766 lookup main\n\
+             rule add priority 32767 lookup default\n",
         );
         for table in extra_route_tables(&router.run("ip route show table all")) {
             script.push_str(&format!("route flush table {table}\n"));
