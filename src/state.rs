@@ -12,6 +12,9 @@ use std::path::Path;
 pub struct Applied {
     pub backend: String,
     pub footprint: Footprint,
+    /// The firewall text that was loaded: the next apply deletes the chains it drops, and a
+    /// failed apply restores it.
+    pub firewall: String,
 }
 
 /// Reads the last apply's record; a missing or unreadable file means "nothing recorded".
@@ -27,6 +30,7 @@ pub fn load_applied(dir: &Path) -> Option<Applied> {
             priority_base: number("priority_base")?,
             table_base: number("table_base")?,
         },
+        firewall: value["firewall"].as_str().unwrap_or_default().to_string(),
     })
 }
 
@@ -40,6 +44,7 @@ pub fn save_applied(dir: &Path, applied: &Applied) -> Result<()> {
             "priority_base": f.priority_base,
             "table_base": f.table_base,
         },
+        "firewall": applied.firewall,
     });
     let text = serde_json::to_string_pretty(&value)
         .map_err(|e| Error::Protocol(format!("encoding {APPLIED_FILE}: {e}")))?;
@@ -79,6 +84,7 @@ mod tests {
                 priority_base: 4000,
                 table_base: 4000,
             },
+            firewall: "table inet connmark_lb {\n}\n".into(),
         };
         save_applied(&dir, &applied).unwrap();
         assert_eq!(load_applied(&dir), Some(applied));
