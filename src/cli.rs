@@ -175,7 +175,7 @@ fn remove_disabled(args: &Args, config: &Config) -> Result<()> {
 pub fn check_text(config: &Config, backend: Backend) -> String {
     let plan = Plan::build(config, &link_states(config));
     let firewall = match backend {
-        Backend::Nftables => nft::ruleset(&plan),
+        Backend::Nftables => nft::ruleset(&plan, &[]),
         Backend::Iptables => iptables::ruleset(&plan, &IptablesState::default()),
     };
     let ops = ip::diff(&plan, &IpState::default(), &[]);

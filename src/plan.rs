@@ -101,7 +101,7 @@ pub struct Route {
 }
 
 /// The kernel objects we may own: used to find ours among everyone's rules and tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Footprint {
     pub mask: u32,
     pub priority_base: u32,

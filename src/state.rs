@@ -3,26 +3,50 @@
 use crate::error::{Error, Result};
 use crate::names::APPLIED_FILE;
 use crate::plan::Footprint;
-use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use std::path::Path;
 
 /// What the last successful apply installed: lets `stop` and a later apply with another
 /// backend or other bases find everything of ours.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub backend: String,
     pub footprint: Footprint,
+    /// The firewall text that was loaded: the next apply deletes the chains it drops, and a
+    /// failed apply restores it.
+    pub firewall: String,
 }
 
 /// Reads the last apply's record; a missing or unreadable file means "nothing recorded".
 pub fn load_applied(dir: &Path) -> Option<Applied> {
     let text = std::fs::read_to_string(dir.join(APPLIED_FILE)).ok()?;
-    serde_json::from_str(&text).ok()
+    let value: Value = serde_json::from_str(&text).ok()?;
+    let number =
+        |key: &str| -> Option<u32> { u32::try_from(value["footprint"][key].as_u64()?).ok() };
+    Some(Applied {
+        backend: value["backend"].as_str()?.to_string(),
+        footprint: Footprint {
+            mask: number("mask")?,
+            priority_base: number("priority_base")?,
+            table_base: number("table_base")?,
+        },
+        firewall: value["firewall"].as_str().unwrap_or_default().to_string(),
+    })
 }
 
-/// Records a successful apply.
+/// Records a successful apply (JSON written by hand: no derive code in the binary).
 pub fn save_applied(dir: &Path, applied: &Applied) -> Result<()> {
-    let text = serde_json::to_string_pretty(applied)
+    let f = &applied.footprint;
+    let value = json!({
+        "backend": applied.backend,
+        "footprint": {
+            "mask": f.mask,
+            "priority_base": f.priority_base,
+            "table_base": f.table_base,
+        },
+        "firewall": applied.firewall,
+    });
+    let text = serde_json::to_string_pretty(&value)
         .map_err(|e| Error::Protocol(format!("encoding {APPLIED_FILE}: {e}")))?;
     write_atomic(&dir.join(APPLIED_FILE), text.as_bytes())
 }
@@ -60,6 +84,7 @@ mod tests {
                 priority_base: 4000,
                 table_base: 4000,
             },
+            firewall: "table inet connmark_lb {\n}\n".into(),
         };
         save_applied(&dir, &applied).unwrap();
         assert_eq!(load_applied(&dir), Some(applied));

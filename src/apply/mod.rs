@@ -1,10 +1,9 @@
 //! Appliers: the only code that changes the system.
 //!
-//! Order of an apply: read the live routing state (one `ip`), render, check the firewall text
-//! (`nft -c` / `iptables-restore --test`), change ip rules and routes (one `ip -batch`, only
-//! when something differs), load the firewall text (one atomic `nft -f` / `iptables-restore`).
-//! A failure at any step rolls back what the earlier steps changed, so the previous working
-//! state stays.
+//! An apply reads the live routing state (one `ip`), renders, loads the firewall text (one
+//! atomic `nft -f`, or a checked `iptables-restore`) and changes ip rules and routes (one
+//! `ip -batch`, only when something differs). A failure at any step rolls back what the
+//! earlier steps changed, so the previous working state stays; see [`apply`] for the order.
 
 pub mod exec;
 pub mod sysctl;
@@ -45,11 +44,23 @@ impl Backend {
         }
     }
 
-    /// Renders the firewall text for `plan`; iptables first reads what is live, to add its
-    /// jumps once and drop stale chains.
-    pub fn render(self, plan: &Plan) -> Result<String> {
+    /// Renders the firewall text for `plan`. nftables drops the chains of the `previous`
+    /// ruleset that are gone; iptables first reads what is live, to add its jumps once and drop
+    /// stale chains.
+    pub fn render(self, plan: &Plan, previous: Option<&Applied>) -> Result<String> {
         match self {
-            Backend::Nftables => Ok(nft::ruleset(plan)),
+            Backend::Nftables => {
+                let text = nft::ruleset(plan, &[]);
+                let stale = previous
+                    .filter(|p| p.backend == self.name())
+                    .map(|p| nft::stale_chains(&p.firewall, &text))
+                    .unwrap_or_default();
+                Ok(if stale.is_empty() {
+                    text
+                } else {
+                    nft::ruleset(plan, &stale)
+                })
+            }
             Backend::Iptables => Ok(iptables::ruleset(plan, &read_iptables()?)),
         }
     }
@@ -135,6 +146,10 @@ pub fn run_ip(ops: &[IpOp]) -> Result<()> {
         return Ok(());
     };
     let done = failed_line(&error).map_or(0, |line| line.saturating_sub(1));
+    let error = match ops.get(done) {
+        Some(op) if failed_line(&error).is_some() => error.wrap(format!("`ip {op}`")),
+        _ => error,
+    };
     let undo: Vec<IpOp> = ops[..done.min(ops.len())]
         .iter()
         .rev()
@@ -177,35 +192,57 @@ pub fn present_devices(mut states: Vec<LinkState>, live: &IpState) -> Vec<LinkSt
 }
 
 /// Applies `config` with the given link states; returns the plan now in force.
+///
+/// nftables: the ruleset is loaded first, as one transaction the kernel validates whole and
+/// commits or refuses whole (it is its own check); then the ip changes; if those fail, they are
+/// undone and the previous ruleset is put back. iptables-restore commits table by table, so
+/// there the text is checked with `--test` first, the ip changes come next, and a failed load
+/// undoes them.
 pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Result<Plan> {
     let backend = Backend::resolve(config.globals.backend);
     let live = read_ip().context("reading routing state")?;
     let plan = Plan::build(config, &present_devices(states, &live));
-    let text = backend.render(&plan).context("reading iptables state")?;
     let previous = state::load_applied(state_dir);
+    let text = backend
+        .render(&plan, previous.as_ref())
+        .context("reading iptables state")?;
     let stale: Vec<Footprint> = previous
         .iter()
         .map(|a| a.footprint)
         .filter(|f| *f != plan.footprint)
         .collect();
     let ops = ip::diff(&plan, &live, &stale);
-    // The check protects the ip changes made before the load. When there are none, nft's own
-    // all-or-nothing transaction is the check; iptables-restore commits per table, so it is
-    // always checked first.
-    if !ops.is_empty() || backend == Backend::Iptables {
-        backend
-            .check(&text)
-            .with_context(|| format!("checking the {} rules", backend.name()))?;
-    }
-    run_ip(&ops).context("changing ip rules and routes")?;
-    if let Err(e) = backend.load(&text) {
-        let undo: Vec<IpOp> = ops.iter().rev().filter_map(IpOp::inverse).collect();
-        let rollback = exec::run("ip", &["-batch", "-", "-force"], &ip::batch(&undo));
-        let e = e.wrap(format!("loading the {} rules", backend.name()));
-        return Err(match rollback {
-            Ok(_) => e,
-            Err(r) => Error::Many(vec![e, r.wrap("rolling back ip changes")]),
-        });
+    let loading = format!("loading the {} rules", backend.name());
+    match backend {
+        Backend::Nftables => {
+            backend.load(&text).context(loading)?;
+            if let Err(e) = run_ip(&ops) {
+                let restore = match previous.as_ref().filter(|p| p.backend == backend.name()) {
+                    Some(p) => backend.load(&p.firewall),
+                    None => backend.remove(),
+                };
+                let e = e.wrap("changing ip rules and routes");
+                return Err(match restore {
+                    Ok(()) => e,
+                    Err(r) => Error::Many(vec![e, r.wrap("restoring the previous rules")]),
+                });
+            }
+        }
+        Backend::Iptables => {
+            backend
+                .check(&text)
+                .with_context(|| format!("checking the {} rules", backend.name()))?;
+            run_ip(&ops).context("changing ip rules and routes")?;
+            if let Err(e) = backend.load(&text) {
+                let undo: Vec<IpOp> = ops.iter().rev().filter_map(IpOp::inverse).collect();
+                let rollback = exec::run("ip", &["-batch", "-", "-force"], &ip::batch(&undo));
+                let e = e.wrap(loading);
+                return Err(match rollback {
+                    Ok(_) => e,
+                    Err(r) => Error::Many(vec![e, r.wrap("rolling back ip changes")]),
+                });
+            }
+        }
     }
     sysctl::apply(&plan).context("setting sysctls")?;
     if previous
@@ -222,6 +259,7 @@ pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Resul
         &Applied {
             backend: backend.name().to_string(),
             footprint: plan.footprint,
+            firewall: text,
         },
     )?;
     Ok(plan)

@@ -184,10 +184,10 @@ impl Link {
             state: self.health.state().as_str().to_string(),
             usable: self.usable(),
             tracked: self.health.is_tracked(),
-            rtt_ms: self
+            rtt_us: self
                 .health
                 .last_rtt()
-                .map(|rtt| (rtt.as_secs_f64() * 1e6).round() / 1e3),
+                .map(|rtt| u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
             loss_percent: self.last_loss,
             last_change: self
                 .last_change
@@ -388,7 +388,7 @@ mod tests {
             "{outcomes:?}"
         );
         let status = link.status();
-        assert!(status.rtt_ms.is_some_and(|rtt| rtt > 0.0), "{status:?}");
+        assert!(status.rtt_us.is_some_and(|rtt| rtt > 0), "{status:?}");
         assert_eq!(link.problem, None);
 
         let now = Instant::now();

@@ -9,15 +9,19 @@ use crate::names::NFT_TABLE;
 use crate::plan::{Choice, Link, Plan, PolicyPlan};
 use std::fmt::Write;
 
-/// The complete ruleset: create-if-missing, delete, recreate, all in one atomic `nft -f`.
-pub fn ruleset(plan: &Plan) -> String {
+/// The complete ruleset in one atomic `nft -f`: create the table if missing, flush its rules,
+/// delete the chains the previous ruleset had and this one does not (`stale`), define
+/// everything. Flushing instead of deleting the table keeps the hooks registered: a clean
+/// apply destroys nothing, and the kernel's wait for destroyed objects (an RCU grace period,
+/// about 10 ms) is paid only when old rules exist.
+pub fn ruleset(plan: &Plan, stale: &[String]) -> String {
     let mask = plan.footprint.mask;
     let keep = !mask;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "table {NFT_TABLE}\ndelete table {NFT_TABLE}\ntable {NFT_TABLE} {{"
-    );
+    let mut out = format!("table {NFT_TABLE}\nflush table {NFT_TABLE}\n");
+    for chain in stale {
+        let _ = writeln!(out, "delete chain {NFT_TABLE} {chain}");
+    }
+    let _ = writeln!(out, "table {NFT_TABLE} {{");
     let set_packet = |mark: u32| format!("meta mark set meta mark & {} | {}", hex(keep), hex(mark));
     for link in &plan.links {
         let set_ct = format!("ct mark set ct mark & {} | {}", hex(keep), hex(link.mark));
@@ -100,6 +104,24 @@ pub fn ruleset(plan: &Plan) -> String {
     }
     out.push_str("\t}\n}\n");
     out
+}
+
+/// Chains defined by a ruleset text, in order: lets the next apply delete those it drops.
+pub fn chains_in(ruleset: &str) -> Vec<String> {
+    ruleset
+        .lines()
+        .filter_map(|line| line.strip_prefix("\tchain ")?.strip_suffix(" {"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Chains of `previous` that `current` no longer defines.
+pub fn stale_chains(previous: &str, current: &str) -> Vec<String> {
+    let keep = chains_in(current);
+    chains_in(previous)
+        .into_iter()
+        .filter(|c| !keep.contains(c))
+        .collect()
 }
 
 /// Only the policy chains: what a link state change needs, as one small transaction.

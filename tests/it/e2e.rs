@@ -278,6 +278,77 @@ fn apply_three_times_equals_once(backend: Backend) {
     );
 }
 
+/// Re-applying with a link fewer removes that link's chains, ip rules and route (nothing stale
+/// stays behind), and the remaining links are balanced.
+fn fewer_links_leave_nothing_stale(backend: Backend) {
+    let lab = Lab::new(&LbConfig::new(backend, Balance::RoundRobin, weights(3)));
+    assert_ours_present(backend, &lab.topo.router_state(), 3);
+    let two = lab.topo.write_config(
+        "two",
+        &LbConfig::new(backend, Balance::RoundRobin, weights(2)),
+    );
+    lab.topo.apply(&two);
+    let state = lab.topo.router_state();
+    assert_ours_present(backend, &state, 2);
+    let gone = match backend {
+        Backend::Nftables => ["mark_wan3", "restore_wan3"],
+        Backend::Iptables => ["CMLB_MARK_3", "CMLB_POLICY_2"],
+    };
+    let firewall = match backend {
+        Backend::Nftables => &state.nft,
+        Backend::Iptables => &state.iptables,
+    };
+    for name in gone {
+        assert!(!firewall.contains(name), "{name} is stale:\n{firewall}");
+    }
+    assert!(!state.routes.contains("table 4003"), "{}", state.routes);
+    assert!(!state.rules.contains("0x300/0x3f00"), "{}", state.rules);
+    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 100);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    LinkLoad::from_tally(&lab.topo, &tally).assert_shares(
+        &format!("{} tcp after dropping a link", backend.name()),
+        &[1, 1, 0],
+        2.0,
+    );
+}
+
+/// An apply the kernel refuses halfway (a gateway that is not on the link: the firewall rules
+/// load, the route does not) exits 1 and puts everything back: rules, ip rules, routes and
+/// applied state are byte-identical to before, and traffic still flows.
+fn failed_apply_restores_previous_rules(backend: Backend) {
+    let good = LbConfig::new(backend, Balance::RoundRobin, weights(2));
+    let lab = Lab::new(&good);
+    let topo = &lab.topo;
+    let applied = topo.state_dir().join("applied.json");
+    let applied_before = fs::read(&applied).unwrap_or_else(|e| panic!("{applied:?}: {e}"));
+    let before = topo.router_state();
+    let refused = topo.write_config(
+        "refused",
+        &good
+            .clone()
+            .with_option("wan2", "gateway", "10.0.99.1")
+            .with_option("wan2", "weight", "3"),
+    );
+    let output = topo.lb(&["apply", refused.flag(), refused.path_str()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("10.0.99.1"),
+        "the error names the refused line: {stderr}"
+    );
+    if let Some(diff) = before.differences(&topo.router_state()) {
+        panic!("a refused apply changed the router:\n{diff}");
+    }
+    assert_eq!(fs::read(&applied).unwrap(), applied_before);
+    let tally = tcp_connections(&topo.lan, tcp_target(), 100);
+    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+    LinkLoad::from_tally(topo, &tally).assert_shares(
+        &format!("{} tcp after a refused apply", backend.name()),
+        weights(2),
+        2.0,
+    );
+}
+
 /// `check` prints the rules and bad configs exit 2 naming the offending option; neither
 /// changes the live rules, ip rules, routes or applied state by a single byte.
 fn check_and_bad_config_change_nothing(backend: Backend) {
@@ -613,6 +684,8 @@ for_both_backends!(
     lost_syn_retransmit_keeps_its_link,
     inbound_replies_leave_by_their_link,
     apply_three_times_equals_once,
+    fewer_links_leave_nothing_stale,
+    failed_apply_restores_previous_rules,
     check_and_bad_config_change_nothing,
     reapply_during_traffic_loses_nothing,
     stop_removes_ours_and_keeps_foreign,

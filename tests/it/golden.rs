@@ -108,7 +108,7 @@ fn golden_rulesets_load_in_the_kernel() {
     for case in cases(&golden_dir()) {
         let config = load(&case);
         let plan = Plan::build(&config, &link_states(&config));
-        let (ok, err) = in_fresh_netns("nft", &["-c", "-f", "-"], &nft::ruleset(&plan));
+        let (ok, err) = in_fresh_netns("nft", &["-c", "-f", "-"], &nft::ruleset(&plan, &[]));
         assert!(ok, "{}: nft -c rejected the ruleset: {err}", case.display());
         let text = iptables::ruleset(&plan, &IptablesState::default());
         let (ok, err) = in_fresh_netns("iptables-restore", &["--noflush", "--test"], &text);
