@@ -1,8 +1,6 @@
 //! Apply cost: wall time, processes and memory of installing the rules, ours against the seed
 //! recipe, for several link counts, from a bare router and as a re-apply.
 
-use serde::Serialize;
-
 use crate::Options;
 use crate::lbconfig::{Backend, Balance};
 use crate::measure::{self, ExecTrace, Summary};
@@ -17,8 +15,7 @@ const SETUPS: [Setup; 3] = [
 ];
 
 /// Where an apply starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     /// The bare router: nothing of ours installed.
     Clean,
@@ -36,7 +33,7 @@ impl Start {
 }
 
 /// The figures of one setup, link count and start.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ApplyCost {
     pub links: usize,
     pub setup: &'static str,

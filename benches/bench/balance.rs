@@ -1,8 +1,6 @@
 //! Balance quality: how far each link's share of real connections is from its weight's share,
 //! counted by the source address the server sees.
 
-use serde::Serialize;
-
 use crate::Options;
 use crate::checks::{LinkLoad, tcp_target};
 use crate::lbconfig::{Backend, Balance};
@@ -15,7 +13,7 @@ use crate::traffic::TcpLoad;
 const WORKERS: usize = 8;
 
 /// The share errors of one weight set, balance mode and backend.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct BalanceQuality {
     pub weights: Vec<u32>,
     pub balance: &'static str,

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::Options;
@@ -24,7 +23,7 @@ const RSS_EVERY: Duration = Duration::from_secs(2);
 const STATE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Detection and recovery with one set of tracking options.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Failover {
     pub setting: &'static str,
     /// From the ISP dropping everything to status.json saying the link is down (the daemon
@@ -38,7 +37,7 @@ pub struct Failover {
 }
 
 /// Everything measured on the daemon.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct DaemonFigures {
     pub failover: Vec<Failover>,
     pub rss_links: usize,

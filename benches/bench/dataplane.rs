@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::Options;
 use crate::checks::tcp_target;
 use crate::lbconfig::Balance;
@@ -20,7 +18,7 @@ const IPERF_PORT: u16 = 5201;
 pub const RATE_WORKERS: usize = 4;
 
 /// Throughput and new-connection rate per setup.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Dataplane {
     pub links: usize,
     pub iperf_seconds: u64,
@@ -32,7 +30,7 @@ pub struct Dataplane {
 }
 
 /// One setup's figure and how it compares with plain forwarding.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Compared {
     pub value: Summary,
     /// The setup's figure over plain forwarding's in the same run, in percent: pairs measured

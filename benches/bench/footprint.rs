@@ -2,10 +2,8 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
-
 /// One shipped file and its size.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Artifact {
     pub label: String,
     pub path: PathBuf,

@@ -214,6 +214,7 @@ fn main() {
             &dir.join("results.json"),
             repo,
         );
+        report::check_written(&results, &dir.join("BENCH.md"), &dir.join("results.json"));
         std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
         eprintln!(
             "bench: smoke run passed in {:.1} s",

@@ -12,13 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::netns::Netns;
 use crate::traffic::spawn_in;
 
 /// The smallest, middle and largest of several samples: machines are noisy, one run says little.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Summary {
     pub min: f64,
     pub median: f64,
@@ -345,7 +343,7 @@ impl Watchdog {
 }
 
 /// The processes one run started, from an strace log of execs and exits.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ExecTrace {
     /// Successful execs, the traced program itself included.
     pub processes: usize,
@@ -389,7 +387,7 @@ impl ExecTrace {
 }
 
 /// How many times a program ran and how long its runs took together.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ProgramCost {
     pub count: usize,
     pub total_ms: f64,

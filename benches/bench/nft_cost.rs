@@ -1,11 +1,9 @@
 //! What nft itself costs on this kernel for our 2-link ruleset, step by step: the figures that
-//! explain the apply time (a transaction that deletes anything, and every check, waits for the
-//! kernel to release the old objects before nft exits).
+//! explain the apply time (a transaction that deletes anything waits for the kernel to release
+//! the old objects before nft exits).
 
 use std::path::Path;
 use std::process::Command;
-
-use serde::Serialize;
 
 use crate::Options;
 use crate::lbconfig::{Backend, Balance, LbConfig};
@@ -13,11 +11,8 @@ use crate::measure::{self, Invocation, Summary};
 use crate::netns::Topology;
 use crate::router::{Router, path_str};
 
-/// The first two lines of our nft text: they make the load replace the table in one go.
-const REPLACE_PREFIX: &str = "table inet connmark_lb\ndelete table inet connmark_lb\n";
-
 /// One nft invocation and its wall time.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct NftStep {
     pub step: &'static str,
     pub wall_ms: Summary,
@@ -27,19 +22,16 @@ pub struct NftStep {
 pub fn measure(options: &Options) -> Vec<NftStep> {
     let topo = Topology::new(2);
     let router = Router::new(&topo, &options.binary, &options.seed_script);
-    let rules = nft_rules(&topo, &options.binary);
-    let add_only = rules
-        .strip_prefix(REPLACE_PREFIX)
-        .unwrap_or_else(|| panic!("our nft text no longer starts with {REPLACE_PREFIX:?}"));
-    let full = topo.dir.write("rules.nft", &rules);
-    let bare = topo.dir.write("rules-add-only.nft", add_only);
+    let rules = topo
+        .dir
+        .write("rules.nft", &nft_rules(&topo, &options.binary));
     let nft = |args: &[&str]| Invocation::new("nft", args, topo.dir.path());
-    let load = nft(&["-f", path_str(&full)]);
-    let steps: [(&'static str, bool, Invocation); 5] = [
+    let load = nft(&["-f", path_str(&rules)]);
+    let steps: [(&'static str, bool, Invocation); 3] = [
         (
-            "nft -c -f (check), table absent",
-            false,
-            nft(&["-c", "-f", path_str(&full)]),
+            "nft list table (one nft process, no transaction), table present",
+            true,
+            nft(&["list", "table", "inet", "connmark_lb"]),
         ),
         (
             "nft -f as apply sends it, table absent",
@@ -47,19 +39,9 @@ pub fn measure(options: &Options) -> Vec<NftStep> {
             load.clone(),
         ),
         (
-            "nft -f without the replace prefix, table absent",
-            false,
-            nft(&["-f", path_str(&bare)]),
-        ),
-        (
-            "nft -f as apply sends it, table present (replace)",
+            "nft -f as apply sends it, table present (every rule replaced)",
             true,
             load.clone(),
-        ),
-        (
-            "nft list table, table present",
-            true,
-            nft(&["list", "table", "inet", "connmark_lb"]),
         ),
     ];
     let mut samples = vec![Vec::new(); steps.len()];

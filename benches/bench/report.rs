@@ -5,21 +5,22 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde_json::{Map, Value, json};
 
 use crate::Options;
 use crate::apply_cost::{ApplyCost, Start};
 use crate::balance::BalanceQuality;
 use crate::daemon::DaemonFigures;
+use crate::dataplane::Compared;
 use crate::dataplane::Dataplane;
 use crate::footprint::Artifact;
 use crate::lbconfig::Backend;
-use crate::measure::Summary;
+use crate::measure::{ExecTrace, Summary};
 use crate::nft_cost::NftStep;
 use crate::router::Setup;
 
 /// The machine the figures come from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Machine {
     pub cpu: String,
     pub cores: usize,
@@ -82,7 +83,7 @@ fn first_line(program: &str, args: &[&str]) -> String {
 }
 
 /// One target we hold ourselves to, and where we stand.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
     pub required: String,
@@ -102,7 +103,7 @@ pub struct Figures {
 }
 
 /// Everything one bench run found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Results {
     pub date: String,
     pub mode: &'static str,
@@ -324,6 +325,38 @@ pub fn check_smoke(results: &Results) {
     }
 }
 
+/// Reads back what [`write`] wrote: the JSON parses and holds every apply row, and BENCH.md
+/// has every section.
+pub fn check_written(results: &Results, markdown: &Path, json: &Path) {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    };
+    let value: Value = serde_json::from_str(&read(json))
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", json.display()));
+    assert_eq!(
+        value["apply"].as_array().map(Vec::len),
+        Some(results.apply.len()),
+        "apply rows in {}",
+        json.display()
+    );
+    let text = read(markdown);
+    for heading in [
+        "## Targets",
+        "## 1. Apply cost",
+        "## 2. Data plane",
+        "## 3. Balance quality",
+        "## 4. Footprint",
+        "## 5. Failover",
+        "## Findings",
+    ] {
+        assert!(
+            text.contains(heading),
+            "{} lacks {heading}",
+            markdown.display()
+        );
+    }
+}
+
 /// Writes BENCH.md (with bench/notes.md, the findings, appended) and results.json.
 pub fn write(results: &Results, markdown: &Path, json: &Path, repo: &Path) {
     for path in [markdown, json] {
@@ -336,7 +369,8 @@ pub fn write(results: &Results, markdown: &Path, json: &Path, repo: &Path) {
         .unwrap_or_else(|e| panic!("read {}: {e}", notes_path.display()));
     let text = format!("{}{notes}", render_markdown(results));
     std::fs::write(markdown, text).unwrap_or_else(|e| panic!("write {}: {e}", markdown.display()));
-    let data = serde_json::to_string_pretty(results).unwrap_or_else(|e| panic!("JSON: {e}"));
+    let data = serde_json::to_string_pretty(&results_json(results))
+        .unwrap_or_else(|e| panic!("JSON: {e}"));
     std::fs::write(json, data + "\n").unwrap_or_else(|e| panic!("write {}: {e}", json.display()));
 }
 
@@ -625,4 +659,91 @@ fn setup_label(key: &str) -> &'static str {
         .iter()
         .find(|s| s.key() == key)
         .map_or("?", |s| s.label())
+}
+
+/// results.json: every figure of the run, with the same names as BENCH.md's tables.
+fn results_json(r: &Results) -> Value {
+    let m = &r.machine;
+    json!({
+        "date": r.date,
+        "mode": r.mode,
+        "seconds": r.seconds,
+        "machine": {"cpu": m.cpu, "cores": m.cores, "kernel": m.kernel, "tools": m.tools},
+        "runs": r.runs,
+        "targets": r.targets.iter().map(|t| json!({
+            "name": t.name, "required": t.required, "measured": t.measured, "met": t.met,
+        })).collect::<Vec<_>>(),
+        "apply": r.apply.iter().map(|a| json!({
+            "links": a.links,
+            "setup": a.setup,
+            "start": a.start.label(),
+            "wall_ms": summary(&a.wall_ms),
+            "tree_peak_kib": summary(&a.tree_peak_kib),
+            "own_peak_kib": a.own_peak_kib.as_ref().map(summary),
+            "trace": trace(&a.trace),
+        })).collect::<Vec<_>>(),
+        "nft_steps": r.nft_steps.iter().map(|n| json!({
+            "step": n.step, "wall_ms": summary(&n.wall_ms),
+        })).collect::<Vec<_>>(),
+        "dataplane": {
+            "links": r.dataplane.links,
+            "iperf_seconds": r.dataplane.iperf_seconds,
+            "connections_per_run": r.dataplane.connections_per_run,
+            "throughput_gbps": compared(&r.dataplane.throughput_gbps),
+            "connections_per_second": compared(&r.dataplane.connections_per_second),
+        },
+        "balance": r.balance.iter().map(|b| json!({
+            "weights": b.weights,
+            "balance": b.balance,
+            "backend": b.backend,
+            "connections_per_run": b.connections_per_run,
+            "error_points": summary(&b.error_points),
+            "shares_percent": b.shares_percent.iter().map(summary).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "daemon": {
+            "failover": r.daemon.failover.iter().map(|f| json!({
+                "setting": f.setting,
+                "detection_s": summary(&f.detection_s),
+                "recovery_s": summary(&f.recovery_s),
+                "down_change": trace(&f.down_change),
+                "up_change": trace(&f.up_change),
+            })).collect::<Vec<_>>(),
+            "rss_links": r.daemon.rss_links,
+            "rss_kib": summary(&r.daemon.rss_kib),
+            "peak_kib": r.daemon.peak_kib,
+        },
+        "artifacts": r.artifacts.iter().map(|a| json!({
+            "label": a.label, "path": a.path.display().to_string(), "bytes": a.bytes,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn summary(s: &Summary) -> Value {
+    json!({"min": s.min, "median": s.median, "max": s.max, "runs": s.runs})
+}
+
+fn trace(t: &ExecTrace) -> Value {
+    let children: Map<String, Value> = t
+        .children
+        .iter()
+        .map(|(program, cost)| {
+            let cost = json!({"count": cost.count, "total_ms": cost.total_ms});
+            (program.clone(), cost)
+        })
+        .collect();
+    json!({"processes": t.processes, "children": children, "total_ms": t.total_ms})
+}
+
+fn compared(figures: &std::collections::BTreeMap<&'static str, Compared>) -> Value {
+    let setups: Map<String, Value> = figures
+        .iter()
+        .map(|(setup, c)| {
+            let figure = json!({
+                "value": summary(&c.value),
+                "percent_of_plain": summary(&c.percent_of_plain),
+            });
+            (setup.to_string(), figure)
+        })
+        .collect();
+    Value::Object(setups)
 }
