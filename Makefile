@@ -71,7 +71,7 @@ test: deps
 
 # Apply cost, data-plane cost, balance quality and footprint against the seed recipe and
 # plain forwarding, measured on the shipped static binary; writes BENCH.md and
-# bench/results.json (as root, about 10 minutes on 2 cores).
+# bench/results.json (as root, about 13 minutes on 2 cores).
 ipk_file = $(DIST)/connmark-lb_$(VERSION)-r1_$(1).ipk
 bench: deps
 	$(MAKE) ipk ARCH=x86_64

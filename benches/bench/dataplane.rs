@@ -67,7 +67,7 @@ pub fn measure(options: &Options) -> Dataplane {
     let iperf = Iperf3Server::start(&topo.srv, IPERF_PORT);
     let mut throughput: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let mut rate: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
-    for run in 0..options.runs {
+    for run in 0..options.dataplane_runs {
         for offset in 0..Setup::ALL.len() {
             crate::check_interrupted();
             let setup = Setup::ALL[(run + offset) % Setup::ALL.len()];

@@ -54,7 +54,7 @@ struct Args {
     /// a shipped file whose size to report, as label=path (repeatable)
     #[argh(option)]
     artifact: Vec<String>,
-    /// runs per figure (default 9; --smoke: 1)
+    /// runs per figure (default 9, data plane 15; --smoke: 1)
     #[argh(option)]
     runs: Option<usize>,
     /// where BENCH.md and results.json go (default: the repository, results in bench/)
@@ -68,6 +68,9 @@ pub struct Options {
     pub binary: PathBuf,
     pub seed_script: PathBuf,
     pub runs: usize,
+    /// Runs of the data-plane comparison: its noise (other load on the machine) is larger than
+    /// the differences it measures, so it gets more pairs than the rest.
+    pub dataplane_runs: usize,
     pub link_counts: Vec<usize>,
     pub iperf_seconds: u64,
     pub rate_connections: usize,
@@ -105,6 +108,7 @@ impl Options {
                 .unwrap_or_else(|e| panic!("binary {}: {e}", binary.display())),
             seed_script: repo.join("bench/seed.sh"),
             runs: 9,
+            dataplane_runs: 15,
             link_counts: vec![2, 4, 8],
             iperf_seconds: 5,
             rate_connections: 5000,
@@ -118,6 +122,7 @@ impl Options {
         let options = if args.smoke {
             Options {
                 runs: 1,
+                dataplane_runs: 1,
                 link_counts: vec![2],
                 iperf_seconds: 1,
                 rate_connections: 100,
@@ -133,6 +138,7 @@ impl Options {
         };
         Options {
             runs: args.runs.unwrap_or(options.runs),
+            dataplane_runs: args.runs.unwrap_or(options.dataplane_runs),
             ..options
         }
     }
