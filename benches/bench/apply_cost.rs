@@ -24,6 +24,7 @@ pub enum Start {
 }
 
 impl Start {
+    /// The name used in BENCH.md and results.json.
     pub fn label(self) -> &'static str {
         match self {
             Start::Clean => "clean",

@@ -11,6 +11,7 @@ pub struct Artifact {
 }
 
 impl Artifact {
+    /// Flash is counted in KiB by the targets.
     pub fn kib(&self) -> f64 {
         self.bytes as f64 / 1024.0
     }

@@ -55,6 +55,7 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// A run with the default 60 s deadline: nothing measured here takes more than seconds.
     pub fn new(program: impl Into<PathBuf>, args: &[&str], log_dir: &Path) -> Invocation {
         Invocation {
             program: program.into(),

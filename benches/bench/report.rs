@@ -121,6 +121,7 @@ pub struct Results {
 }
 
 impl Results {
+    /// Adds the machine, the date and the targets to the figures.
     pub fn new(options: &Options, figures: Figures, started: Instant) -> Results {
         let Figures {
             apply,

@@ -226,6 +226,7 @@ pub fn weight_name(weights: &[u32]) -> String {
         .join("-")
 }
 
+/// Paths as command arguments; the bench's temp paths are always UTF-8.
 pub fn path_str(path: &Path) -> &str {
     path.to_str()
         .unwrap_or_else(|| panic!("{} is not UTF-8", path.display()))
