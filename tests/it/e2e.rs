@@ -46,6 +46,40 @@ fn weights(links: usize) -> &'static [u32] {
     }
 }
 
+/// What a refused change must leave alone: the router's rules, ip rules and routes, and the
+/// record of the last apply.
+struct Snapshot {
+    applied: Vec<u8>,
+    state: RouterState,
+}
+
+impl Snapshot {
+    fn take(topo: &Topology) -> Snapshot {
+        let path = topo.state_dir().join("applied.json");
+        Snapshot {
+            applied: fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}")),
+            state: topo.router_state(),
+        }
+    }
+
+    /// Panics with the differences if `topo` no longer matches the snapshot.
+    fn assert_unchanged(&self, topo: &Topology, what: &str) {
+        if let Some(diff) = self.state.differences(&topo.router_state()) {
+            panic!("{what} changed the router:\n{diff}");
+        }
+        let applied = fs::read(topo.state_dir().join("applied.json")).expect("applied.json");
+        assert_eq!(applied, self.applied, "{what} changed applied.json");
+    }
+}
+
+/// Opens 100 connections from the LAN: none may fail, and the shares follow `weights`
+/// (one per topology link) within 2 points.
+fn assert_balanced(topo: &Topology, weights: &[u32], what: &str) {
+    let tally = tcp_connections(&topo.lan, tcp_target(), 100);
+    assert_eq!(tally.failures, 0, "{what}: {:?}", tally.errors);
+    LinkLoad::from_tally(topo, &tally).assert_shares(what, weights, 2.0);
+}
+
 /// Opens `connections` short TCP connections and checks each link's share and that none
 /// failed. 3 links are configured in JSON with link 3 masqueraded; random balancing leaves
 /// `list lan` to its default: so both SNAT kinds, both formats and the default LAN are used.
@@ -269,12 +303,10 @@ fn apply_three_times_equals_once(backend: Backend) {
     if let Some(diff) = once.differences(&thrice) {
         panic!("apply x3 differs from apply x1:\n{diff}");
     }
-    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 100);
-    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
-    LinkLoad::from_tally(&lab.topo, &tally).assert_shares(
-        &format!("{} tcp after apply x3", backend.name()),
+    assert_balanced(
+        &lab.topo,
         weights(3),
-        2.0,
+        &format!("{} tcp after apply x3", backend.name()),
     );
 }
 
@@ -303,12 +335,10 @@ fn fewer_links_leave_nothing_stale(backend: Backend) {
     }
     assert!(!state.routes.contains("table 4003"), "{}", state.routes);
     assert!(!state.rules.contains("0x300/0x3f00"), "{}", state.rules);
-    let tally = tcp_connections(&lab.topo.lan, tcp_target(), 100);
-    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
-    LinkLoad::from_tally(&lab.topo, &tally).assert_shares(
-        &format!("{} tcp after dropping a link", backend.name()),
+    assert_balanced(
+        &lab.topo,
         &[1, 1, 0],
-        2.0,
+        &format!("{} tcp after dropping a link", backend.name()),
     );
 }
 
@@ -319,9 +349,7 @@ fn failed_apply_restores_previous_rules(backend: Backend) {
     let good = LbConfig::new(backend, Balance::RoundRobin, weights(2));
     let lab = Lab::new(&good);
     let topo = &lab.topo;
-    let applied = topo.state_dir().join("applied.json");
-    let applied_before = fs::read(&applied).unwrap_or_else(|e| panic!("{applied:?}: {e}"));
-    let before = topo.router_state();
+    let before = Snapshot::take(topo);
     let refused = topo.write_config(
         "refused",
         &good
@@ -336,16 +364,11 @@ fn failed_apply_restores_previous_rules(backend: Backend) {
         stderr.contains("10.0.99.1"),
         "the error names the refused line: {stderr}"
     );
-    if let Some(diff) = before.differences(&topo.router_state()) {
-        panic!("a refused apply changed the router:\n{diff}");
-    }
-    assert_eq!(fs::read(&applied).unwrap(), applied_before);
-    let tally = tcp_connections(&topo.lan, tcp_target(), 100);
-    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
-    LinkLoad::from_tally(topo, &tally).assert_shares(
-        &format!("{} tcp after a refused apply", backend.name()),
+    before.assert_unchanged(topo, "a refused apply");
+    assert_balanced(
+        topo,
         weights(2),
-        2.0,
+        &format!("{} tcp after a refused apply", backend.name()),
     );
 }
 
@@ -355,9 +378,7 @@ fn check_and_bad_config_change_nothing(backend: Backend) {
     let good = LbConfig::new(backend, Balance::RoundRobin, weights(2));
     let lab = Lab::new(&good);
     let topo = &lab.topo;
-    let applied = topo.state_dir().join("applied.json");
-    let applied_before = fs::read(&applied).unwrap_or_else(|e| panic!("{applied:?}: {e}"));
-    let before = topo.router_state();
+    let before = Snapshot::take(topo);
 
     let printed = topo.lb_ok("check", &lab.config);
     let expected = match backend {
@@ -407,15 +428,7 @@ fn check_and_bad_config_change_nothing(backend: Backend) {
     let output = topo.lb(&["apply", "--uci", broken.to_str().expect("utf-8")]);
     assert_eq!(output.status.code(), Some(2), "unparsable file: {output:?}");
 
-    let after = topo.router_state();
-    if let Some(diff) = before.differences(&after) {
-        panic!("a rejected config changed the router:\n{diff}");
-    }
-    assert_eq!(
-        fs::read(&applied).expect("applied.json still there"),
-        applied_before,
-        "applied.json changed"
-    );
+    before.assert_unchanged(topo, "a rejected config");
 }
 
 /// Re-applying 10 times while at least 3000 short connections run: none may fail, and no
@@ -643,12 +656,10 @@ fn switching_backend_replaces_the_old_rules(backend: Backend) {
         Backend::Nftables => assert!(!state.iptables.contains("CMLB_"), "{}", state.iptables),
         Backend::Iptables => assert!(!state.nft.contains("connmark_lb"), "{}", state.nft),
     }
-    let tally = tcp_connections(&topo.lan, tcp_target(), 100);
-    assert_eq!(tally.failures, 0, "{:?}", tally.errors);
-    LinkLoad::from_tally(topo, &tally).assert_shares(
-        &format!("{} tcp after switching backend", backend.name()),
+    assert_balanced(
+        topo,
         weights(2),
-        2.0,
+        &format!("{} tcp after switching backend", backend.name()),
     );
 }
 
