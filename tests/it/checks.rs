@@ -4,7 +4,7 @@
 use std::net::SocketAddrV4;
 
 use crate::netns::{IspCounters, Loss, SERVICE, Topology, link_addr};
-use crate::traffic::{Tally, tcp_connections_parallel};
+use crate::traffic::{Server, Tally, tcp_connections_parallel};
 
 /// The server's TCP service port (answers with the peer address).
 pub const TCP_PORT: u16 = 7000;
@@ -19,6 +19,14 @@ pub fn tcp_target() -> SocketAddrV4 {
 /// The server's UDP responder.
 pub fn udp_target() -> SocketAddrV4 {
     SocketAddrV4::new(SERVICE, UDP_PORT)
+}
+
+/// The server's TCP and UDP services on the service address; stopped when dropped.
+pub fn servers(topo: &Topology) -> [Server; 2] {
+    [
+        Server::tcp(&topo.srv, tcp_target()),
+        Server::udp(&topo.srv, udp_target()),
+    ]
 }
 
 /// How many flows used each link, index i for link i + 1.

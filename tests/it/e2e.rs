@@ -4,7 +4,7 @@
 use std::fs;
 use std::net::SocketAddrV4;
 
-use crate::checks::{LinkLoad, SynLossOutcome, syn_loss_outcome, tcp_target, udp_target};
+use crate::checks::{LinkLoad, SynLossOutcome, servers, syn_loss_outcome, tcp_target, udp_target};
 use crate::lbconfig::{Backend, Balance, ConfigFile, Format, LbConfig};
 use crate::netns::{RouterState, SERVICE, Topology, link_addr, srv_addr_towards};
 use crate::traffic::{Server, TcpLoad, icmp_echoes, tcp_connections, tcp_stream, udp_flows};
@@ -23,10 +23,7 @@ struct Lab {
 impl Lab {
     fn new(config: &LbConfig) -> Lab {
         let topo = Topology::new(config.links.len());
-        let servers = [
-            Server::tcp(&topo.srv, tcp_target()),
-            Server::udp(&topo.srv, udp_target()),
-        ];
+        let servers = servers(&topo);
         let config = topo.write_config("lb", config);
         topo.apply(&config);
         Lab {

@@ -18,7 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::checks::{LinkLoad, tcp_target, udp_target};
+use crate::checks::{LinkLoad, servers, tcp_target};
 use crate::lbconfig::{Backend, Balance, ConfigFile, LbConfig};
 use crate::netns::{Loss, SERVICE, Topology, link_addr, link_device};
 use crate::traffic::{Server, spawn_in, tcp_connections};
@@ -196,10 +196,7 @@ struct Lab {
 impl Lab {
     fn new(config: &LbConfig) -> Lab {
         let topo = Topology::new(config.links.len());
-        let servers = [
-            Server::tcp(&topo.srv, tcp_target()),
-            Server::udp(&topo.srv, udp_target()),
-        ];
+        let servers = servers(&topo);
         let hook_log = topo.dir.path().join("hook.log");
         let hook = topo.dir.write(
             "connmark-lb.user",
