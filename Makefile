@@ -58,7 +58,7 @@ dist:
 deps:
 	scripts/install-deps.sh
 
-test: deps
+test: deps lint
 	$(CARGO) test
 	$(CARGO) test --bench bench -- --smoke
 	$(MAKE) ipk ARCH=x86_64
