@@ -25,3 +25,8 @@ installed_targets=$(rustup target list --installed)
 for target in "${rust_targets[@]}"; do
 	grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
 done
+
+installed_components=$(rustup component list --installed)
+for component in clippy rustfmt; do
+	grep -q "^$component" <<<"$installed_components" || rustup component add "$component"
+done
