@@ -2,7 +2,8 @@
 # Installs what `make test` needs on a Debian/Ubuntu machine (as root): the
 # network tools the tests drive, qemu for the aarch64 binary, busybox (ash,
 # the shell OpenWrt runs our scripts with), shellcheck, strace (the bench counts
-# the processes an apply starts with it), and the musl targets.
+# the processes an apply starts with it), the musl targets, and the clippy and
+# rustfmt components `make lint` uses.
 # Silent and quick when everything is already there.
 set -euo pipefail
 
