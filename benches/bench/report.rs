@@ -205,25 +205,23 @@ impl Results {
             });
         }
         for backend in [Backend::Nftables, Backend::Iptables] {
-            let setup = Setup::Ours(backend);
-            let throughput = self.dataplane.throughput_gbps[setup.key()]
-                .percent_of_plain
-                .median;
-            targets.push(Target {
-                name: format!("throughput ({})", backend.name()),
-                required: ">= 97% of plain forwarding".into(),
-                measured: format!("{throughput:.1}% (median of per-run ratios)"),
-                met: Some(throughput >= 97.0),
-            });
-            let rate = self.dataplane.connections_per_second[setup.key()]
-                .percent_of_plain
-                .median;
-            targets.push(Target {
-                name: format!("new-connection rate ({})", backend.name()),
-                required: ">= 90% of plain forwarding".into(),
-                measured: format!("{rate:.1}% (median of per-run ratios)"),
-                met: Some(rate >= 90.0),
-            });
+            let key = Setup::Ours(backend).key();
+            for (what, figures, floor) in [
+                ("throughput", &self.dataplane.throughput_gbps, 97.0),
+                (
+                    "new-connection rate",
+                    &self.dataplane.connections_per_second,
+                    90.0,
+                ),
+            ] {
+                let percent = figures[key].percent_of_plain.median;
+                targets.push(Target {
+                    name: format!("{what} ({})", backend.name()),
+                    required: format!(">= {floor}% of plain forwarding"),
+                    measured: format!("{percent:.1}% (median of per-run ratios)"),
+                    met: Some(percent >= floor),
+                });
+            }
         }
         for (mode, limit) in [("round-robin", 1.0), ("random", 3.0)] {
             let worst = self

@@ -630,23 +630,17 @@ mod tests {
         let mut marked = open_in(&bed.prober, LINK2_MARK, None, None, &track);
         let mut unmarked = open_in(&bed.prober, 0, None, None, &track);
 
-        let report = marked.probe().unwrap();
-        assert_eq!(
-            (report.targets[0].sent, report.targets[0].received),
-            (3, 3),
-            "{report:?}"
-        );
-        assert_eq!(bed.target.nft_counter("probe_test", "via_w2"), 3);
-        assert_eq!(bed.target.nft_counter("probe_test", "via_w1"), 0);
-
-        let report = unmarked.probe().unwrap();
-        assert_eq!(
-            (report.targets[0].sent, report.targets[0].received),
-            (3, 0),
-            "{report:?}"
-        );
-        assert_eq!(bed.target.nft_counter("probe_test", "via_w1"), 3);
-        assert_eq!(bed.target.nft_counter("probe_test", "via_w2"), 3);
+        // One round of 3 requests: (sent, received), then the target's (via w1, via w2).
+        let round = |prober: &mut Prober| {
+            let report = prober.probe().unwrap();
+            let counters = ["via_w1", "via_w2"].map(|c| bed.target.nft_counter("probe_test", c));
+            (
+                (report.targets[0].sent, report.targets[0].received),
+                counters,
+            )
+        };
+        assert_eq!(round(&mut marked), ((3, 3), [0, 3]));
+        assert_eq!(round(&mut unmarked), ((3, 0), [3, 3]));
     }
 
     #[test]

@@ -3,9 +3,8 @@
 //! Names carry the pid and a counter so tests run in parallel; the namespace (and every veth
 //! end inside it) is deleted when the guard drops, also when a test panics.
 
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -108,23 +107,9 @@ pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
     b.ip(&["link", "set", b_dev, "up"]);
 }
 
-/// Runs a tool, panicking with its stderr when it fails; returns its stdout.
+/// Runs a tool through the applier's spawner, panicking with its stderr when it fails;
+/// returns its stdout.
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    crate::apply::exec::run(program, args, stdin.unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
 }
