@@ -26,6 +26,7 @@ mod measure;
 mod nft_cost;
 mod report;
 mod router;
+mod sections;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,10 @@ struct Args {
     /// where BENCH.md and results.json go (default: the repository, results in bench/)
     #[argh(option)]
     out: Option<PathBuf>,
+    /// run only this added section (repeatable; see sections.rs), print its figures and
+    /// write nothing
+    #[argh(option)]
+    only: Vec<String>,
 }
 
 /// Everything a measurement needs to know: what to run and how much of it.
@@ -193,6 +198,18 @@ fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let started = std::time::Instant::now();
 
+    if !args.only.is_empty() {
+        let chosen = sections::run(&options, |key| args.only.iter().any(|o| o == key));
+        assert_eq!(
+            chosen.len(),
+            args.only.len(),
+            "--only: known sections are {:?}",
+            sections::keys()
+        );
+        print!("{}", report::render_sections(&chosen));
+        return;
+    }
+
     eprintln!("bench: apply cost");
     let apply = apply_cost::measure(&options);
     let nft_steps = nft_cost::measure(&options);
@@ -209,6 +226,7 @@ fn main() {
         balance,
         daemon,
         artifacts: footprint::measure(&options.artifacts),
+        sections: sections::run(&options, |_| true),
     };
     let results = report::Results::new(&options, figures, started);
     if options.smoke {

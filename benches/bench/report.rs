@@ -100,6 +100,21 @@ pub struct Figures {
     pub balance: Vec<BalanceQuality>,
     pub daemon: DaemonFigures,
     pub artifacts: Vec<Artifact>,
+    pub sections: Vec<Section>,
+}
+
+/// A measurement that renders itself: its BENCH.md text, its results.json value and its
+/// targets. Features add one of these (see `sections::ALL`) instead of widening the fixed
+/// tables above.
+#[derive(Debug, Clone)]
+pub struct Section {
+    /// The key in results.json's `sections` and the name `--only` selects.
+    pub key: &'static str,
+    pub title: String,
+    /// Markdown below the section's heading.
+    pub markdown: String,
+    pub json: Value,
+    pub targets: Vec<Target>,
 }
 
 /// Everything one bench run found.
@@ -117,6 +132,7 @@ pub struct Results {
     pub balance: Vec<BalanceQuality>,
     pub daemon: DaemonFigures,
     pub artifacts: Vec<Artifact>,
+    pub sections: Vec<Section>,
     pub targets: Vec<Target>,
 }
 
@@ -130,6 +146,7 @@ impl Results {
             balance,
             daemon,
             artifacts,
+            sections,
         } = figures;
         let mut results = Results {
             date: first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
@@ -144,9 +161,13 @@ impl Results {
             balance,
             daemon,
             artifacts,
+            sections,
             targets: Vec::new(),
         };
         results.targets = results.evaluate();
+        results
+            .targets
+            .extend(results.sections.iter().flat_map(|s| s.targets.clone()));
         results
     }
 
@@ -356,6 +377,47 @@ pub fn check_written(results: &Results, markdown: &Path, json: &Path) {
             markdown.display()
         );
     }
+    for section in &results.sections {
+        assert!(
+            text.contains(&section_heading(results, section)),
+            "{} lacks section {}",
+            markdown.display(),
+            section.key
+        );
+        assert!(
+            value["sections"][section.key].is_object(),
+            "{} lacks sections.{}",
+            json.display(),
+            section.key
+        );
+    }
+}
+
+/// `## N. title`, numbered after the five built-in sections.
+fn section_heading(results: &Results, section: &Section) -> String {
+    let index = results
+        .sections
+        .iter()
+        .position(|s| s.key == section.key)
+        .unwrap_or(0);
+    format!("## {}. {}", 6 + index, section.title)
+}
+
+/// What `--only` prints: the selected sections' text and targets, nothing written.
+pub fn render_sections(sections: &[Section]) -> String {
+    let mut md = String::new();
+    for section in sections {
+        let _ = writeln!(md, "## {}\n\n{}", section.title, section.markdown);
+        for t in &section.targets {
+            let _ = writeln!(
+                md,
+                "- target {}: {} -> {} ({:?})",
+                t.name, t.required, t.measured, t.met
+            );
+        }
+        let _ = writeln!(md);
+    }
+    md
 }
 
 /// Writes BENCH.md (with bench/notes.md, the findings, appended) and results.json.
@@ -653,6 +715,9 @@ fn render_markdown(r: &Results) -> String {
         );
     }
     let _ = writeln!(w);
+    for section in &r.sections {
+        let _ = writeln!(w, "{}\n\n{}", section_heading(r, section), section.markdown);
+    }
     md
 }
 
@@ -718,6 +783,8 @@ fn results_json(r: &Results) -> Value {
         "artifacts": r.artifacts.iter().map(|a| json!({
             "label": a.label, "path": a.path.display().to_string(), "bytes": a.bytes,
         })).collect::<Vec<_>>(),
+        "sections": r.sections.iter().map(|s| (s.key.to_string(), s.json.clone()))
+            .collect::<Map<String, Value>>(),
     })
 }
 
