@@ -25,7 +25,14 @@ rust_target = $(strip \
 	$(error ARCH=$(1): use x86_64 or aarch64_*; other routers build with the OpenWrt SDK))))
 static_bin = target/$(1)/release/connmark-lb
 
-.PHONY: build static cross ipk dist deps test lint demo bench
+.PHONY: build static cross ipk dist deps kit test lint demo bench
+
+# The real OpenWrt userland (ubusd, rpcd, netifd, procd, fw4, opkg, apk, LuCI) the tests run,
+# built from ../shared/openwrt-userland into target/ (a re-run with nothing changed costs
+# under a second). Tests find it through OWRT_PREFIX.
+KIT ?= $(CURDIR)/../shared/openwrt-userland
+OWRT_PREFIX ?= $(CURDIR)/target/owrt
+export OWRT_PREFIX
 
 build:
 	$(CARGO) build --release
@@ -58,7 +65,10 @@ dist:
 deps:
 	scripts/install-deps.sh
 
-test: deps lint
+kit: deps
+	$(KIT)/build.sh $(OWRT_PREFIX)
+
+test: deps lint kit
 	$(CARGO) test
 	$(CARGO) test --bench bench -- --smoke
 	$(MAKE) ipk ARCH=x86_64
