@@ -31,3 +31,6 @@ installed_components=$(rustup component list --installed)
 for component in clippy rustfmt; do
 	grep -q "^$component" <<<"$installed_components" || rustup component add "$component"
 done
+
+# The pinned nightly and zig that build and link the MIPS and 32-bit ARM binaries.
+"$(dirname "$0")/install-cross.sh"

@@ -12,7 +12,7 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, sendto,
     setsockopt, socket, sockopt,
 };
-use nix::sys::time::TimeVal;
+use nix::sys::time::{TimeVal, TimeValLike};
 
 use crate::error::{Error, Result};
 
@@ -29,7 +29,8 @@ const NFGENMSG_LEN: usize = 4;
 /// An attribute carrying one u32: 4 bytes of header, 4 of value.
 const U32_ATTR_LEN: usize = 8;
 /// How long to wait for the kernel's acknowledgement (it answers while handling the request,
-/// so this only guards against the impossible).
+/// so this only guards against the impossible). `TimeValLike` converts it to the target's
+/// `time_t`, which is 32 bits on 32-bit musl before 1.2 and 64 bits elsewhere.
 const ACK_TIMEOUT_SECS: i64 = 2;
 
 /// What errors call the socket.
@@ -50,7 +51,7 @@ pub fn delete_marked(mark: u32, mask: u32) -> Result<()> {
     setsockopt(
         &socket,
         sockopt::ReceiveTimeout,
-        &TimeVal::new(ACK_TIMEOUT_SECS, 0),
+        &TimeVal::seconds(ACK_TIMEOUT_SECS),
     )
     .map_err(|e| io("SO_RCVTIMEO", e))?;
     let seq = std::process::id();
@@ -111,9 +112,10 @@ fn ack_status(datagram: &[u8], seq: u32) -> Option<Result<(), Errno>> {
     };
     let mut at = 0;
     while at + NLMSG_HEADER_LEN <= datagram.len() {
-        let len = u32_at(at)? as usize;
+        let len = usize::try_from(u32_at(at)?).ok()?;
         let kind = u16::from_ne_bytes(datagram.get(at + 4..at + 6)?.try_into().ok()?);
-        if len < NLMSG_HEADER_LEN {
+        // A length past the datagram's end would wrap the 32-bit `at` round to the start.
+        if len < NLMSG_HEADER_LEN || len > datagram.len() - at {
             return None;
         }
         if i32::from(kind) == libc::NLMSG_ERROR && u32_at(at + 8)? == seq {
@@ -133,24 +135,6 @@ fn ack_status(datagram: &[u8], seq: u32) -> Option<Result<(), Errno>> {
 mod tests {
     use super::*;
     use crate::daemon::testns::Netns;
-
-    #[test]
-    fn request_layout() {
-        let request = delete_request(7, 0x200, 0x3f00);
-        assert_eq!(request.len(), 36);
-        assert_eq!(u32::from_ne_bytes(request[0..4].try_into().unwrap()), 36);
-        assert_eq!(
-            u16::from_ne_bytes(request[4..6].try_into().unwrap()),
-            0x0102
-        );
-        assert_eq!(u16::from_ne_bytes(request[6..8].try_into().unwrap()), 0x5);
-        assert_eq!(u32::from_ne_bytes(request[8..12].try_into().unwrap()), 7);
-        assert_eq!(request[16..20], [2, 0, 0, 0]);
-        assert_eq!(u16::from_ne_bytes(request[22..24].try_into().unwrap()), 8);
-        assert_eq!(request[24..28], [0, 0, 0x02, 0]);
-        assert_eq!(u16::from_ne_bytes(request[30..32].try_into().unwrap()), 21);
-        assert_eq!(request[32..36], [0, 0, 0x3f, 0]);
-    }
 
     fn ack(seq: u32, code: i32) -> Vec<u8> {
         let mut out = Vec::new();
@@ -177,6 +161,45 @@ mod tests {
         assert_eq!(ack_status(&two, 7), Some(Err(Errno::EPERM)));
         assert_eq!(ack_status(&[1, 2, 3], 7), None);
         assert_eq!(ack_status(&[0u8; 20], 7), None);
+    }
+
+    /// A message length near `u32::MAX` (a corrupt datagram) ends the walk; on a 32-bit target,
+    /// stepping over it would wrap the offset round to the first message and loop for ever.
+    #[test]
+    fn a_length_past_the_end_stops_the_walk() {
+        for len in [0xffff_fffd_u32, 0xffff_fff0, 0x8000_0000, 37] {
+            let mut corrupt = ack(8, 0);
+            corrupt[0..4].copy_from_slice(&len.to_ne_bytes());
+            corrupt.extend(ack(7, 0));
+            assert_eq!(ack_status(&corrupt, 7), None, "length {len:#x}");
+        }
+    }
+
+    /// The request byte for byte on this target: netlink and nfnetlink headers in host order
+    /// (the kernel reads them as native integers), the mark and mask big-endian (ctnetlink
+    /// attributes are network order), so a big-endian router sends a different header from a
+    /// little-endian one and the same attributes.
+    #[test]
+    fn request_bytes_follow_the_targets_byte_order() {
+        let header: [u8; 16] = if cfg!(target_endian = "big") {
+            [0, 0, 0, 36, 1, 2, 0, 5, 0, 0, 0, 7, 0, 0, 0, 0]
+        } else {
+            [36, 0, 0, 0, 2, 1, 5, 0, 7, 0, 0, 0, 0, 0, 0, 0]
+        };
+        let attr_header = |kind: u8| -> [u8; 4] {
+            if cfg!(target_endian = "big") {
+                [0, 8, 0, kind]
+            } else {
+                [8, 0, kind, 0]
+            }
+        };
+        let mut expected = header.to_vec();
+        expected.extend([2, 0, 0, 0]);
+        expected.extend(attr_header(8));
+        expected.extend([0x00, 0x00, 0x02, 0x00]);
+        expected.extend(attr_header(21));
+        expected.extend([0x00, 0x00, 0x3f, 0x00]);
+        assert_eq!(delete_request(7, 0x200, 0x3f00), expected);
     }
 
     /// Inserts an established TCP entry from `sport` with `mark` into `ns`'s conntrack table.
@@ -222,6 +245,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn deletes_exactly_the_entries_of_one_link() {
         let ns = Netns::new("ct");
         let entries = [0u32, 0x100, 0x200, 0x1_0200, 0x200 | 0x4000, 0x300, 0x3f00];

@@ -327,6 +327,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn a_source_address_not_on_the_router_makes_lost_rounds_until_down() {
         let ns = Netns::new("lnk");
         let mut link = link(None, SOURCE);
@@ -369,6 +370,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn answered_rounds_report_rtt_and_a_device_change_restarts_probing() {
         let ns = Netns::new("lnk");
         let peer = Netns::new("lnk");

@@ -624,6 +624,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn the_mark_steers_the_probe_through_its_link() {
         let bed = testbed();
         let track = track(3, 500);
@@ -644,6 +645,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn replies_to_another_socket_do_not_count() {
         let bed = testbed();
         let track = track(3, 400);
@@ -661,6 +663,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn link_probe_uses_device_and_source_and_ends_when_answered() {
         let bed = testbed();
         let track = track(3, 1000);
@@ -691,6 +694,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn dropped_probes_report_loss_within_the_timeout_and_recover() {
         let bed = testbed();
         let track = track(3, 300);
@@ -732,6 +736,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn an_unroutable_link_fails_its_round_at_once() {
         let bed = testbed();
         let track = track(2, 1000);
@@ -744,6 +749,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn opening_on_a_missing_device_names_the_link_and_step() {
         let bed = testbed();
         let route = LinkRoute {

@@ -92,6 +92,21 @@ fn in_fresh_netns(program: &str, args: &[&str], input: &str) -> (bool, String) {
     )
 }
 
+/// The built binary. Under qemu-user (`make test-emulated`) it is built for the emulated
+/// machine too, which the host kernel cannot start, so it runs under the emulator named by
+/// `CONNMARK_LB_EMULATOR`.
+fn connmark_lb() -> Command {
+    let binary = env!("CARGO_BIN_EXE_connmark-lb");
+    match std::env::var_os("CONNMARK_LB_EMULATOR") {
+        Some(emulator) => {
+            let mut command = Command::new(emulator);
+            command.arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    }
+}
+
 #[test]
 fn golden_check_output_for_both_backends() {
     for case in cases(&golden_dir()) {
@@ -123,7 +138,7 @@ fn golden_rulesets_load_in_the_kernel() {
 #[test]
 fn golden_config_errors_exit_2_with_exact_message() {
     for case in cases(&golden_dir().join("errors")) {
-        let out = Command::new(env!("CARGO_BIN_EXE_connmark-lb"))
+        let out = connmark_lb()
             .arg("check")
             .arg("--uci")
             .arg(config_file(&case))

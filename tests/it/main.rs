@@ -6,6 +6,7 @@
 
 mod checks;
 mod e2e;
+mod emulated;
 mod failover;
 mod golden;
 mod lbconfig;

@@ -420,17 +420,28 @@ impl Topology {
 
     /// Runs the connmark-lb binary inside the router with `args` plus this test's state dir.
     pub fn lb(&self, args: &[&str]) -> Output {
+        self.lb_as(&[env!("CARGO_BIN_EXE_connmark-lb")], args)
+    }
+
+    /// Like `lb`, with another connmark-lb: `command` is its path, or an emulator and the path.
+    pub fn lb_as(&self, command: &[&str], args: &[&str]) -> Output {
         let state_dir = self.state_dir();
         let state_dir = state_dir.to_str().expect("utf-8 temp path");
-        let mut all: Vec<&str> = args.to_vec();
+        let (program, leading) = command.split_first().expect("a program");
+        let mut all: Vec<&str> = leading.to_vec();
+        all.extend(args);
         all.extend(["--state-dir", state_dir]);
-        self.router
-            .output(env!("CARGO_BIN_EXE_connmark-lb"), &all, None)
+        self.router.output(program, &all, None)
     }
 
     /// Runs `connmark-lb <verb>` with `config` and asserts it exits 0; returns stdout.
     pub fn lb_ok(&self, verb: &str, config: &ConfigFile) -> String {
-        let output = self.lb(&[verb, config.flag(), config.path_str()]);
+        self.lb_ok_as(&[env!("CARGO_BIN_EXE_connmark-lb")], verb, config)
+    }
+
+    /// Like `lb_ok`, with another connmark-lb (see `lb_as`).
+    pub fn lb_ok_as(&self, command: &[&str], verb: &str, config: &ConfigFile) -> String {
+        let output = self.lb_as(command, &[verb, config.flag(), config.path_str()]);
         expect_success(&format!("connmark-lb {verb} {}", config.describe()), output)
     }
 

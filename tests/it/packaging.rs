@@ -424,10 +424,17 @@ fn shell_scripts_parse_under_ash_and_dash_and_pass_shellcheck() {
         // dash is ash's sibling: the closest dialect shellcheck knows to busybox ash.
         run_ok(Command::new("shellcheck").args(["-s", "dash"]).arg(&path));
     }
-    for script in ["cross/mkipk.sh", "scripts/install-deps.sh", ".ci/run"] {
+    for script in [
+        "cross/mkipk.sh",
+        "cross/zig-cc",
+        "scripts/install-deps.sh",
+        "scripts/install-cross.sh",
+        ".ci/run",
+    ] {
         let path = root.join(script);
         run_ok(Command::new("bash").arg("-n").arg(&path));
-        run_ok(Command::new("shellcheck").arg(&path));
+        // -x: follow what they source (cross/toolchain.env).
+        run_ok(Command::new("shellcheck").arg("-x").arg(&path));
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o111, 0o111, "{script} is not executable");
     }
