@@ -15,6 +15,9 @@ pub struct Applied {
     /// The firewall text that was loaded: the next apply deletes the chains it drops, and a
     /// failed apply restores it.
     pub firewall: String,
+    /// Whether IPv6 links were installed: the next apply then reads and cleans IPv6 state even
+    /// if the config has no IPv6 link any more.
+    pub ipv6: bool,
 }
 
 /// Reads the last apply's record; a missing or unreadable file means "nothing recorded".
@@ -31,6 +34,7 @@ pub fn load_applied(dir: &Path) -> Option<Applied> {
             table_base: number("table_base")?,
         },
         firewall: value["firewall"].as_str().unwrap_or_default().to_string(),
+        ipv6: value["ipv6"].as_bool().unwrap_or(false),
     })
 }
 
@@ -45,6 +49,7 @@ pub fn save_applied(dir: &Path, applied: &Applied) -> Result<()> {
             "table_base": f.table_base,
         },
         "firewall": applied.firewall,
+        "ipv6": applied.ipv6,
     });
     let text = serde_json::to_string_pretty(&value)
         .map_err(|e| Error::Protocol(format!("encoding {APPLIED_FILE}: {e}")))?;
@@ -85,6 +90,7 @@ mod tests {
                 table_base: 4000,
             },
             firewall: "table inet connmark_lb {\n}\n".into(),
+            ipv6: true,
         };
         save_applied(&dir, &applied).unwrap();
         assert_eq!(load_applied(&dir), Some(applied));

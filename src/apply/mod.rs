@@ -8,15 +8,24 @@
 pub mod exec;
 pub mod sysctl;
 
-use crate::config::{BackendChoice, Config};
+use crate::config::{BackendChoice, Config, Family};
 use crate::error::{Context, Error, Result};
-use crate::live::{IP_READ_BATCH, IpState, IptablesState};
+use crate::live::{IP_READ_BATCH, IP_READ_RULES_ROUTES, IpState, IptablesState};
 use crate::names::NFT_TABLE;
 use crate::plan::{Footprint, LinkState, Plan};
 use crate::render::ip::{self, IpOp};
 use crate::render::{iptables, nft};
 use crate::state::{self, Applied};
 use std::path::Path;
+
+/// The firewall text of one load. nftables carries both families in `main` (one `inet`
+/// table); iptables has one text per tool, `ipv6` for `ip6tables-restore` (empty: nothing of
+/// IPv6 to change, and no process for it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Firewall {
+    pub main: String,
+    pub ipv6: String,
+}
 
 /// The firewall tool in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +55,8 @@ impl Backend {
 
     /// Renders the firewall text for `plan`. nftables drops the chains of the `previous`
     /// ruleset that are gone; iptables first reads what is live, to add its jumps once and drop
-    /// stale chains.
-    pub fn render(self, plan: &Plan, previous: Option<&Applied>) -> Result<String> {
+    /// stale chains, in ip6tables too when `ipv6` (IPv6 links wanted, or installed before).
+    pub fn render(self, plan: &Plan, previous: Option<&Applied>, ipv6: bool) -> Result<Firewall> {
         match self {
             Backend::Nftables => {
                 let text = nft::ruleset(plan, &[]);
@@ -55,44 +64,86 @@ impl Backend {
                     .filter(|p| p.backend == self.name())
                     .map(|p| nft::stale_chains(&p.firewall, &text))
                     .unwrap_or_default();
-                Ok(if stale.is_empty() {
+                let main = if stale.is_empty() {
                     text
                 } else {
                     nft::ruleset(plan, &stale)
+                };
+                Ok(Firewall {
+                    main,
+                    ipv6: String::new(),
                 })
             }
-            Backend::Iptables => Ok(iptables::ruleset(plan, &read_iptables()?)),
+            Backend::Iptables => Ok(Firewall {
+                main: iptables::ruleset(plan, Family::Ipv4, &read_iptables(Family::Ipv4)?),
+                ipv6: if ipv6 {
+                    iptables::ruleset(plan, Family::Ipv6, &read_iptables(Family::Ipv6)?)
+                } else {
+                    String::new()
+                },
+            }),
         }
     }
 
     /// Renders only the policy chains for `plan`: what a change of link liveness needs, for
     /// [`Backend::load`].
-    pub fn policy_update(self, plan: &Plan) -> String {
+    pub fn policy_update(self, plan: &Plan) -> Firewall {
         match self {
-            Backend::Nftables => nft::policy_update(plan),
-            Backend::Iptables => iptables::policy_update(plan),
+            Backend::Nftables => Firewall {
+                main: nft::policy_update(plan),
+                ipv6: String::new(),
+            },
+            Backend::Iptables => Firewall {
+                main: iptables::policy_update(plan, Family::Ipv4),
+                ipv6: iptables::policy_update(plan, Family::Ipv6),
+            },
         }
     }
 
-    /// Validates `text` with the tool itself without changing anything.
-    pub fn check(self, text: &str) -> Result<()> {
+    /// The tool that loads `family`'s text.
+    fn tool(self, family: Family) -> String {
         match self {
-            Backend::Nftables => exec::run("nft", &["-c", "-f", "-"], text),
-            Backend::Iptables => exec::run("iptables-restore", &["--noflush", "--test"], text),
+            Backend::Nftables => "nft".to_string(),
+            Backend::Iptables => format!("{}-restore", family.iptables()),
         }
-        .map(drop)
     }
 
-    /// Loads `text` in one atomic operation.
-    pub fn load(self, text: &str) -> Result<()> {
-        match self {
-            Backend::Nftables => exec::run("nft", &["-f", "-"], text),
-            Backend::Iptables => exec::run("iptables-restore", &["--noflush"], text),
-        }
-        .map(drop)
+    /// The texts with the family each is for, leaving out empty ones.
+    fn texts(firewall: &Firewall) -> impl Iterator<Item = (Family, &str)> {
+        [
+            (Family::Ipv4, &firewall.main),
+            (Family::Ipv6, &firewall.ipv6),
+        ]
+        .into_iter()
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(family, text)| (family, text.as_str()))
     }
 
-    /// Removes all our firewall objects of this backend (nothing else).
+    /// Validates `firewall` with the tools themselves without changing anything.
+    pub fn check(self, firewall: &Firewall) -> Result<()> {
+        for (family, text) in Self::texts(firewall) {
+            let tool = self.tool(family);
+            match self {
+                Backend::Nftables => exec::run(&tool, &["-c", "-f", "-"], text),
+                Backend::Iptables => exec::run(&tool, &["--noflush", "--test"], text),
+            }?;
+        }
+        Ok(())
+    }
+
+    /// Loads `firewall`: one atomic operation per tool.
+    pub fn load(self, firewall: &Firewall) -> Result<()> {
+        for (family, text) in Self::texts(firewall) {
+            let tool = self.tool(family);
+            match self {
+                Backend::Nftables => exec::run(&tool, &["-f", "-"], text),
+                Backend::Iptables => exec::run(&tool, &["--noflush"], text),
+            }?;
+        }
+        Ok(())
+    }
+
+    /// Removes all our firewall objects of this backend (nothing else), of both families.
     pub fn remove(self) -> Result<()> {
         match self {
             Backend::Nftables => {
@@ -103,12 +154,14 @@ impl Backend {
                 Ok(())
             }
             Backend::Iptables => {
-                if !exec::on_path("iptables-save") {
-                    return Ok(());
-                }
-                let text = iptables::removal(&read_iptables()?);
-                if !text.is_empty() {
-                    exec::run("iptables-restore", &["--noflush"], &text)?;
+                for family in Family::ALL {
+                    if !exec::on_path(&format!("{}-save", family.iptables())) {
+                        continue;
+                    }
+                    let text = iptables::removal(&read_iptables(family)?);
+                    if !text.is_empty() {
+                        exec::run(&self.tool(family), &["--noflush"], &text)?;
+                    }
                 }
                 Ok(())
             }
@@ -123,26 +176,65 @@ impl Backend {
     }
 }
 
-fn read_iptables() -> Result<IptablesState> {
-    Ok(IptablesState::parse(&exec::run("iptables-save", &[], "")?))
+fn read_iptables(family: Family) -> Result<IptablesState> {
+    let tool = format!("{}-save", family.iptables());
+    Ok(IptablesState::parse(&exec::run(&tool, &[], "")?))
 }
 
-/// Reads devices, rules and routes with one `ip` process.
-pub fn read_ip() -> Result<IpState> {
+/// Reads `family`'s rules and routes (and, for IPv4, the devices) with one `ip` process.
+pub fn read_ip(family: Family) -> Result<IpState> {
+    let batch = match family {
+        Family::Ipv4 => IP_READ_BATCH,
+        Family::Ipv6 => IP_READ_RULES_ROUTES,
+    };
     IpState::parse(&exec::run(
         "ip",
-        &["-4", "-j", "-batch", "-"],
-        IP_READ_BATCH,
+        &[family.ip_flag(), "-j", "-batch", "-"],
+        batch,
     )?)
 }
 
-/// Runs `ops` as one `ip -batch`; if a line fails, undoes the lines before it and reports the
-/// failure.
-pub fn run_ip(ops: &[IpOp]) -> Result<()> {
+/// The ip changes of one apply, per family.
+pub type IpChanges = Vec<(Family, Vec<IpOp>)>;
+
+/// Runs each family's operations as one `ip -batch`; if one fails, what ran before it (in
+/// its batch and the batches before) is undone and the failure reported.
+pub fn run_ip_changes(changes: &IpChanges) -> Result<()> {
+    for (i, (family, ops)) in changes.iter().enumerate() {
+        if let Err(e) = run_ip(*family, ops) {
+            return match undo_ip(&changes[..i]) {
+                Ok(()) => Err(e),
+                Err(rollback) => Err(Error::Many(vec![e, rollback])),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Undoes `changes` that were made, last first.
+fn undo_ip(changes: &[(Family, Vec<IpOp>)]) -> Result<()> {
+    for (family, ops) in changes.iter().rev() {
+        let undo: Vec<IpOp> = ops.iter().rev().filter_map(IpOp::inverse).collect();
+        if !undo.is_empty() {
+            exec::run(
+                "ip",
+                &[family.ip_flag(), "-batch", "-", "-force"],
+                &ip::batch(&undo),
+            )
+            .map_err(|e| e.wrap("rolling back ip changes"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `ops` as one `ip -batch` of `family`; if a line fails, undoes the lines before it and
+/// reports the failure.
+pub fn run_ip(family: Family, ops: &[IpOp]) -> Result<()> {
     if ops.is_empty() {
         return Ok(());
     }
-    let Err(error) = exec::run("ip", &["-batch", "-"], &ip::batch(ops)) else {
+    let flag = family.ip_flag();
+    let Err(error) = exec::run("ip", &[flag, "-batch", "-"], &ip::batch(ops)) else {
         return Ok(());
     };
     let done = failed_line(&error).map_or(0, |line| line.saturating_sub(1));
@@ -156,7 +248,8 @@ pub fn run_ip(ops: &[IpOp]) -> Result<()> {
         .filter_map(IpOp::inverse)
         .collect();
     if !undo.is_empty() {
-        if let Err(rollback) = exec::run("ip", &["-batch", "-", "-force"], &ip::batch(&undo)) {
+        if let Err(rollback) = exec::run("ip", &[flag, "-batch", "-", "-force"], &ip::batch(&undo))
+        {
             return Err(Error::Many(vec![
                 error,
                 rollback.wrap("rolling back ip changes"),
@@ -200,25 +293,35 @@ pub fn present_devices(mut states: Vec<LinkState>, live: &IpState) -> Vec<LinkSt
 /// undoes them.
 pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Result<Plan> {
     let backend = Backend::resolve(config.globals.backend);
-    let live = read_ip().context("reading routing state")?;
+    let live = read_ip(Family::Ipv4).context("reading routing state")?;
     let plan = Plan::build(config, &present_devices(states, &live));
     let previous = state::load_applied(state_dir);
-    let text = backend
-        .render(&plan, previous.as_ref())
+    // IPv6 state is read (and rewritten) when IPv6 links are wanted or the last apply installed
+    // some: an IPv4-only router pays no process for IPv6.
+    let ipv6 = plan.has(Family::Ipv6) || previous.as_ref().is_some_and(|p| p.ipv6);
+    let firewall = backend
+        .render(&plan, previous.as_ref(), ipv6)
         .context("reading iptables state")?;
     let stale: Vec<Footprint> = previous
         .iter()
         .map(|a| a.footprint)
         .filter(|f| *f != plan.footprint)
         .collect();
-    let ops = ip::diff(&plan, &live, &stale);
+    let mut changes = vec![(Family::Ipv4, ip::diff(&plan, Family::Ipv4, &live, &stale))];
+    if ipv6 {
+        let live6 = read_ip(Family::Ipv6).context("reading IPv6 routing state")?;
+        changes.push((Family::Ipv6, ip::diff(&plan, Family::Ipv6, &live6, &stale)));
+    }
     let loading = format!("loading the {} rules", backend.name());
     match backend {
         Backend::Nftables => {
-            backend.load(&text).context(loading)?;
-            if let Err(e) = run_ip(&ops) {
+            backend.load(&firewall).context(loading)?;
+            if let Err(e) = run_ip_changes(&changes) {
                 let restore = match previous.as_ref().filter(|p| p.backend == backend.name()) {
-                    Some(p) => backend.load(&p.firewall),
+                    Some(p) => backend.load(&Firewall {
+                        main: p.firewall.clone(),
+                        ipv6: String::new(),
+                    }),
                     None => backend.remove(),
                 };
                 let e = e.wrap("changing ip rules and routes");
@@ -230,16 +333,14 @@ pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Resul
         }
         Backend::Iptables => {
             backend
-                .check(&text)
+                .check(&firewall)
                 .with_context(|| format!("checking the {} rules", backend.name()))?;
-            run_ip(&ops).context("changing ip rules and routes")?;
-            if let Err(e) = backend.load(&text) {
-                let undo: Vec<IpOp> = ops.iter().rev().filter_map(IpOp::inverse).collect();
-                let rollback = exec::run("ip", &["-batch", "-", "-force"], &ip::batch(&undo));
+            run_ip_changes(&changes).context("changing ip rules and routes")?;
+            if let Err(e) = backend.load(&firewall) {
                 let e = e.wrap(loading);
-                return Err(match rollback {
-                    Ok(_) => e,
-                    Err(r) => Error::Many(vec![e, r.wrap("rolling back ip changes")]),
+                return Err(match undo_ip(&changes) {
+                    Ok(()) => e,
+                    Err(r) => Error::Many(vec![e, r]),
                 });
             }
         }
@@ -259,7 +360,8 @@ pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Resul
         &Applied {
             backend: backend.name().to_string(),
             footprint: plan.footprint,
-            firewall: text,
+            firewall: firewall.main,
+            ipv6: plan.has(Family::Ipv6),
         },
     )?;
     Ok(plan)
@@ -274,14 +376,16 @@ pub fn stop(footprints: &[Footprint], state_dir: &Path) -> Result<()> {
             errors.push(e.wrap(format!("removing {} rules", backend.name())));
         }
     }
-    let routing = read_ip().and_then(|live| {
-        let (first, rest) = footprints
-            .split_first()
-            .ok_or_else(|| Error::Usage("stop needs at least one footprint".into()))?;
-        run_ip(&ip::removal(&live, first, rest, &[], &[]))
-    });
-    if let Err(e) = routing {
-        errors.push(e.wrap("removing ip rules and routes"));
+    for family in Family::ALL {
+        let routing = read_ip(family).and_then(|live| {
+            let (first, rest) = footprints
+                .split_first()
+                .ok_or_else(|| Error::Usage("stop needs at least one footprint".into()))?;
+            run_ip(family, &ip::removal(&live, first, rest, &[], &[]))
+        });
+        if let Err(e) = routing {
+            errors.push(e.wrap(format!("removing {} ip rules and routes", family.label())));
+        }
     }
     if let Err(e) = state::clear_applied(state_dir) {
         errors.push(e);

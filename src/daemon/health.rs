@@ -57,14 +57,14 @@
 //! load exceeds that (a bloated buffer, a satellite hop), raise `timeout` and the intervals
 //! with it, and the bounds above grow by the same arithmetic.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// The typed tracking options of one link, built by the config layer; the defaults are the
 /// ones whose detection and recovery bounds the module documentation works out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackConfig {
-    pub track_ip: Vec<Ipv4Addr>,
+    pub track_ip: Vec<IpAddr>,
     pub reliability: u32,
     pub count: u32,
     pub timeout: Duration,
@@ -306,7 +306,7 @@ mod tests {
 
     fn tracked() -> TrackConfig {
         TrackConfig {
-            track_ip: vec![Ipv4Addr::new(172, 31, 255, 1)],
+            track_ip: vec![std::net::Ipv4Addr::new(172, 31, 255, 1).into()],
             ..TrackConfig::default()
         }
     }
@@ -401,8 +401,8 @@ mod tests {
         let mut h = LinkHealth::new(
             TrackConfig {
                 track_ip: vec![
-                    Ipv4Addr::new(172, 31, 255, 1),
-                    Ipv4Addr::new(172, 31, 255, 2),
+                    std::net::Ipv4Addr::new(172, 31, 255, 1).into(),
+                    std::net::Ipv4Addr::new(172, 31, 255, 2).into(),
                 ],
                 reliability: 2,
                 down: 1,

@@ -5,6 +5,7 @@
 //! knows its inverse, so a failed batch can be rolled back line by line.
 
 use super::hex;
+use crate::config::Family;
 use crate::live::{IpState, LiveRoute};
 use crate::plan::{Footprint, IpRule, Plan, Route, RuleAction, Selector};
 use std::fmt;
@@ -88,11 +89,12 @@ impl fmt::Display for RuleSpec<'_> {
     }
 }
 
-/// The operations that turn `live` into `plan`, plus removal of our objects from `extra`
-/// footprints (left over from an earlier config with other bases or mask).
-pub fn diff(plan: &Plan, live: &IpState, extra: &[Footprint]) -> Vec<IpOp> {
-    let want_rules = plan.ip_rules();
-    let want_routes = plan.routes();
+/// The operations that turn `live` (the routing state of `family`) into `plan`'s, plus removal
+/// of our objects from `extra` footprints (left over from an earlier config with other bases
+/// or mask).
+pub fn diff(plan: &Plan, family: Family, live: &IpState, extra: &[Footprint]) -> Vec<IpOp> {
+    let want_rules = plan.ip_rules(family);
+    let want_routes = plan.routes(family);
     let mut ops = Vec::new();
     for rule in &want_rules {
         if !live.rules.contains(rule) {
