@@ -55,7 +55,9 @@ pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
     add_policies(&mut mangle, plan, family);
     mangle.declare("RULES");
     if pins {
+        // A pin's goto returns here once its mark chain has run: a pinned connection is done.
         mangle.rule("RULES", &format!("-j {IPT_PREFIX}{PINS}"));
+        mangle.rule("RULES", &format!("-m mark ! --mark 0x0/{mask} -j RETURN"));
     }
     let rules: Vec<&Rule> = plan
         .rules
@@ -86,9 +88,14 @@ pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
         let target = mark_chain(plan, link.mark);
         mangle.rule("PREROUTING", &format!("-i {dev} -g {IPT_PREFIX}{target}"));
     }
+    // IPv6 has no broadcast, and the kernel refuses to match it.
+    let local_types = match family {
+        Family::Ipv4 => "LOCAL,BROADCAST,MULTICAST",
+        Family::Ipv6 => "LOCAL,MULTICAST",
+    };
     mangle.rule(
         "PREROUTING",
-        "-m addrtype --dst-type LOCAL,BROADCAST,MULTICAST -j RETURN",
+        &format!("-m addrtype --dst-type {local_types} -j RETURN"),
     );
     if plan.lan.is_empty() {
         mangle.rule("PREROUTING", &format!("! -i lo -g {IPT_PREFIX}RULES"));

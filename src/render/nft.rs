@@ -59,7 +59,12 @@ pub fn ruleset(plan: &Plan, stale: &[String]) -> String {
     }
     out.push_str("\tchain rules {\n");
     if plan.pins_prefixes() {
-        let _ = writeln!(out, "\t\tjump {PINS}");
+        // A pin's goto returns here once its mark chain has run: a pinned connection is done.
+        let _ = writeln!(
+            out,
+            "\t\tjump {PINS}\n\t\tmeta mark & {} != 0 return",
+            hex(mask)
+        );
     }
     for rule in &plan.rules {
         let _ = writeln!(out, "\t\t{}", classify(plan, rule));

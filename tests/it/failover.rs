@@ -187,7 +187,7 @@ impl Drop for Daemon {
 /// matters: the daemon stops first, then the servers, then the namespaces go.
 struct Lab {
     daemon: Daemon,
-    _servers: [Server; 2],
+    _servers: Vec<Server>,
     /// Lines `ACTION INTERFACE DEVICE $1 $2` written by the hook script.
     hook_log: PathBuf,
     topo: Topology,
@@ -195,7 +195,7 @@ struct Lab {
 
 impl Lab {
     fn new(config: &LbConfig) -> Lab {
-        let topo = Topology::new(config.links.len());
+        let topo = Topology::for_config(config);
         let servers = servers(&topo);
         let hook_log = topo.dir.path().join("hook.log");
         let hook = topo.dir.write(
