@@ -9,6 +9,7 @@ mod e2e;
 mod failover;
 mod golden;
 mod lbconfig;
+mod luci;
 mod netns;
 mod packaging;
 mod selftest;
