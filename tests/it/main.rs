@@ -30,6 +30,7 @@ mod checks;
 mod dualstack;
 mod e2e;
 mod failover;
+mod failover_ipv6;
 mod golden;
 mod lbconfig;
 mod luci;
