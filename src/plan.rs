@@ -134,24 +134,98 @@ pub struct Plan {
     pub blackhole_mark: u32,
 }
 
+/// The routing objects one apply owns: exactly the ip rules and link tables of these link
+/// numbers under this footprint. Recorded after every apply, so a later apply or `stop` removes
+/// what was ours and nothing else, whatever else lives at nearby priorities or tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    pub footprint: Footprint,
+    /// Interface numbers (1-based config order) of the enabled IPv4 links.
+    pub links: Vec<u32>,
+    /// The same for the IPv6 links, whose rules and tables are in the kernel's IPv6 lists.
+    pub links6: Vec<u32>,
+}
+
 impl Footprint {
-    /// The span of ip rule priorities we own.
-    pub fn priorities(&self) -> std::ops::Range<u32> {
-        self.priority_base..self.priority_base + crate::config::PRIORITY_SPAN
+    /// The packet mark of link number `id`.
+    pub fn mark(&self, id: u32) -> u32 {
+        id << self.mask.trailing_zeros()
     }
 
-    /// The span of routing tables we own.
-    pub fn tables(&self) -> std::ops::RangeInclusive<u32> {
-        self.table_base + 1..=self.table_base + crate::config::MAX_LINKS
+    /// The routing table of link number `id`.
+    pub fn table(&self, id: u32) -> u32 {
+        self.table_base + id
     }
 
-    /// Whether an ip rule (as listed by the kernel) is one of ours.
-    pub fn owns_rule(&self, rule: &IpRule) -> bool {
-        self.priorities().contains(&rule.priority)
-            && match rule.selector {
-                Selector::Fwmark { mask, .. } => mask == self.mask,
-                Selector::All => rule.action == RuleAction::MainWithoutDefault,
-            }
+    /// The mark sent to the `unreachable` rule when a policy has no live link: the highest
+    /// value under the mask.
+    pub fn unreachable_mark(&self) -> u32 {
+        self.mask
+    }
+
+    /// The mark sent to the `blackhole` rule: the value below [`Footprint::unreachable_mark`].
+    pub fn blackhole_mark(&self) -> u32 {
+        self.mask - self.mark(1)
+    }
+}
+
+impl Routing {
+    /// The link numbers of `family`.
+    pub fn ids(&self, family: Family) -> &[u32] {
+        match family {
+            Family::Ipv4 => &self.links,
+            Family::Ipv6 => &self.links6,
+        }
+    }
+
+    /// The ip rules of `family`: main-without-default first, then the two last-resort marks,
+    /// then per link a lookup followed by an `unreachable` that catches its marked packets when
+    /// its table is empty (device gone), so they never leak out another link. None for a family
+    /// without links.
+    pub fn rules(&self, family: Family) -> Vec<IpRule> {
+        if self.ids(family).is_empty() {
+            return Vec::new();
+        }
+        let f = &self.footprint;
+        let base = f.priority_base;
+        let fwmark = |mark| Selector::Fwmark { mark, mask: f.mask };
+        let mut rules = vec![
+            IpRule {
+                priority: base,
+                selector: Selector::All,
+                action: RuleAction::MainWithoutDefault,
+            },
+            IpRule {
+                priority: base + 1,
+                selector: fwmark(f.unreachable_mark()),
+                action: RuleAction::Unreachable,
+            },
+            IpRule {
+                priority: base + 2,
+                selector: fwmark(f.blackhole_mark()),
+                action: RuleAction::Blackhole,
+            },
+        ];
+        for &id in self.ids(family) {
+            rules.push(IpRule {
+                priority: base + 1 + 2 * id,
+                selector: fwmark(f.mark(id)),
+                action: RuleAction::Lookup(f.table(id)),
+            });
+            rules.push(IpRule {
+                priority: base + 2 + 2 * id,
+                selector: fwmark(f.mark(id)),
+                action: RuleAction::Unreachable,
+            });
+        }
+        rules
+    }
+
+    /// Whether `table` is one of the link tables of `family`.
+    pub fn has_table(&self, family: Family, table: u32) -> bool {
+        self.ids(family)
+            .iter()
+            .any(|&id| self.footprint.table(id) == table)
     }
 }
 
@@ -159,8 +233,11 @@ impl Plan {
     /// Builds the plan from the config and one [`LinkState`] per interface section.
     pub fn build(config: &Config, states: &[LinkState]) -> Plan {
         let g = &config.globals;
-        let shift = g.mark_mask.trailing_zeros();
-        let top = g.mark_mask >> shift;
+        let footprint = Footprint {
+            mask: g.mark_mask,
+            priority_base: g.priority_base,
+            table_base: g.table_base,
+        };
         let mut links = Vec::new();
         let mut link_of_interface = vec![None; config.interfaces.len()];
         for (i, iface) in config.interfaces.iter().enumerate() {
@@ -183,8 +260,8 @@ impl Plan {
                 source: state.source,
                 nat: iface.nat,
                 prefixes,
-                mark: iface.id << shift,
-                table: g.table_base + iface.id,
+                mark: footprint.mark(iface.id),
+                table: footprint.table(iface.id),
             });
         }
         let policies = config
@@ -210,18 +287,14 @@ impl Plan {
             })
             .collect();
         Plan {
-            footprint: Footprint {
-                mask: g.mark_mask,
-                priority_base: g.priority_base,
-                table_base: g.table_base,
-            },
+            footprint,
             links,
             lan: g.lan.clone(),
             balance: g.balance,
             policies,
             rules: config.rules.clone(),
-            unreachable_mark: top << shift,
-            blackhole_mark: (top - 1) << shift,
+            unreachable_mark: footprint.unreachable_mark(),
+            blackhole_mark: footprint.blackhole_mark(),
         }
     }
 
@@ -258,48 +331,23 @@ impl Plan {
         self.links.iter().filter(move |l| l.family == family)
     }
 
-    /// The ip rules of `family` we want: main-without-default first, then the two last-resort
-    /// marks, then per link of the family a lookup followed by an `unreachable` that catches
-    /// its marked packets when its table is empty (device gone), so they never leak out another
-    /// link. A family without links gets none.
+    /// The routing objects this plan owns: its footprint and link numbers per family.
+    pub fn routing(&self) -> Routing {
+        let ids = |family| {
+            self.links_of(family)
+                .map(|l| l.table - self.footprint.table_base)
+                .collect()
+        };
+        Routing {
+            footprint: self.footprint,
+            links: ids(Family::Ipv4),
+            links6: ids(Family::Ipv6),
+        }
+    }
+
+    /// The ip rules we want (see [`Routing::rules`]).
     pub fn ip_rules(&self, family: Family) -> Vec<IpRule> {
-        if !self.has(family) {
-            return Vec::new();
-        }
-        let f = &self.footprint;
-        let base = f.priority_base;
-        let fwmark = |mark| Selector::Fwmark { mark, mask: f.mask };
-        let mut rules = vec![
-            IpRule {
-                priority: base,
-                selector: Selector::All,
-                action: RuleAction::MainWithoutDefault,
-            },
-            IpRule {
-                priority: base + 1,
-                selector: fwmark(self.unreachable_mark),
-                action: RuleAction::Unreachable,
-            },
-            IpRule {
-                priority: base + 2,
-                selector: fwmark(self.blackhole_mark),
-                action: RuleAction::Blackhole,
-            },
-        ];
-        for link in self.links_of(family) {
-            let id = link.table - f.table_base;
-            rules.push(IpRule {
-                priority: base + 1 + 2 * id,
-                selector: fwmark(link.mark),
-                action: RuleAction::Lookup(link.table),
-            });
-            rules.push(IpRule {
-                priority: base + 2 + 2 * id,
-                selector: fwmark(link.mark),
-                action: RuleAction::Unreachable,
-            });
-        }
-        rules
+        self.routing().rules(family)
     }
 
     /// One default route per link of `family` whose device is known (a down link with a
@@ -436,7 +484,7 @@ pub(crate) mod tests {
         let rules = plan.ip_rules(Family::Ipv4);
         assert!(plan.ip_rules(Family::Ipv6).is_empty());
         assert_eq!(rules.len(), 3 + 2 * 3);
-        assert!(rules.iter().all(|r| plan.footprint.owns_rule(r)));
+
         let prios: Vec<u32> = rules.iter().map(|r| r.priority).collect();
         assert_eq!(
             prios,
@@ -444,15 +492,13 @@ pub(crate) mod tests {
         );
         assert_eq!(plan.routes(Family::Ipv4).len(), 2);
         assert!(!plan.links[2].up, "a link without a device is never up");
-        let foreign = IpRule {
-            priority: 4003,
-            selector: Selector::Fwmark {
-                mark: 0x1,
-                mask: 0xff,
-            },
-            action: RuleAction::Lookup(100),
-        };
-        assert!(!plan.footprint.owns_rule(&foreign));
+        let routing = plan.routing();
+        assert_eq!(
+            (routing.links.as_slice(), routing.links6.as_slice()),
+            (&[1, 2, 3][..], &[][..])
+        );
+        assert!(routing.has_table(Family::Ipv4, 4003) && !routing.has_table(Family::Ipv4, 4004));
+        assert!(!routing.has_table(Family::Ipv6, 4003));
     }
 
     pub(crate) const DUAL: &str = r#"{"values":{
