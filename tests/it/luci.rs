@@ -42,8 +42,8 @@ impl Drop for LogsOnPanic<'_> {
     }
 }
 
-/// Two tracked links with fixed devices, balanced 1:1 by the implicit policy; probes every
-/// 0.5 s so a dead link is down within about 2 s.
+/// Two tracked links with fixed devices, balanced 1:1 by policy `balanced` for everything but
+/// DNS; probes every 0.5 s so a dead link is down within about 2 s.
 fn router_config() -> String {
     config_with("", "", "")
 }
@@ -76,6 +76,41 @@ fn config_with(section: &str, option: &str, value: &str) -> String {
             ],
         ));
     }
+    // Members without a weight of their own take their interface's, so the weight set on
+    // the Interfaces page is the one the policy balances by.
+    for link in 1..=2 {
+        sections.push((
+            format!("wan{link}_m"),
+            "member",
+            vec![("interface", format!("wan{link}"))],
+        ));
+    }
+    sections.push((
+        "balanced".into(),
+        "policy",
+        vec![
+            ("use_member", "wan1_m".into()),
+            ("use_member", "wan2_m".into()),
+            ("last_resort", "unreachable".into()),
+        ],
+    ));
+    sections.push((
+        "dns_main".into(),
+        "rule",
+        vec![
+            ("proto", "udp".into()),
+            ("dest_port", "53".into()),
+            ("use_policy", "default".into()),
+        ],
+    ));
+    sections.push((
+        "everything".into(),
+        "rule",
+        vec![
+            ("dest_ip", "0.0.0.0/0".into()),
+            ("use_policy", "balanced".into()),
+        ],
+    ));
     let mut text = String::new();
     for (name, kind, mut options) in sections {
         if name == section {
@@ -86,7 +121,7 @@ fn config_with(section: &str, option: &str, value: &str) -> String {
         }
         text.push_str(&format!("config {kind} '{name}'\n"));
         for (o, v) in options {
-            let keyword = if matches!(o, "lan" | "track_ip") {
+            let keyword = if matches!(o, "lan" | "track_ip" | "use_member") {
                 "list"
             } else {
                 "option"
