@@ -8,6 +8,7 @@ mod checks;
 mod e2e;
 mod failover;
 mod golden;
+mod hardening;
 mod lbconfig;
 mod luci;
 mod netns;
