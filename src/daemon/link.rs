@@ -9,9 +9,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::health::{LinkHealth, RoundSummary, TrackConfig, Transition};
-use super::log;
+use super::log_error;
 use super::probe::{LinkRoute, Prober, Round, RoundReport};
-use super::status::LinkStatus;
+use super::status::{self, LinkStatus};
 use crate::config::FlushEvent;
 
 /// What made a link's state move, or at least what it just saw.
@@ -180,15 +180,14 @@ impl Link {
     pub fn status(&self) -> LinkStatus {
         LinkStatus {
             interface: self.name.clone(),
+            family: self.route.family.name().to_string(),
             device: self.route.device.clone(),
             state: self.health.state().as_str().to_string(),
             usable: self.usable(),
             tracked: self.health.is_tracked(),
-            rtt_us: self
-                .health
-                .last_rtt()
-                .map(|rtt| u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
+            rtt_us: self.health.last_rtt().map(status::micros),
             loss_percent: self.last_loss,
+            window: self.health.window(),
             last_change: self
                 .last_change
                 .duration_since(UNIX_EPOCH)
@@ -238,7 +237,7 @@ impl Link {
             0 => 100,
             n => u32::try_from((lost * 100 + n / 2) / n).unwrap_or(100),
         };
-        let transition = self.health.on_round(&summary);
+        let transition = self.health.on_round(&summary, loss_percent);
         self.last_loss = Some(loss_percent);
         self.next_start = transition
             .next_round
@@ -264,7 +263,7 @@ impl Link {
     fn note_problem(&mut self, problem: Option<String>) {
         if let Some(text) = &problem {
             if self.problem.as_ref() != Some(text) {
-                log(&format!("{}: cannot probe: {text}", self.name));
+                log_error(&format!("{}: cannot probe: {text}", self.name));
             }
         }
         self.problem = problem;
@@ -276,11 +275,11 @@ mod tests {
     use super::*;
     use crate::daemon::health::LinkState;
     use crate::daemon::testns::{Netns, veth};
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
 
-    const TARGET: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 1);
-    const SOURCE: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 2);
+    const TARGET: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 202, 0, 1));
+    const SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 202, 0, 2));
 
     fn fast_track() -> TrackConfig {
         let tick = Duration::from_millis(50);
@@ -294,9 +293,10 @@ mod tests {
         }
     }
 
-    fn link(device: Option<&str>, source: Ipv4Addr) -> Link {
+    fn link(device: Option<&str>, source: IpAddr) -> Link {
         let route = LinkRoute {
             name: "wanb".into(),
+            family: crate::config::Family::Ipv4,
             mark: 0,
             device: device.map(str::to_string),
             source: Some(source),
