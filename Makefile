@@ -15,17 +15,42 @@ DIST := dist
 # How each static target's self-test runs here: natively or under qemu.
 RUNNER_x86_64-unknown-linux-musl :=
 RUNNER_aarch64-unknown-linux-musl := qemu-aarch64-static
+RUNNER_armv7-unknown-linux-musleabihf := qemu-arm-static
+RUNNER_mipsel-unknown-linux-musl := qemu-mipsel-static
+RUNNER_mips-unknown-linux-musl := qemu-mips-static
 SELFTEST := check --uci cross/selftest.uci
 
-# An opkg architecture (x86_64, aarch64_generic, aarch64_cortex-a53, ...)
-# maps to the Rust target whose static binary runs there.
+# An OpenWrt package architecture (`opkg print-architecture`, /etc/apk/arch) maps to the Rust
+# target whose static binary runs there. 32-bit ARM needs VFP (hard-float code; static, so the
+# router's own float ABI does not matter); MIPS needs mips32r2 and is soft-float, as OpenWrt's
+# ath79 and ramips builds are.
+ARM_ARCHES := arm_cortex-a5_vfpv4 arm_cortex-a7_neon-vfpv4 arm_cortex-a7_vfpv4 \
+	arm_cortex-a8_vfpv3 arm_cortex-a9_neon arm_cortex-a9_vfpv3-d16 arm_cortex-a15_neon-vfpv4
 rust_target = $(strip \
 	$(if $(filter x86_64,$(1)),x86_64-unknown-linux-musl, \
 	$(if $(filter aarch64_%,$(1)),aarch64-unknown-linux-musl, \
-	$(error ARCH=$(1): use x86_64 or aarch64_*; other routers build with the OpenWrt SDK))))
+	$(if $(filter $(ARM_ARCHES),$(1)),armv7-unknown-linux-musleabihf, \
+	$(if $(filter mipsel_24kc mipsel_74kc,$(1)),mipsel-unknown-linux-musl, \
+	$(if $(filter mips_24kc mips_74kc,$(1)),mips-unknown-linux-musl, \
+	$(error ARCH=$(1): use x86_64, aarch64_*, $(ARM_ARCHES), mips(el)_24kc or mips(el)_74kc; \
+		other routers build with the OpenWrt SDK))))))))
 static_bin = target/$(1)/release/connmark-lb
 
-.PHONY: build static cross ipk apk dist deps kit test lint demo bench
+# Rustup ships no standard library here for MIPS (tier 3) or 32-bit ARM: those targets build
+# std from the pinned nightly's rust-src and link with zig (cross/toolchain.env, cross/zig-cc,
+# .cargo/config.toml). The others use the stable toolchain and its prebuilt std.
+include cross/toolchain.env
+BUILD_STD_TARGETS := armv7-unknown-linux-musleabihf mipsel-unknown-linux-musl mips-unknown-linux-musl
+BUILD_STD := -Z build-std=std,panic_abort
+cargo_for = $(if $(filter $(1),$(BUILD_STD_TARGETS)),$(CARGO) +$(NIGHTLY),$(CARGO))
+build_std_for = $(if $(filter $(1),$(BUILD_STD_TARGETS)),$(BUILD_STD))
+
+# Every package `make release` builds: each architecture of the README's table.
+RELEASE_ARCHES := x86_64 aarch64_generic aarch64_cortex-a53 aarch64_cortex-a72 \
+	arm_cortex-a7_neon-vfpv4 arm_cortex-a9_vfpv3-d16 arm_cortex-a15_neon-vfpv4 \
+	mipsel_24kc mips_24kc
+
+.PHONY: build static cross ipk apk release dist deps kit test test-emulated lint demo bench
 
 # The real OpenWrt userland (ubusd, rpcd, netifd, procd, fw4, opkg, apk, LuCI) the tests run,
 # built from ../shared/openwrt-userland into target/ (a re-run with nothing changed costs
@@ -43,7 +68,7 @@ static:
 
 # A static binary for TARGET, checked to be static and to run its self-test.
 cross:
-	$(CARGO) build --release --target $(TARGET)
+	$(call cargo_for,$(TARGET)) build --release --target $(TARGET) $(call build_std_for,$(TARGET))
 	! readelf -lW $(call static_bin,$(TARGET)) | grep -q 'program interpreter'
 	! readelf -dW $(call static_bin,$(TARGET)) | grep -q NEEDED
 	$(RUNNER_$(TARGET)) $(call static_bin,$(TARGET)) $(SELFTEST) >target/selftest-$(TARGET).txt
@@ -65,6 +90,16 @@ apk: kit
 	APK=$(OWRT_PREFIX)/bin/apk cross/mkapk.sh $(ARCH) \
 		$(call static_bin,$(call rust_target,$(ARCH))) $(DIST)/$(ARCH)
 	APK=$(OWRT_PREFIX)/bin/apk PACKAGE=luci-app-connmark-lb cross/mkapk.sh all - $(DIST)/$(ARCH)
+
+# Every architecture's .ipk and .apk (and the LuCI app's) in $(DIST), with $(DIST)/sha256sums.
+release: kit
+	rm -rf $(DIST)
+	for arch in $(RELEASE_ARCHES); do \
+		$(MAKE) ipk ARCH=$$arch && $(MAKE) apk ARCH=$$arch || exit 1; \
+	done
+	cd $(DIST) && find . -name '*.ipk' -o -name '*.apk' | sed 's|^\./||' | LC_ALL=C sort | \
+		xargs sha256sum >sha256sums
+	@cat $(DIST)/sha256sums
 
 # The source tarball for the packages feed (PKG_SOURCE) and its PKG_HASH.
 dist:
@@ -91,6 +126,25 @@ test: deps lint kit
 		grep -q 'table inet connmark_lb {'
 	$(MAKE) apk ARCH=x86_64
 	scripts/apk-install-check.sh $(DIST)/x86_64/connmark-lb-$(VERSION)-r1.apk
+	$(MAKE) test-emulated
+
+# The unit and golden tests built for big- and little-endian 32-bit MIPS and run under
+# qemu-user (the cargo runner), which catches byte-order and 32-bit bugs in the ubus,
+# rtnetlink and ctnetlink code; `--cfg qemu_user` ignores the few tests that need a socket
+# option or netlink family qemu-user does not translate (they run natively above). Then the
+# MIPS release binary, under qemu-mips-static, is the router's connmark-lb in the namespace
+# testbed (tests/it/emulated.rs).
+EMULATED_TARGETS := mips-unknown-linux-musl mipsel-unknown-linux-musl
+emulated_test = $(CARGO) +$(NIGHTLY) test -Z build-std --profile emulated --target $(1) \
+	--config 'target.$(1).rustflags = ["--cfg", "qemu_user"]'
+test-emulated: deps $(EMULATED_TARGETS:%=test-on-%)
+	$(MAKE) cross TARGET=mips-unknown-linux-musl
+	$(CARGO) test --test it -- --ignored emulated::
+
+# The unit tests, then the golden tests (their `check` runs start the binary under qemu too).
+test-on-%: deps
+	$(call emulated_test,$*) --lib
+	CONNMARK_LB_EMULATOR=$(RUNNER_$*) $(call emulated_test,$*) --test it -- golden::
 
 # Apply cost, data-plane cost, balance quality and footprint against the seed recipe and
 # plain forwarding, measured on the shipped static binary; writes BENCH.md and

@@ -23,7 +23,7 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrStorage, bind,
     connect, recv, sendto, setsockopt, socket, sockopt,
 };
-use nix::sys::time::TimeVal;
+use nix::sys::time::{TimeVal, TimeValLike};
 
 use crate::netns::Netns;
 
@@ -269,7 +269,9 @@ pub fn connect_from(
         &SockaddrStorage::from(SocketAddr::new(source, 0)),
     )?;
     // A blocking connect gives up after the send timeout.
-    let limit = TimeVal::new(timeout.as_secs() as i64, i64::from(timeout.subsec_micros()));
+    // TimeValLike converts to this target's time_t (32 bits on 32-bit musl targets).
+    let micros = i64::try_from(timeout.as_micros()).expect("connect timeout fits in i64");
+    let limit = TimeVal::microseconds(micros);
     setsockopt(&fd, sockopt::SendTimeout, &limit)?;
     connect(fd.as_raw_fd(), &SockaddrStorage::from(target))?;
     setsockopt(&fd, sockopt::SendTimeout, &TimeVal::new(0, 0))?;
