@@ -16,6 +16,7 @@ procd and connmark-lb daemon) holds:
   validation {"globals": [[OPTION, VALUE], ...], "interface": [...]}: values typed into the
              Global settings form and into the Edit dialog of interface `weight.section`;
              reports which ones the form marks invalid (the caller asks the binary)
+  check      argv printing `connmark-lb check` of the saved config, as the Check page shows it
   explain    {"source","destination","protocol","port","argv"}: asked on the Explain page and
              with argv (`connmark-lb explain --json ...`)
 
@@ -185,6 +186,22 @@ def watch_link_down(page):
            page_after=None if page_down is None else page_down - dropped, row=text)
 
 
+def check(page):
+    """The Check page shows what `connmark-lb check` prints for the saved config."""
+    open_page(page, 'admin/network/connmark-lb/check')
+    page.wait_for_selector('#connmark-lb-check, #connmark-lb-check-error', timeout=20000)
+    body = page.locator('#connmark-lb-check')
+    shown = None
+    if body.count():
+        output = page.locator('#connmark-lb-output')
+        shown = {'valid': body.get_attribute('data-valid') == '1',
+                 'output': output.inner_text() if output.count() else None}
+    page.screenshot(path=os.path.join(spec['shots'], 'luci-check.png'), full_page=True)
+    code, out, err = run(spec['check'])
+    report('check', page=shown, cli=out if code == 0 else None, cli_error=err,
+           page_text=page.locator('#connmark-lb-check-body').inner_text())
+
+
 def explain(page):
     """The Explain page shows what `connmark-lb explain --json` says."""
     q = spec['explain']
@@ -227,6 +244,8 @@ with sync_playwright() as p:
     set_weight(page, errors)
     if spec.get('drop'):
         watch_link_down(page)
+    if spec.get('check'):
+        check(page)
     if spec.get('explain'):
         explain(page)
     report('done', errors=errors, seconds=time.monotonic() - started)

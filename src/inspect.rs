@@ -1,0 +1,115 @@
+//! The read-only questions the LuCI app asks the daemon over its ubus object: `check` (is the
+//! saved config valid, and what would apply load) as one JSON reply, so the web page needs no
+//! ACL beyond the `connmark-lb` object. The answer is the one `connmark-lb check` prints.
+
+use serde_json::{Value, json};
+
+use crate::apply::Backend;
+use crate::cli::{Args, check_text_for};
+use crate::error::Error;
+use crate::source::resolve_links;
+
+/// `check`: `{"valid", "errors", "warnings", "output"}`. Errors are one message each (a config
+/// with several mistakes lists them all); `output` is what `connmark-lb check` prints, null
+/// when the config is invalid.
+pub fn check(args: &Args) -> Value {
+    let config = match args.source().and_then(|source| source.load()) {
+        Ok(config) => config,
+        Err(error) => {
+            return json!({
+                "valid": false,
+                "errors": messages(&error),
+                "warnings": [],
+                "output": null,
+            });
+        }
+    };
+    let (states, link_warnings) = resolve_links(&config, &args.ubus_socket());
+    let backend = Backend::resolve(config.globals.backend);
+    let warnings: Vec<&String> = config.warnings.iter().chain(&link_warnings).collect();
+    json!({
+        "valid": true,
+        "errors": [],
+        "warnings": warnings,
+        "output": check_text_for(&config, backend, &states),
+    })
+}
+
+/// One message per independent failure.
+fn messages(error: &Error) -> Vec<String> {
+    match error {
+        Error::Many(errors) => errors.iter().flat_map(messages).collect(),
+        other => vec![other.to_string()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Verb;
+    use std::path::PathBuf;
+
+    fn args(uci: PathBuf) -> Args {
+        Args {
+            verb: Verb::Check,
+            config: None,
+            uci: Some(uci),
+            ubus_socket: Some(PathBuf::from("/nonexistent/ubus.sock")),
+            state_dir: PathBuf::from("/nonexistent"),
+            hook: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    fn with_config(name: &str, text: &str) -> Value {
+        let path = std::env::temp_dir().join(format!("cmlb-inspect-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let reply = check(&args(path.clone()));
+        std::fs::remove_file(path).unwrap();
+        reply
+    }
+
+    #[test]
+    fn a_valid_config_answers_what_check_prints_and_its_warnings() {
+        let reply = with_config(
+            "valid",
+            "config globals 'globals'\n\toption backend 'nftables'\n\n\
+             config interface 'wan'\n\toption device 'eth1'\n\toption wieght '2'\n",
+        );
+        assert_eq!(reply["valid"], true);
+        assert_eq!(reply["errors"], json!([]));
+        assert_eq!(
+            reply["warnings"],
+            json!(["interface 'wan' option 'wieght': unknown option, ignored"])
+        );
+        let output = reply["output"].as_str().unwrap();
+        assert!(output.starts_with("# nftables rules\n"), "{output}");
+        assert!(output.contains("table inet connmark_lb {"), "{output}");
+    }
+
+    #[test]
+    fn an_invalid_config_lists_every_error() {
+        let reply = with_config(
+            "invalid",
+            "config interface 'wan'\n\toption device 'eth1'\n\toption weight '0'\n\
+             \toption metric 'x'\n\nconfig interface 'wanb'\n\toption device 'eth2'\n\
+             \toption gateway '1.2.3.999'\n",
+        );
+        assert_eq!(reply["valid"], false);
+        assert_eq!(reply["output"], Value::Null);
+        let errors: Vec<&str> = reply["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("interface 'wan' option 'weight'"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("interface 'wanb' option 'gateway'"),
+            "{errors:?}"
+        );
+    }
+}
