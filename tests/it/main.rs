@@ -7,12 +7,16 @@
 mod checks;
 mod e2e;
 mod failover;
+mod fw4;
 mod golden;
 mod lbconfig;
+mod netifd;
 mod netns;
 mod owrt;
 mod packaging;
 mod pkgmgr;
+mod procd;
 mod rpcd;
 mod selftest;
 mod traffic;
+mod ubus_object;
