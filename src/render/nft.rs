@@ -13,13 +13,18 @@ use std::fmt::Write;
 /// delete the chains the previous ruleset had and this one does not (`stale`), define
 /// everything. Flushing instead of deleting the table keeps the hooks registered: a clean
 /// apply destroys nothing, and the kernel's wait for destroyed objects (an RCU grace period,
-/// about 10 ms) is paid only when old rules exist.
+/// about 10 ms) is paid only when old rules exist. A stale chain is added before it is
+/// deleted, so the transaction holds whatever the kernel has (someone may have flushed the
+/// ruleset since the previous apply).
 pub fn ruleset(plan: &Plan, stale: &[String]) -> String {
     let mask = plan.footprint.mask;
     let keep = !mask;
     let mut out = format!("table {NFT_TABLE}\nflush table {NFT_TABLE}\n");
     for chain in stale {
-        let _ = writeln!(out, "delete chain {NFT_TABLE} {chain}");
+        let _ = writeln!(
+            out,
+            "add chain {NFT_TABLE} {chain}\ndelete chain {NFT_TABLE} {chain}"
+        );
     }
     let _ = writeln!(out, "table {NFT_TABLE} {{");
     let set_packet = |mark: u32| format!("meta mark set meta mark & {} | {}", hex(keep), hex(mark));
@@ -122,12 +127,13 @@ pub fn chains_in(ruleset: &str) -> Vec<String> {
         .collect()
 }
 
-/// Chains of `previous` that `current` no longer defines.
-pub fn stale_chains(previous: &str, current: &str) -> Vec<String> {
+/// Chains of the `previous` apply that `current` no longer defines.
+pub fn stale_chains(previous: &[String], current: &str) -> Vec<String> {
     let keep = chains_in(current);
-    chains_in(previous)
-        .into_iter()
+    previous
+        .iter()
         .filter(|c| !keep.contains(c))
+        .cloned()
         .collect()
 }
 
