@@ -4,6 +4,7 @@ use crate::apply::{self, Backend};
 use crate::config::Config;
 use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
+use crate::inspect;
 use crate::live::{IpState, IptablesState};
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
 use crate::plan::{LinkState, Plan};
@@ -149,6 +150,7 @@ pub fn run(args: &Args) -> Result<()> {
                 state_dir: &args.state_dir,
                 hook: &args.hook,
                 ubus_socket: args.ubus_socket.as_deref(),
+                inspect: &|question, params| inspect::answer(args, question, params),
             };
             match daemon::run(&options)? {
                 daemon::Exit::Signal(_) => Ok(()),

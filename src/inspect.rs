@@ -2,12 +2,24 @@
 //! saved config valid, and what would apply load) as one JSON reply, so the web page needs no
 //! ACL beyond the `connmark-lb` object. The answer is the one `connmark-lb check` prints.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::apply::Backend;
 use crate::cli::{Args, check_text_for};
+use crate::daemon::Question;
 use crate::error::Error;
 use crate::source::resolve_links;
+
+/// The reply to one of the daemon's read-only ubus methods.
+pub fn answer(args: &Args, question: Question, _params: &Map<String, Value>) -> Map<String, Value> {
+    let reply = match question {
+        Question::Check => check(args),
+    };
+    match reply {
+        Value::Object(members) => members,
+        _ => Map::new(),
+    }
+}
 
 /// `check`: `{"valid", "errors", "warnings", "output"}`. Errors are one message each (a config
 /// with several mistakes lists them all); `output` is what `connmark-lb check` prints, null

@@ -1,5 +1,7 @@
 //! The daemon's ubus object `connmark-lb`: `status` (what status.json holds, plus the backend
-//! and live per-link counters) and `reload` (what SIGHUP does), for LuCI and scripts.
+//! and live per-link counters) and `reload` (what SIGHUP does), for LuCI and scripts; and the
+//! read-only `check` that LuCI's Check page shows, answered by the caller's
+//! [`Options::inspect`](super::Options).
 //!
 //! The connection lives in the daemon's poll loop and never blocks it (see
 //! [`ObjectConnection`]). Without ubusd, or when ubusd restarts, the daemon connects and
@@ -17,7 +19,7 @@ use crate::source::ubus::{self, Call, ObjectConnection, Status};
 
 /// The object's name on ubus.
 pub const OBJECT: &str = "connmark-lb";
-const METHODS: [&str; 2] = ["status", "reload"];
+const METHODS: [&str; 3] = ["status", "reload", "check"];
 /// How long to wait before connecting again after ubusd went away or was not there.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -26,6 +28,15 @@ const RETRY: Duration = Duration::from_secs(2);
 pub enum Request {
     Status,
     Reload,
+    /// A read-only question that the daemon's caller answers.
+    Inspect(Question),
+}
+
+/// The read-only questions of the LuCI app's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    /// The saved config checked as `connmark-lb check` does (the Check page).
+    Check,
 }
 
 /// The object's connection, or when to try again.
@@ -94,6 +105,7 @@ impl Bus {
                         let request = match call.method.as_str() {
                             "status" => Some(Request::Status),
                             "reload" => Some(Request::Reload),
+                            "check" => Some(Request::Inspect(Question::Check)),
                             _ => None,
                         };
                         (call, request)

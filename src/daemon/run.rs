@@ -17,7 +17,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::bus::{Bus, Request};
+use super::bus::{Bus, Question, Request};
 use super::conntrack;
 use super::counters;
 use super::devices::{DeviceMonitor, running_devices};
@@ -31,6 +31,7 @@ use crate::config::{Config, FlushEvent};
 use crate::error::{Context, Error, Result};
 use crate::plan::{LinkState, Plan};
 use crate::source::ubus::Call;
+use serde_json::{Map, Value};
 
 /// How long to wait before trying again when the rules could not be brought up to date.
 const RULES_RETRY: Duration = Duration::from_secs(5);
@@ -48,7 +49,13 @@ pub struct Options<'a> {
     pub hook: &'a Path,
     /// The ubusd socket our object `connmark-lb` registers on; None: the system's.
     pub ubus_socket: Option<&'a Path>,
+    /// Answers the object's read-only questions for the LuCI app (`check`): the same as the
+    /// command line's, from the same config source.
+    pub inspect: &'a dyn Fn(Question, &Table) -> Table,
 }
+
+/// A ubus message's table: a call's arguments, a reply.
+pub type Table = Map<String, Value>;
 
 /// Why the daemon returned.
 #[derive(Debug)]
@@ -370,6 +377,11 @@ impl Daemon<'_> {
                 let exit = self.reload("ubus reload");
                 self.bus.answer(call, Some(&Default::default()));
                 exit
+            }
+            Some(Request::Inspect(question)) => {
+                let reply = (self.options.inspect)(question, &call.args);
+                self.bus.answer(call, Some(&reply));
+                None
             }
             None => {
                 self.bus.answer(call, None);

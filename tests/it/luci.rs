@@ -14,9 +14,14 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::checks::{servers, tcp_target};
 use crate::netns::{SERVICE, Topology, link_addr, link_gateway, run_command};
 use crate::owrt::{self, Stack, root_init_with};
 use crate::packaging::{EPOCH, TempDir, crate_version, package_binary, repo, run_ok};
+use crate::traffic::{short_connection, spawn_in};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// The last lines of the daemon's and the web server's logs in STATE, for a failure report.
 fn logs(state: &Path) -> String {
@@ -299,6 +304,27 @@ fn luci_pages_in_a_real_browser() {
         argv.extend(args);
         argv.iter().map(|a| a.to_string()).collect::<Vec<_>>()
     };
+    let state = owrt.state().display().to_string();
+    let kit = |args: &[&str]| {
+        let prefix = owrt::prefix();
+        let mut argv = vec![
+            prefix.join("bin/owrt.sh").display().to_string(),
+            "-p".to_string(),
+            prefix.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    };
+    let in_view = |args: &[&str]| {
+        let mut all = vec!["procd-exec", &state];
+        all.extend(args);
+        kit(&all)
+    };
+    let ip_netns = |ns: &str, line: &str| {
+        let mut argv = vec!["ip", "netns", "exec", ns];
+        argv.extend(line.split_whitespace());
+        argv.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
     let spec = json!({
         "url": url.trim(),
         "password": "openwrt-kit",
@@ -307,14 +333,33 @@ fn luci_pages_in_a_real_browser() {
         "weight": {"section": "wan2", "value": 3},
         "ruleset": nft(&["list", "table", "inet", "connmark_lb"]),
         "validation": {"globals": GLOBALS_CASES, "interface": INTERFACE_CASES},
+        "check": in_view(&["connmark-lb", "check"]),
+        "status": kit(&["ubus", &state, "call", "connmark-lb", "status"]),
+        "drop": ip_netns(topo.isp(2).name(), "nft add rule inet isp loss counter name lost drop"),
+        "down_link": "wan2",
     });
     let spec_file = topo.dir.write("browser.json", &spec.to_string());
+    // New LAN connections about every 40 ms while the browser works, for the Status page's
+    // shares and rates.
+    let _servers = servers(&topo);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        spawn_in(&topo.lan, move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = short_connection(tcp_target());
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        })
+    };
     let output = run_command(
         Command::new("python3")
             .arg(repo().join("tests/luci/browser.py"))
             .arg(&spec_file),
         None,
     );
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("the LAN load thread");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -372,6 +417,56 @@ fn luci_pages_in_a_real_browser() {
         after.contains("numgen inc mod 4 vmap { 0 : goto mark_wan1, 1-3 : goto mark_wan2 }"),
         "the running daemon did not load the new weights:\n{after}"
     );
+    // The Check page shows what `connmark-lb check` prints.
+    let check = step(&steps, "check");
+    assert_eq!(check["page"]["valid"], true, "{check}");
+    let cli = check["cli"].as_str().expect("connmark-lb check ran");
+    assert!(cli.contains("table inet connmark_lb {"), "{cli}");
+    assert_eq!(
+        check["page"]["output"].as_str().map(str::trim_end),
+        Some(cli.trim_end()),
+        "the Check page and `connmark-lb check` differ"
+    );
+
+    // With weights 1:3, the Status page's shares of the last refresh are about 25% and 75%,
+    // and both links carry traffic.
+    let figures = &step(&steps, "figures")["links"];
+    let link = |name: &str| {
+        figures
+            .as_array()
+            .and_then(|links| links.iter().find(|l| l[0] == name))
+            .unwrap_or_else(|| panic!("no row for {name}: {figures}"))
+    };
+    for (name, share) in [("wan1", 0.25), ("wan2", 0.75)] {
+        let row = link(name);
+        let shown = row[1].as_f64().unwrap_or_else(|| panic!("no share: {row}"));
+        assert!(
+            (shown - share).abs() < 0.15,
+            "{name}'s share {shown}, expected {share}"
+        );
+        for rate in [&row[2], &row[3]] {
+            assert!(
+                rate.as_f64().unwrap_or_default() > 0.0,
+                "{name} without traffic: {row}"
+            );
+        }
+    }
+
+    // The Status page shows the dead link down within one refresh (3 s) of the daemon.
+    let down = step(&steps, "down");
+    let daemon = down["daemon_after"]
+        .as_f64()
+        .expect("the daemon saw the link down");
+    let page = down["page_after"]
+        .as_f64()
+        .expect("the page showed the link down");
+    assert!(
+        page <= daemon + 3.0 + 1.0,
+        "page showed down {page:.1} s after the drop, daemon {daemon:.1} s: {down}"
+    );
+    let row = down["row"].as_str().unwrap_or_default();
+    assert!(row.contains("down for"), "{row}");
+
     let done = step(&steps, "done");
     assert_eq!(done["errors"], json!([]), "JavaScript errors: {done}");
     eprintln!(

@@ -246,7 +246,7 @@ fn send_line(stream: &TcpStream, line: &str) -> std::io::Result<()> {
 }
 
 /// One short connection: connect, read the address line the server sends, close first.
-fn short_connection(target: SocketAddrV4) -> Result<Ipv4Addr, String> {
+pub fn short_connection(target: SocketAddrV4) -> Result<Ipv4Addr, String> {
     let stream = TcpStream::connect_timeout(&target.into(), CONNECT_TIMEOUT)
         .map_err(|e| format!("connect {target}: {e}"))?;
     stream

@@ -164,8 +164,16 @@ def watch_link_down(page):
     link = spec['down_link']
     row = f'#connmark-lb-links tr[data-interface="{link}"]'
     page.wait_for_selector(f'{row}[data-state="up"]', timeout=20000)
-    page.wait_for_timeout(3500)  # a second refresh, so shares and rates are filled in
+    # Two more refreshes: shares and rates come from the difference of two replies.
+    page.wait_for_timeout(6500)
     page.screenshot(path=os.path.join(spec['shots'], 'luci-status.png'), full_page=True)
+    figures = page.evaluate('''() => Array.from(document.querySelectorAll('#connmark-lb-links tr[data-interface]'))
+        .map(tr => [tr.dataset.interface, ...['New connections', 'Receive', 'Transmit'].map(t => {
+            const td = tr.querySelector(`td[data-title="${t}"]`);
+            const v = td.dataset.share ?? td.dataset.rate;
+            return v === undefined || v === '' ? null : Number(v);
+        })])''')
+    report('figures', links=figures)
     dropped = time.monotonic()
     code, out, err = run(spec['drop'])
     assert code == 0, f'drop failed: {err}'

@@ -96,9 +96,11 @@ return view.extend({
 				l.rtt_us != null ? '%.1f ms'.format(l.rtt_us / 1000) : '-'),
 			E('td', { 'class': 'td', 'data-title': _('Loss') },
 				l.loss_percent != null ? '%d %%'.format(l.loss_percent) : '-'),
-			E('td', { 'class': 'td', 'data-title': _('New connections') }, share),
-			E('td', { 'class': 'td', 'data-title': _('Receive') }, f.rx != null ? common.rate(f.rx) : '-'),
-			E('td', { 'class': 'td', 'data-title': _('Transmit') }, f.tx != null ? common.rate(f.tx) : '-')
+			E('td', { 'class': 'td', 'data-title': _('New connections'), 'data-share': f.share }, share),
+			E('td', { 'class': 'td', 'data-title': _('Receive'), 'data-rate': f.rx },
+				f.rx != null ? common.rate(f.rx) : '-'),
+			E('td', { 'class': 'td', 'data-title': _('Transmit'), 'data-rate': f.tx },
+				f.tx != null ? common.rate(f.tx) : '-')
 		]);
 	},
 
