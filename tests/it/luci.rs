@@ -189,6 +189,22 @@ const INTERFACE_CASES: &[(&str, &str)] = &[
     ("device", "eth\"0"),
 ];
 
+/// Typed into the Edit dialog of rule `dns_main` (proto udp, dest_port 53).
+const RULE_CASES: &[(&str, &str)] = &[
+    ("proto", "tcp"),
+    ("proto", "gre"),
+    ("proto", "256"),
+    ("dest_port", "443"),
+    ("dest_port", "8000-8080"),
+    ("dest_port", "22,80,443"),
+    ("dest_port", "0"),
+    ("dest_port", "70000"),
+    ("dest_port", "80-70"),
+    ("dest_port", "http"),
+    ("src_port", "1024:2048"),
+    ("src_port", "1024-"),
+];
+
 /// Whether `connmark-lb check` accepts `option` = `value` in `section` of the test's config;
 /// a refusal must name that option.
 fn binary_accepts(dir: &Path, section: &str, option: &str, value: &str) -> bool {
@@ -332,7 +348,12 @@ fn luci_pages_in_a_real_browser() {
         "pages": pages,
         "weight": {"section": "wan2", "value": 3},
         "ruleset": nft(&["list", "table", "inet", "connmark_lb"]),
-        "validation": {"globals": GLOBALS_CASES, "interface": INTERFACE_CASES},
+        "validation": {
+            "globals": GLOBALS_CASES,
+            "interface": INTERFACE_CASES,
+            "rule": RULE_CASES,
+            "rule_section": "dns_main",
+        },
         "check": in_view(&["connmark-lb", "check"]),
         "status": kit(&["ubus", &state, "call", "connmark-lb", "status"]),
         "drop": ip_netns(topo.isp(2).name(), "nft add rule inet isp loss counter name lost drop"),
@@ -381,7 +402,11 @@ fn luci_pages_in_a_real_browser() {
     );
     let results = &step(&steps, "validation")["results"];
     let mut disagreements = Vec::new();
-    for (section, key) in [("globals", "globals"), ("wan2", "interface")] {
+    for (section, key) in [
+        ("globals", "globals"),
+        ("wan2", "interface"),
+        ("dns_main", "rule"),
+    ] {
         for case in results[key].as_array().expect("validation results") {
             let (option, value) = (case[0].as_str().unwrap(), case[1].as_str().unwrap());
             let form = case[2].as_bool().expect("a verdict");

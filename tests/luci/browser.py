@@ -13,8 +13,9 @@ procd and connmark-lb daemon) holds:
   ruleset    argv printing the router's nft table of connmark-lb
   status     argv printing `ubus call connmark-lb status`
   drop       argv making one ISP drop everything; down_link: that link's interface section
-  validation {"globals": [[OPTION, VALUE], ...], "interface": [...]}: values typed into the
-             Global settings form and into the Edit dialog of interface `weight.section`;
+  validation {"globals": [[OPTION, VALUE], ...], "interface": [...], "rule": [...],
+             "rule_section": NAME}: values typed into the Global settings form and into the
+             Edit dialogs of interface `weight.section` and of rule `rule_section`;
              reports which ones the form marks invalid (the caller asks the binary)
   check      argv printing `connmark-lb check` of the saved config, as the Check page shows it
   explain    {"source","destination","protocol","port","argv"}: asked on the Explain page and
@@ -90,13 +91,20 @@ def visit_pages(page, errors):
                errors=errors[before:])
 
 
+# Types one value, reads the verdict, puts the field's own value back (cases are independent).
 VERDICT = """([id, value]) => {
     const input = document.getElementById(id);
     if (!input) return null;
-    input.value = value;
-    for (const kind of ['input', 'keyup', 'blur'])
-        input.dispatchEvent(new Event(kind, { bubbles: true }));
-    return !input.classList.contains('cbi-input-invalid');
+    const type = (text) => {
+        input.value = text;
+        for (const kind of ['input', 'keyup', 'change', 'blur'])
+            input.dispatchEvent(new Event(kind, { bubbles: true }));
+    };
+    const own = input.value;
+    type(value);
+    const accepted = !input.classList.contains('cbi-input-invalid');
+    type(own);
+    return accepted;
 }"""
 
 
@@ -116,13 +124,14 @@ def validation(page):
     """The forms' verdicts on values the binary accepts or refuses."""
     open_page(page, 'admin/network/connmark-lb/globals')
     results = {'globals': verdicts(page, 'globals', spec['validation']['globals'])}
-    open_page(page, 'admin/network/connmark-lb/interfaces')
-    section = spec['weight']['section']
-    page.click(f'tr[data-sid="{section}"] .cbi-button-edit')
-    page.wait_for_selector('.modal .cbi-section', timeout=10000)
-    results['interface'] = verdicts(page, section, spec['validation']['interface'])
-    page.screenshot(path=os.path.join(spec['shots'], 'luci-interface-dialog.png'), full_page=True)
-    page.click('.modal button:has-text("Dismiss")')
+    for kind, page_name, section in (('interface', 'interfaces', spec['weight']['section']),
+                                     ('rule', 'rules', spec['validation']['rule_section'])):
+        open_page(page, f'admin/network/connmark-lb/{page_name}')
+        page.click(f'tr[data-sid="{section}"] .cbi-button-edit')
+        page.wait_for_selector('.modal .cbi-section', timeout=10000)
+        results[kind] = verdicts(page, section, spec['validation'][kind])
+        page.screenshot(path=os.path.join(spec['shots'], f'luci-{kind}-dialog.png'), full_page=True)
+        page.click('.modal button:has-text("Dismiss")')
     report('validation', results=results)
 
 

@@ -55,14 +55,14 @@ return view.extend({
 		o.modalonly = true;
 
 		o = s.taboption('advanced', form.Value, 'gateway', _('Gateway'),
-			_('Next hop; without it the default route of the link is device-only (point-to-point).'));
-		o.validate = common.ipv4;
+			_('Next hop (of the link\'s family); without it the default route of the link is device-only (point-to-point).'));
+		o.validate = common.addressOfFamily(false);
 		o.placeholder = _('none');
 		o.modalonly = true;
 
 		o = s.taboption('advanced', form.Value, 'source', _('SNAT source'),
 			_('SNAT address; without it traffic leaving the device is masqueraded.'));
-		o.validate = common.ipv4;
+		o.validate = common.addressOfFamily(true);
 		o.placeholder = _('masquerade');
 		o.modalonly = true;
 
@@ -73,7 +73,10 @@ return view.extend({
 
 		o = s.taboption('advanced', form.DynamicList, 'prefix', _('IPv6 prefixes'),
 			_('Prefixes delegated by this link; connections from them stay on it.'));
-		o.validate = common.prefix6;
+		o.validate = function(section_id, value) {
+			var r = common.prefix6(section_id, value);
+			return r !== true ? r : common.twice(this, section_id, value);
+		};
 		o.depends('family', 'ipv6');
 		o.modalonly = true;
 
@@ -96,18 +99,14 @@ return view.extend({
 		o = s.taboption('tracking', form.DynamicList, 'track_ip', _('Tracking targets'),
 			_('Targets probed with ICMP echo through this link; without targets the link is up while its device is.'));
 		o.validate = function(section_id, value) {
-			var r = common.address(section_id, value);
-			if (r !== true)
-				return r;
-			var all = L.toArray(this.formvalue(section_id));
-			if (all.filter(function(v) { return v == value; }).length > 1)
-				return _('%s is listed twice').format(value);
-			return true;
+			var r = common.addressOfFamily(false).call(this, section_id, value);
+			return r !== true ? r : common.twice(this, section_id, value);
 		};
 		o.modalonly = true;
 
 		o = s.taboption('tracking', form.Flag, 'passive', _('Passive health'),
-			_('Also judge the link by whether the LAN\'s own new connections on it get answers.'));
+			_('The LAN\'s own unanswered connections make the link suspect, and a burst of probes confirms or clears it at once.'));
+		o.default = '1';
 		o.modalonly = true;
 
 		o = s.taboption('tracking', form.Value, 'reliability', _('Reliability'),
@@ -166,13 +165,14 @@ return view.extend({
 		o.modalonly = true;
 
 		[
-			[ 'failure_latency', _('Failure latency (ms)'), _('Round trip above which a round counts as bad.') ],
-			[ 'recovery_latency', _('Recovery latency (ms)'), _('Round trip below which a round counts as good again.') ],
-			[ 'failure_loss', _('Failure loss (%)'), _('Loss above which a round counts as bad.') ],
-			[ 'recovery_loss', _('Recovery loss (%)'), _('Loss below which a round counts as good again.') ]
+			[ 'failure_latency', _('Failure latency (ms)'), _('While the link is in use, a round whose replies are this slow or slower is bad.'), '1000' ],
+			[ 'recovery_latency', _('Recovery latency (ms)'), _('While it is out of use, a round is good only this fast or faster; at most the failure latency.'), '500' ],
+			[ 'failure_loss', _('Failure loss (%)'), _('While the link is in use, a round that lost this share of requests or more is bad.'), '40' ],
+			[ 'recovery_loss', _('Recovery loss (%)'), _('While it is out of use, a round is good only at this loss or less; at most the failure loss.'), '10' ]
 		].forEach(function(d) {
 			o = s.taboption('quality', form.Value, d[0], d[1], d[2]);
-			o.validate = /loss/.test(d[0]) ? common.int(0, 100) : common.int(1, 60000);
+			o.placeholder = d[3];
+			o.validate = common.threshold(d[0]);
 			o.depends('check_quality', '1');
 			o.modalonly = true;
 		});

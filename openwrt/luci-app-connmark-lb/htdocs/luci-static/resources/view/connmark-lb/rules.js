@@ -27,23 +27,20 @@ return view.extend({
 		s.tab('target', _('Target'));
 
 		o = s.taboption('match', form.ListValue, 'family', _('Family'));
-		o.value('', _('any'));
+		o.value('any', _('any'));
 		o.value('ipv4', _('IPv4'));
 		o.value('ipv6', _('IPv6'));
+		o.default = 'any';
 		o.modalonly = true;
 
 		o = s.taboption('match', form.Value, 'proto', _('Protocol'),
 			_('all (default), tcp, udp, icmp or a protocol number.'));
-		o.value('all', _('all'));
-		o.value('tcp', 'tcp');
-		o.value('udp', 'udp');
-		o.value('icmp', 'icmp');
 		o.placeholder = 'all';
 		o.validate = common.proto;
 
 		o = s.taboption('match', form.DynamicList, 'src_ip', _('Source address'),
-			_('Address or prefix.'));
-		o.validate = common.prefix;
+			_('Address or prefix, all of one family.'));
+		o.validate = this.addressValidator();
 
 		o = s.taboption('match', form.Value, 'src_port', _('Source port'),
 			_('443, 8000-8080 or 22,80,443; needs protocol tcp or udp.'));
@@ -51,8 +48,8 @@ return view.extend({
 		o.modalonly = true;
 
 		o = s.taboption('match', form.DynamicList, 'dest_ip', _('Destination address'),
-			_('Address or prefix.'));
-		o.validate = common.prefix;
+			_('Address or prefix, all of one family.'));
+		o.validate = this.addressValidator();
 
 		o = s.taboption('match', form.Value, 'dest_port', _('Destination port'),
 			_('443, 8000-8080 or 22,80,443; needs protocol tcp or udp.'));
@@ -98,6 +95,27 @@ return view.extend({
 		o.validate = common.prefix;
 
 		return m.render();
+	},
+
+	/* Addresses or prefixes of the rule's family, or else all of one family. */
+	addressValidator: function() {
+		return function(section_id, value) {
+			var r = common.prefix(section_id, value);
+			if (r !== true || value == null || value === '')
+				return r;
+			var mine = common.family(value);
+			var chosen = this.section.formvalue(section_id, 'family');
+			var label = { ipv4: 'IPv4', ipv6: 'IPv6' };
+			if (chosen == 'ipv4' || chosen == 'ipv6')
+				return chosen == mine ? true
+					: _('%s is %s, but the rule matches only %s traffic').format(value, label[mine], label[chosen]);
+			var others = [ 'src_ip', 'dest_ip' ].reduce(function(all, option) {
+				return all.concat(L.toArray(this.section.formvalue(section_id, option)));
+			}.bind(this), []);
+			var first = others.map(common.family).filter(function(f) { return f != null; })[0];
+			return (first == null || first == mine) ? true
+				: _('%s is %s, but the rule matches only %s traffic').format(value, label[mine], label[first]);
+		};
 	},
 
 	/* Ports need protocol tcp or udp, as the binary says. */
