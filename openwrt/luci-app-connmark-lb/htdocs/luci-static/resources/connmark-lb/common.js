@@ -1,6 +1,9 @@
 'use strict';
 'require baseclass';
+'require form';
 'require rpc';
+'require uci';
+'require view';
 
 /*
  * What every connmark-lb page shares: the ubus calls of the daemon's
@@ -83,7 +86,15 @@ var callExplain = rpc.declare({
 	params: [ 'source', 'destination', 'protocol', 'port' ]
 });
 
+/* A form page over our UCI package: loads it first, so choices can list its sections. */
+var ConfigView = view.extend({
+	load: function() {
+		return uci.load('connmark-lb');
+	}
+});
+
 return baseclass.extend({
+	ConfigView: ConfigView,
 	callStatus: callStatus,
 	callReload: callReload,
 	callCheck: callCheck,
@@ -91,6 +102,28 @@ return baseclass.extend({
 	parseU32: parseU32,
 	parseSeconds: parseSeconds,
 	isIPv4: isIPv4,
+
+	/* A table of the named sections of `type` (other sections refer to them by name),
+	 * each edited in a dialog. */
+	grid: function(m, type, title, addTitle) {
+		var s = m.section(form.GridSection, type, title);
+		s.addremove = true;
+		s.anonymous = false;
+		s.nodescriptions = true;
+		s.addbtntitle = addTitle;
+		return s;
+	},
+
+	/* A text option of tab `tab` (null: no tabs) shown in the dialog only: its help,
+	 * the binary's default as placeholder, its validator. */
+	value: function(s, tab, name, title, help, placeholder, validate) {
+		var o = tab ? s.taboption(tab, form.Value, name, title, help)
+			: s.option(form.Value, name, title, help);
+		o.placeholder = placeholder;
+		o.validate = validate;
+		o.modalonly = true;
+		return o;
+	},
 
 	/* Validator of an integer option: min..max, the binary's message otherwise. */
 	int: function(min, max) {

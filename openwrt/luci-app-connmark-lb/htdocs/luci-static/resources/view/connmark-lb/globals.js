@@ -1,15 +1,10 @@
 'use strict';
-'require view';
 'require form';
 'require uci';
 'require connmark-lb.common as common';
 
 /* config globals 'globals': settings shared by every link. */
-return view.extend({
-	load: function() {
-		return uci.load('connmark-lb');
-	},
-
+return common.ConfigView.extend({
 	render: function() {
 		var m, s, o;
 

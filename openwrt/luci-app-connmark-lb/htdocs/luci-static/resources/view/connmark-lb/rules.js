@@ -1,27 +1,18 @@
 'use strict';
-'require view';
 'require form';
 'require uci';
 'require connmark-lb.common as common';
 
 /* config rule (first match decides the policy of a new connection) and config set. */
-return view.extend({
-	load: function() {
-		return uci.load('connmark-lb');
-	},
-
+return common.ConfigView.extend({
 	render: function() {
 		var m, s, o;
 
 		m = new form.Map('connmark-lb', _('Multi-WAN rules'),
 			_('Rules are matched in order; the first match decides. With policies but no rules, all traffic uses the first policy. Traffic that matches no rule is left to the main routing table.'));
 
-		s = m.section(form.GridSection, 'rule', _('Rules'));
-		s.addremove = true;
-		s.anonymous = false;
+		s = common.grid(m, 'rule', _('Rules'), _('Add rule'));
 		s.sortable = true;
-		s.nodescriptions = true;
-		s.addbtntitle = _('Add rule');
 
 		s.tab('match', _('Match'));
 		s.tab('target', _('Target'));
@@ -38,22 +29,16 @@ return view.extend({
 		o.placeholder = 'all';
 		o.validate = common.proto;
 
-		o = s.taboption('match', form.DynamicList, 'src_ip', _('Source address'),
-			_('Address or prefix, all of one family.'));
-		o.validate = this.addressValidator();
-
-		o = s.taboption('match', form.Value, 'src_port', _('Source port'),
-			_('443, 8000-8080 or 22,80,443; needs protocol tcp or udp.'));
-		o.validate = this.portValidator();
-		o.modalonly = true;
-
-		o = s.taboption('match', form.DynamicList, 'dest_ip', _('Destination address'),
-			_('Address or prefix, all of one family.'));
-		o.validate = this.addressValidator();
-
-		o = s.taboption('match', form.Value, 'dest_port', _('Destination port'),
-			_('443, 8000-8080 or 22,80,443; needs protocol tcp or udp.'));
-		o.validate = this.portValidator();
+		[ [ 'src', _('Source address'), _('Source port') ],
+		  [ 'dest', _('Destination address'), _('Destination port') ] ].forEach(function(d) {
+			o = s.taboption('match', form.DynamicList, d[0] + '_ip', d[1],
+				_('Address or prefix, all of one family.'));
+			o.validate = this.addressValidator();
+			o = s.taboption('match', form.Value, d[0] + '_port', d[2],
+				_('443, 8000-8080 or 22,80,443; needs protocol tcp or udp.'));
+			o.validate = this.portValidator();
+			o.modalonly = (d[0] == 'src') ? true : null;
+		}, this);
 
 		var sets = uci.sections('connmark-lb', 'set').map(function(set) { return set['.name']; });
 		[ [ 'src_set', _('Source set') ], [ 'dest_set', _('Destination set') ] ].forEach(function(d) {
