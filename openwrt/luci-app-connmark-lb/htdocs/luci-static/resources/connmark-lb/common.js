@@ -125,6 +125,25 @@ return baseclass.extend({
 		return o;
 	},
 
+	/* `balance` and, for hash, its `hash` key; `inherit` labels the empty choice (a policy
+	 * without its own balance takes the global one). Returns both options. */
+	balance: function(s, help, inherit) {
+		var balance = s.option(form.ListValue, 'balance', _('Balance'), help);
+		if (inherit)
+			balance.value('', inherit);
+		else
+			balance.default = 'round-robin';
+		balance.value('round-robin', _('round-robin (exact weighted rotation)'));
+		balance.value('random', _('random (weighted)'));
+		balance.value('hash', _('hash (resilient, by address)'));
+		var hash = s.option(form.ListValue, 'hash', _('Hash key'), _('What the hash is computed over.'));
+		hash.value('src', _('source address'));
+		hash.value('src dst', _('source and destination address'));
+		hash.default = 'src';
+		hash.depends('balance', 'hash');
+		return [ balance, hash ];
+	},
+
 	/* Validator of an integer option: min..max, the binary's message otherwise. */
 	int: function(min, max) {
 		return function(section_id, value) {

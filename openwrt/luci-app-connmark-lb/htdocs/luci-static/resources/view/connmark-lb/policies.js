@@ -36,20 +36,8 @@ return common.ConfigView.extend({
 		o.value('default', _('default (main table)'));
 		o.default = 'unreachable';
 
-		o = s.option(form.ListValue, 'balance', _('Balance'),
-			_('How this policy spreads new connections; default: the global setting.'));
-		o.value('', _('global setting'));
-		o.value('round-robin', _('round-robin (exact weighted rotation)'));
-		o.value('random', _('random (weighted)'));
-		o.value('hash', _('hash (resilient, by address)'));
-
-		o = s.option(form.ListValue, 'hash', _('Hash key'),
-			_('What the hash of a hash policy is computed over.'));
-		o.value('src', _('source address'));
-		o.value('src dst', _('source and destination address'));
-		o.default = 'src';
-		o.depends('balance', 'hash');
-		o.modalonly = true;
+		common.balance(s, _('How this policy spreads new connections; default: the global setting.'),
+			_('global setting'))[1].modalonly = true;
 
 		return m.render();
 	}
