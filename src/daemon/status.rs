@@ -26,6 +26,8 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkStatus {
     pub interface: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
     /// The kernel device, when known.
     pub device: Option<String>,
     /// `up`, `failing`, `down` or `recovering`.
@@ -55,6 +57,7 @@ impl Status {
             .map(|l| {
                 json!({
                     "interface": l.interface,
+                    "family": l.family,
                     "device": l.device,
                     "state": l.state,
                     "usable": l.usable,
@@ -145,6 +148,7 @@ mod tests {
             backend: "nftables".into(),
             links: vec![LinkStatus {
                 interface: "wanb".into(),
+                family: "ipv4".into(),
                 device: Some("eth2".into()),
                 state: "failing".into(),
                 usable: true,

@@ -368,7 +368,7 @@ fn luci_pages_in_a_real_browser() {
         let stop = stop.clone();
         spawn_in(&topo.lan, move || {
             while !stop.load(Ordering::Relaxed) {
-                let _ = short_connection(tcp_target());
+                let _ = short_connection(None, tcp_target().into());
                 std::thread::sleep(Duration::from_millis(40));
             }
         })

@@ -6,11 +6,10 @@
 //! back. No interface triggers run here (no `network` service watches netifd), so the hook
 //! alone carries the event.
 
-use crate::checks::{LinkLoad, servers, tcp_target};
-use crate::netns::Topology;
-use crate::owrt::{Stack, netifd_lb_config, netifd_name, network_config, wait_for};
+use crate::checks::{LinkLoad, tcp_target};
+use crate::owrt::wait_for;
 use crate::packaging::{TempDir, repo};
-use crate::procd::{balance_modulus, daemon_pid, view_dirs, wait_table};
+use crate::procd::{OpenwrtRouter, daemon_pid, view_dirs, wait_modulus, wait_table};
 use crate::traffic::tcp_connections;
 use std::time::Duration;
 
@@ -18,16 +17,10 @@ const WAIT: Duration = Duration::from_secs(15);
 
 #[test]
 fn netifd_links_resolve_and_ifdown_ifup_reach_the_daemon_through_the_hotplug_hook() {
-    let topo = Topology::new(2);
-    let _servers = servers(&topo);
-    let router = &topo.router;
-    router.ip_batch("address flush dev wan1\naddress flush dev wan2\n");
-    let stack = Stack::new("netifd");
-    let socket = stack.start_ubus();
-    stack.write_config("connmark-lb", &netifd_lb_config(true, &[1, 1]));
-    let up = [netifd_name(1), netifd_name(2)];
     let hotplug = repo().join("files/etc/hotplug.d");
-    stack.start_netifd(router.name(), &network_config(2), &hotplug, &up);
+    let world = OpenwrtRouter::start("netifd", Some(&hotplug));
+    let (stack, topo, socket) = (&world.stack, &world.topo, &world.socket);
+    let router = &topo.router;
 
     // check asks netifd exactly as apply does.
     let check = router.run(&format!(
@@ -48,20 +41,16 @@ fn netifd_links_resolve_and_ifdown_ifup_reach_the_daemon_through_the_hotplug_hoo
     let (initd, sbin) = view_dirs(&files, false);
     stack.start_procd(router.name(), &initd, &sbin);
     stack.exec(&["/etc/init.d/connmark-lb", "start"]);
-    let pid = wait_for(WAIT, "the daemon", || daemon_pid(&stack));
-    wait_for(WAIT, "both links balanced", || {
-        (balance_modulus(router) == Some(2)).then_some(())
-    });
+    let pid = wait_for(WAIT, "the daemon", || daemon_pid(stack));
+    wait_modulus(router, 2, "both links balanced");
     wait_table(router, 4001, "default via 10.0.1.1 dev wan1");
-    let load = LinkLoad::from_tally(&topo, &tcp_connections(&topo.lan, tcp_target(), 20));
+    let load = LinkLoad::from_tally(topo, &tcp_connections(&topo.lan, tcp_target(), 20));
     load.assert_shares("netifd links", &[1, 1], 10.0);
 
     stack.call("network.interface.wanb", "down", "{}");
-    wait_for(WAIT, "wanb out of the balance", || {
-        (balance_modulus(router) == Some(1)).then_some(())
-    });
+    wait_modulus(router, 1, "wanb out of the balance");
     wait_table(router, 4002, "");
-    let load = LinkLoad::from_tally(&topo, &tcp_connections(&topo.lan, tcp_target(), 10));
+    let load = LinkLoad::from_tally(topo, &tcp_connections(&topo.lan, tcp_target(), 10));
     assert_eq!(
         load.counts,
         [10, 0],
@@ -83,14 +72,12 @@ fn netifd_links_resolve_and_ifdown_ifup_reach_the_daemon_through_the_hotplug_hoo
     );
 
     stack.call("network.interface.wanb", "up", "{}");
-    wait_for(WAIT, "wanb back in the balance", || {
-        (balance_modulus(router) == Some(2)).then_some(())
-    });
+    wait_modulus(router, 2, "wanb back in the balance");
     wait_table(router, 4002, "default via 10.0.2.1 dev wan2");
-    let load = LinkLoad::from_tally(&topo, &tcp_connections(&topo.lan, tcp_target(), 20));
+    let load = LinkLoad::from_tally(topo, &tcp_connections(&topo.lan, tcp_target(), 20));
     load.assert_shares("after ifup", &[1, 1], 10.0);
     assert_eq!(
-        daemon_pid(&stack),
+        daemon_pid(stack),
         Some(pid),
         "the hook reloads, never restarts"
     );

@@ -8,10 +8,12 @@ use crate::checks::{LinkLoad, servers, tcp_target};
 use crate::netns::{Netns, Topology};
 use crate::owrt::{Stack, netifd_lb_config, netifd_name, network_config, wait_for};
 use crate::packaging::{TempDir, repo};
+use crate::traffic::Server;
 use crate::traffic::tcp_connections;
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// OpenWrt's /etc/init.d/network runs netifd with `procd_set_param watch network.interface`;
@@ -97,25 +99,54 @@ pub fn wait_table(router: &Netns, table: u32, route: &str) {
     });
 }
 
-fn wait_modulus(topo: &Topology, modulus: u32, why: &str) {
+/// Waits until the balancing rule divides by `modulus`.
+pub fn wait_modulus(router: &Netns, modulus: u32, why: &str) {
     wait_for(WAIT, why, || {
-        (balance_modulus(&topo.router) == Some(modulus)).then_some(())
+        (balance_modulus(router) == Some(modulus)).then_some(())
     });
+}
+
+/// The test router run by OpenWrt's daemons: the namespaces of [`Topology`] with two links
+/// and the server's services, ubusd + rpcd serving our config (enabled, both links named by
+/// their netifd interface, 1:1), and netifd configuring lan and both WANs, running the
+/// hotplug scripts of `hotplug` (a directory holding `iface/`; none without).
+pub struct OpenwrtRouter {
+    /// Declared first: its daemons stop before the namespaces go.
+    pub stack: Stack,
+    pub socket: PathBuf,
+    _servers: Vec<Server>,
+    pub topo: Topology,
+}
+
+impl OpenwrtRouter {
+    pub fn start(tag: &str, hotplug: Option<&Path>) -> OpenwrtRouter {
+        let topo = Topology::new(2);
+        let servers = servers(&topo);
+        // netifd configures the WANs (and their default routes) itself.
+        topo.router
+            .ip_batch("address flush dev wan1\naddress flush dev wan2\n");
+        let stack = Stack::new(tag);
+        let socket = stack.start_ubus();
+        stack.write_config("connmark-lb", &netifd_lb_config(true, &[1, 1]));
+        let none = stack.path("hotplug");
+        std::fs::create_dir_all(none.join("iface")).unwrap();
+        let up = [netifd_name(1), netifd_name(2)];
+        let hotplug = hotplug.unwrap_or(&none);
+        stack.start_netifd(topo.router.name(), &network_config(2), hotplug, &up);
+        OpenwrtRouter {
+            stack,
+            socket,
+            _servers: servers,
+            topo,
+        }
+    }
 }
 
 #[test]
 fn init_script_under_real_procd_rpcd_and_netifd() {
-    let topo = Topology::new(2);
-    let _servers = servers(&topo);
+    let world = OpenwrtRouter::start("procd", None);
+    let (stack, topo) = (&world.stack, &world.topo);
     let router = &topo.router;
-    router.ip_batch("address flush dev wan1\naddress flush dev wan2\n");
-    let stack = Stack::new("procd");
-    stack.start_ubus();
-    stack.write_config("connmark-lb", &netifd_lb_config(true, &[1, 1]));
-    let no_hooks = stack.path("hotplug");
-    fs::create_dir_all(no_hooks.join("iface")).unwrap();
-    let up = [netifd_name(1), netifd_name(2)];
-    stack.start_netifd(router.name(), &network_config(2), &no_hooks, &up);
     let files = TempDir::new("procd-view");
     let (initd, sbin) = view_dirs(&files, true);
     stack.start_procd(router.name(), &initd, &sbin);
@@ -124,43 +155,43 @@ fn init_script_under_real_procd_rpcd_and_netifd() {
 
     // start: a running instance whose rules balance over both netifd links.
     init("start");
-    let pid = wait_for(WAIT, "the daemon instance", || daemon_pid(&stack));
-    wait_modulus(&topo, 2, "rules for both links");
-    let load = LinkLoad::from_tally(&topo, &tcp_connections(&topo.lan, tcp_target(), 20));
+    let pid = wait_for(WAIT, "the daemon instance", || daemon_pid(stack));
+    wait_modulus(router, 2, "rules for both links");
+    let load = LinkLoad::from_tally(topo, &tcp_connections(&topo.lan, tcp_target(), 20));
     load.assert_shares("procd start", &[1, 1], 10.0);
 
     // reload: SIGHUP to the same process, which applies the new weights.
     stack.write_config("connmark-lb", &netifd_lb_config(true, &[1, 3]));
     init("reload");
-    wait_modulus(&topo, 4, "weights 1:3 after reload");
-    assert_eq!(daemon_pid(&stack), Some(pid), "reload restarted the daemon");
+    wait_modulus(router, 4, "weights 1:3 after reload");
+    assert_eq!(daemon_pid(stack), Some(pid), "reload restarted the daemon");
 
     // LuCI's Save & Apply: rpcd commits and sends config.change; procd's trigger reloads.
     let set = r#"{"config":"connmark-lb","section":"wanb","values":{"weight":"2"}}"#;
     stack.call("uci", "set", set);
     stack.call("uci", "commit", r#"{"config":"connmark-lb"}"#);
     let committed = Instant::now();
-    wait_modulus(&topo, 3, "weights 1:2 after the config.change trigger");
+    wait_modulus(router, 3, "weights 1:2 after the config.change trigger");
     eprintln!(
         "FIGURE config.change trigger applied in {:?}",
         committed.elapsed()
     );
-    assert_eq!(daemon_pid(&stack), Some(pid));
+    assert_eq!(daemon_pid(stack), Some(pid));
 
     // Interface triggers (no hotplug hook here): ifdown takes the link out and empties its
     // table, ifup brings it back.
     stack.call("network.interface.wanb", "down", "{}");
-    wait_modulus(&topo, 1, "wanb out of the balance after ifdown");
+    wait_modulus(router, 1, "wanb out of the balance after ifdown");
     wait_table(router, 4002, "");
     stack.call("network.interface.wanb", "up", "{}");
-    wait_modulus(&topo, 3, "wanb back after ifup");
+    wait_modulus(router, 3, "wanb back after ifup");
     wait_table(router, 4002, "default via 10.0.2.1 dev wan2");
-    assert_eq!(daemon_pid(&stack), Some(pid));
+    assert_eq!(daemon_pid(stack), Some(pid));
 
     // kill -9: procd respawns it, and the new daemon keeps the rules.
     stack.exec(&["kill", "-9", &pid.to_string()]);
     let respawned = wait_for(WAIT, "a respawned daemon", || {
-        daemon_pid(&stack).filter(|p| *p != pid)
+        daemon_pid(stack).filter(|p| *p != pid)
     });
     assert_eq!(balance_modulus(router), Some(3));
     wait_for(WAIT, "the respawned daemon's status", || {
@@ -181,7 +212,7 @@ fn init_script_under_real_procd_rpcd_and_netifd() {
     // enabled 0: start runs no daemon and loads nothing.
     stack.write_config("connmark-lb", &netifd_lb_config(false, &[1, 1]));
     init("start");
-    assert_eq!(daemon_pid(&stack), None);
+    assert_eq!(daemon_pid(stack), None);
     assert_nothing_of_ours(router);
 
     // enable / disable: the rc.d links.
@@ -198,8 +229,8 @@ fn init_script_under_real_procd_rpcd_and_netifd() {
         log.contains("daemon.info connmark-lb") && log.contains("connmark-lb: started:"),
         "procd did not log our start at info level: {log}"
     );
-    interface_triggers_follow_enabled_netifd_links(&stack);
-    stop_waits_for_the_daemon_only_while_it_is_ours(&stack);
+    interface_triggers_follow_enabled_netifd_links(stack);
+    stop_waits_for_the_daemon_only_while_it_is_ours(stack);
 }
 
 /// Triggers and the hotplug hook's interface list cover the enabled links netifd manages: a
