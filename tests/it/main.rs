@@ -7,6 +7,7 @@
 mod checks;
 mod e2e;
 mod failover;
+mod fuzz;
 mod golden;
 mod hardening;
 mod lbconfig;
