@@ -107,7 +107,7 @@ pub fn resolve_links(config: &Config, socket: &Path) -> (Vec<LinkState>, Vec<Str
             let asked = match (&gone, client.as_mut()) {
                 (None, Some(c)) => {
                     c.set_timeout(UBUS_TIMEOUT.min(left));
-                    netifd::link_status(c, name).map_err(|e| e.to_string())
+                    netifd::link_status(c, name, iface.family).map_err(|e| e.to_string())
                 }
                 (why, _) => Err(why.clone().unwrap_or_default()),
             };
@@ -121,10 +121,17 @@ pub fn resolve_links(config: &Config, socket: &Path) -> (Vec<LinkState>, Vec<Str
                 }
                 netifd::NetifdLink::default()
             });
+            let mut prefixes = iface.prefixes.clone();
+            for prefix in status.prefixes {
+                if !prefixes.contains(&prefix) {
+                    prefixes.push(prefix);
+                }
+            }
             state = LinkState {
                 device: iface.device.clone().or(status.device),
                 gateway: iface.gateway.or(status.gateway),
                 source: iface.source.or(status.address),
+                prefixes,
                 up: status.up,
             };
         }
@@ -133,8 +140,9 @@ pub fn resolve_links(config: &Config, socket: &Path) -> (Vec<LinkState>, Vec<Str
     (states, warnings)
 }
 
-/// Two enabled interfaces whose (resolved) device is the same cannot both be links: the later
-/// one is made down (no device) and the conflict is returned, naming both.
+/// Two enabled interfaces of one family whose (resolved) device is the same cannot both be
+/// links (wan and wan6 on one device can): the later one is made down (no device) and the
+/// conflict is returned, naming both.
 pub fn shared_devices(config: &Config, states: &mut [LinkState]) -> Vec<String> {
     let mut conflicts = Vec::new();
     for i in 0..states.len().min(config.interfaces.len()) {
@@ -142,7 +150,9 @@ pub fn shared_devices(config: &Config, states: &mut [LinkState]) -> Vec<String> 
             continue;
         };
         let first = (0..i).find(|&j| {
-            config.interfaces[j].enabled && states[j].device.as_deref() == Some(device.as_str())
+            config.interfaces[j].enabled
+                && config.interfaces[j].family == config.interfaces[i].family
+                && states[j].device.as_deref() == Some(device.as_str())
         });
         if let (Some(j), true) = (first, config.interfaces[i].enabled) {
             conflicts.push(format!(

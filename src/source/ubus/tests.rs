@@ -2,6 +2,7 @@
 //! replaying captured bytes of a `uci get` exchange or playing a small fake ubusd.
 
 use super::*;
+use crate::config::Family;
 use serde_json::json;
 use std::io::Write;
 use std::os::unix::net::UnixListener;
@@ -659,14 +660,14 @@ fn netifd_link_status_resolves_known_and_unknown_interfaces() {
         ]),
     );
     let mut client = connect(&server);
-    let link = crate::netifd::link_status(&mut client, "wan").unwrap();
+    let link = crate::netifd::link_status(&mut client, "wan", Family::Ipv4).unwrap();
     assert!(link.up);
     assert_eq!(link.device.as_deref(), Some("eth1"));
     assert_eq!(
-        crate::netifd::link_status(&mut client, "wanb").unwrap(),
+        crate::netifd::link_status(&mut client, "wanb", Family::Ipv4).unwrap(),
         crate::netifd::NetifdLink::default()
     );
-    let error = crate::netifd::link_status(&mut client, "broken").unwrap_err();
+    let error = crate::netifd::link_status(&mut client, "broken", Family::Ipv4).unwrap_err();
     assert_eq!(
         error.to_string(),
         "ubus call network.interface.broken status failed with status 6 (PERMISSION_DENIED)"
@@ -705,20 +706,23 @@ fn links_are_resolved_from_netifd_and_unknown_ones_are_down() {
         [
             LinkState {
                 device: Some("pppoe-wan".into()),
-                gateway: Some(Ipv4Addr::new(100, 64, 0, 1)),
-                source: Some(Ipv4Addr::new(100, 64, 0, 7)),
+                gateway: Some(Ipv4Addr::new(100, 64, 0, 1).into()),
+                source: Some(Ipv4Addr::new(100, 64, 0, 7).into()),
+                prefixes: Vec::new(),
                 up: true
             },
             LinkState {
                 device: None,
                 gateway: None,
                 source: None,
+                prefixes: Vec::new(),
                 up: false
             },
             LinkState {
                 device: Some("eth3".into()),
                 gateway: None,
                 source: None,
+                prefixes: Vec::new(),
                 up: true
             },
         ]
@@ -825,6 +829,23 @@ fn interfaces_sharing_a_device_leave_the_later_one_down() {
     let ruleset = crate::render::nft::ruleset(&plan, &[]);
     assert_eq!(ruleset.matches("\"eth9\"").count(), 2, "{ruleset}");
     drop(server.requests());
+
+    // One device may carry one link per family.
+    let dual = crate::config::Config::from_raw(
+        &crate::config::raw::RawConfig::from_json_text(
+            r#"{"values":{
+            "wan":{".type":"interface",".name":"wan",".index":0,"device":"eth1"},
+            "wan6":{".type":"interface",".name":"wan6",".index":1,"device":"eth1","family":"ipv6"}}}"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut states: Vec<_> = dual
+        .interfaces
+        .iter()
+        .map(crate::plan::LinkState::from_config)
+        .collect();
+    assert!(crate::source::shared_devices(&dual, &mut states).is_empty());
 
     // `apply` refuses before touching anything, naming both interfaces.
     let server = TestServer::start(
