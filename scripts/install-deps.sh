@@ -2,12 +2,13 @@
 # Installs what `make test` needs on a Debian/Ubuntu machine (as root): the
 # network tools the tests drive, qemu for the aarch64 binary, busybox (ash,
 # the shell OpenWrt runs our scripts with), shellcheck, strace (the bench counts
-# the processes an apply starts with it), the musl targets, and the clippy and
-# rustfmt components `make lint` uses.
+# the processes an apply starts with it), dnsmasq-base (the real dnsmasq that fills
+# our address sets through nftset=; only the binary: no system service is installed
+# or started), the musl targets, and the clippy and rustfmt components `make lint` uses.
 # Silent and quick when everything is already there.
 set -euo pipefail
 
-apt_packages=(nftables iptables conntrack iproute2 qemu-user-static iperf3 busybox shellcheck strace)
+apt_packages=(nftables iptables conntrack iproute2 qemu-user-static iperf3 busybox shellcheck strace dnsmasq-base)
 rust_targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
 missing=()

@@ -122,10 +122,9 @@ pub fn run(args: &Args) -> Result<()> {
     match args.verb {
         Verb::Check => {
             let config = args.load_config()?;
-            print!(
-                "{}",
-                check_text(&config, Backend::resolve(config.globals.backend))
-            );
+            let backend = Backend::resolve(config.globals.backend);
+            config.check_backend_supports(backend == Backend::Nftables)?;
+            print!("{}", check_text(&config, backend));
             Ok(())
         }
         Verb::Apply => {
@@ -175,7 +174,7 @@ fn remove_disabled(args: &Args, config: &Config) -> Result<()> {
 pub fn check_text(config: &Config, backend: Backend) -> String {
     let plan = Plan::build(config, &link_states(config));
     let firewall = match backend {
-        Backend::Nftables => nft::ruleset(&plan, &[]),
+        Backend::Nftables => nft::ruleset(&plan, None),
         Backend::Iptables => iptables::ruleset(&plan, &IptablesState::default()),
     };
     let ops = ip::diff(&plan, &IpState::default(), &[]);

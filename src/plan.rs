@@ -4,7 +4,8 @@
 //! (its device, whether it is alive). Renderers turn it into tool input; nothing here touches
 //! the system, so it is tested with plain values.
 
-use crate::config::{Balance, Config, Interface, LastResort, Rule};
+use crate::config::{AddrSet, Balance, Config, Interface, LastResort, Rule};
+use crate::hash;
 use std::net::Ipv4Addr;
 
 /// What is known at apply time about one configured interface.
@@ -65,6 +66,9 @@ pub enum Choice {
 pub struct PolicyPlan {
     pub name: String,
     pub choice: Choice,
+    pub balance: Balance,
+    /// With hash balancing: the owner (index into [`Plan::links`]) of every bucket.
+    pub buckets: Vec<usize>,
 }
 
 /// Which ip rule selector: everything, or our mark under our mask.
@@ -115,10 +119,13 @@ pub struct Plan {
     pub links: Vec<Link>,
     /// Ingress devices whose new connections are balanced; empty = every non-WAN device.
     pub lan: Vec<String>,
-    pub balance: Balance,
     pub policies: Vec<PolicyPlan>,
     /// Classification rules; empty = everything goes to the first policy.
     pub rules: Vec<Rule>,
+    /// Address sets of our table (their kernel contents outlive every apply).
+    pub sets: Vec<AddrSet>,
+    /// Balance the router's own new connections too.
+    pub local_traffic: bool,
     /// Packet mark sent to an `unreachable` ip rule when a policy has no live link.
     pub unreachable_mark: u32,
     /// Likewise for `blackhole`.
@@ -177,26 +184,39 @@ impl Plan {
             .policies
             .iter()
             .map(|p| {
-                let live: Vec<(usize, u32, u32)> = p
+                let members: Vec<(usize, u32, u32)> = p
                     .members
                     .iter()
-                    .filter_map(|m| {
-                        let link = link_of_interface[m.interface]?;
-                        links[link].up.then_some((link, m.metric, m.weight))
-                    })
+                    .filter_map(|m| Some((link_of_interface[m.interface]?, m.metric, m.weight)))
                     .collect();
-                let choice = match live.iter().map(|(_, metric, _)| *metric).min() {
+                let live_tier = members
+                    .iter()
+                    .filter(|&&(link, _, _)| links[link].up)
+                    .map(|&(_, metric, _)| metric)
+                    .min();
+                let tier: Vec<(usize, u32, bool)> = members
+                    .iter()
+                    .filter(|&&(_, metric, _)| Some(metric) == live_tier)
+                    .map(|&(link, _, weight)| (link, weight, links[link].up))
+                    .collect();
+                let choice = match live_tier {
                     None => Choice::Fallback(p.last_resort),
-                    Some(tier) => Choice::Spread(reduce(
-                        live.iter()
-                            .filter(|(_, metric, _)| *metric == tier)
-                            .map(|&(link, _, weight)| Share { link, weight })
+                    Some(_) => Choice::Spread(reduce(
+                        tier.iter()
+                            .filter(|m| m.2)
+                            .map(|&(link, weight, _)| Share { link, weight })
                             .collect(),
                     )),
+                };
+                let buckets = match p.balance {
+                    Balance::Hash(_) => hash::table(&tier),
+                    _ => Vec::new(),
                 };
                 PolicyPlan {
                     name: p.name.clone(),
                     choice,
+                    balance: p.balance,
+                    buckets,
                 }
             })
             .collect();
@@ -208,9 +228,10 @@ impl Plan {
             },
             links,
             lan: g.lan.clone(),
-            balance: g.balance,
             policies,
             rules: config.rules.clone(),
+            sets: config.sets.clone(),
+            local_traffic: g.local_traffic,
             unreachable_mark: top << shift,
             blackhole_mark: (top - 1) << shift,
         }

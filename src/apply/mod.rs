@@ -44,22 +44,14 @@ impl Backend {
         }
     }
 
-    /// Renders the firewall text for `plan`. nftables drops the chains of the `previous`
-    /// ruleset that are gone; iptables first reads what is live, to add its jumps once and drop
-    /// stale chains.
+    /// Renders the firewall text for `plan`. nftables drops the chains, sets and static set
+    /// entries of the `previous` ruleset that are gone; iptables first reads what is live, to
+    /// add its jumps once and drop stale chains.
     pub fn render(self, plan: &Plan, previous: Option<&Applied>) -> Result<String> {
         match self {
             Backend::Nftables => {
-                let text = nft::ruleset(plan, &[]);
-                let stale = previous
-                    .filter(|p| p.backend == self.name())
-                    .map(|p| nft::stale_chains(&p.firewall, &text))
-                    .unwrap_or_default();
-                Ok(if stale.is_empty() {
-                    text
-                } else {
-                    nft::ruleset(plan, &stale)
-                })
+                let previous = previous.filter(|p| p.backend == self.name());
+                Ok(nft::ruleset(plan, previous.map(|p| p.firewall.as_str())))
             }
             Backend::Iptables => Ok(iptables::ruleset(plan, &read_iptables()?)),
         }
@@ -200,6 +192,7 @@ pub fn present_devices(mut states: Vec<LinkState>, live: &IpState) -> Vec<LinkSt
 /// undoes them.
 pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Result<Plan> {
     let backend = Backend::resolve(config.globals.backend);
+    config.check_backend_supports(backend == Backend::Nftables)?;
     let live = read_ip().context("reading routing state")?;
     let plan = Plan::build(config, &present_devices(states, &live));
     let previous = state::load_applied(state_dir);

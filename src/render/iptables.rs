@@ -71,6 +71,9 @@ pub fn ruleset(plan: &Plan, live: &IptablesState) -> String {
         mangle.rule("PREROUTING", &format!("-i {dev} -g {IPT_PREFIX}RULES"));
     }
     mangle.rule("OUTPUT", &restore);
+    if plan.local_traffic {
+        local_rules(&mut mangle, plan);
+    }
 
     let mut nat = Table::new("nat");
     nat.declare("POSTROUTING");
@@ -87,6 +90,35 @@ pub fn ruleset(plan: &Plan, live: &IptablesState) -> String {
         table.write(&mut out, Some(live));
     }
     out
+}
+
+/// The router's own new connections, as in the nft output chain: a socket carrying one of
+/// our marks keeps it, one bound to a link's address whose first route left by another link
+/// is pinned to its address's link, the rest leaving by a WAN device is classified.
+fn local_rules(mangle: &mut Table, plan: &Plan) {
+    let mask = hex(plan.footprint.mask);
+    mangle.rule(
+        "OUTPUT",
+        &format!("-m connmark ! --mark 0x0/{mask} -j RETURN"),
+    );
+    mangle.rule("OUTPUT", &format!("-m mark ! --mark 0x0/{mask} -j RETURN"));
+    mangle.rule("OUTPUT", "-m conntrack ! --ctstate NEW -j RETURN");
+    mangle.rule(
+        "OUTPUT",
+        "-m addrtype --dst-type LOCAL,BROADCAST,MULTICAST -j RETURN",
+    );
+    mangle.declare("LOCAL");
+    for (link, dev) in plan.wan_devices() {
+        mangle.rule("OUTPUT", &format!("-o {dev} -g {IPT_PREFIX}LOCAL"));
+        if let Some(addr) = link.source {
+            let target = mark_chain(plan, link.mark);
+            mangle.rule(
+                "LOCAL",
+                &format!("-s {addr}/32 ! -o {dev} -g {IPT_PREFIX}{target}"),
+            );
+        }
+    }
+    mangle.rule("LOCAL", &format!("-g {IPT_PREFIX}RULES"));
 }
 
 /// Only the policy chains, rewritten in place: what a link state change needs, as one small
@@ -237,7 +269,7 @@ fn policy_rules(plan: &Plan, policy: &PolicyPlan) -> Vec<String> {
         Choice::Spread(shares) => {
             let total: u32 = shares.iter().map(|s| s.weight).sum();
             let mut out = Vec::new();
-            match plan.balance {
+            match policy.balance {
                 Balance::RoundRobin => {
                     for (from, to, share) in policy_slots(shares) {
                         for slot in from..=to {
@@ -253,7 +285,9 @@ fn policy_rules(plan: &Plan, policy: &PolicyPlan) -> Vec<String> {
                         }
                     }
                 }
-                Balance::Random => {
+                // Hash balancing needs nft's jhash: apply and check refuse it with iptables
+                // (Config::check_backend), so it never reaches this point.
+                Balance::Random | Balance::Hash(_) => {
                     let mut left = total;
                     for share in shares {
                         if share.weight == left {

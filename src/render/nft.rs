@@ -4,24 +4,135 @@
 //! before kernel 6.13 cannot combine two registers (`meta mark & ~m | ct mark & m`).
 
 use super::{hex, policy_slots};
-use crate::config::{Balance, LastResort, Rule, RuleTarget};
+use crate::config::classes::set_name;
+use crate::config::{Balance, HashKey, LastResort, Rule, RuleTarget};
+use crate::hash;
 use crate::names::NFT_TABLE;
 use crate::plan::{Choice, Link, Plan, PolicyPlan};
 use std::fmt::Write;
 
-/// The complete ruleset in one atomic `nft -f`: create the table if missing, flush its rules,
-/// delete the chains the previous ruleset had and this one does not (`stale`), define
-/// everything. Flushing instead of deleting the table keeps the hooks registered: a clean
-/// apply destroys nothing, and the kernel's wait for destroyed objects (an RCU grace period,
-/// about 10 ms) is paid only when old rules exist.
-pub fn ruleset(plan: &Plan, stale: &[String]) -> String {
+/// The complete ruleset in one atomic `nft -f`. Every chain is declared (created if missing)
+/// and flushed, the chains and sets of the `previous` ruleset that this one drops are deleted,
+/// then everything is defined. Flushing chains instead of the table keeps the hooks registered
+/// (a clean apply destroys nothing, so the kernel's wait for destroyed objects, an RCU grace
+/// period of about 10 ms, is paid only when old rules go) and keeps the sets' elements: what
+/// dnsmasq resolved and which link each sticky source holds survive every apply.
+pub fn ruleset(plan: &Plan, previous: Option<&str>) -> String {
+    let body = chains(plan);
+    let sets = set_declarations(plan);
+    let mut out = format!("table {NFT_TABLE}\n");
+    for line in &sets {
+        let _ = writeln!(out, "add set {NFT_TABLE} {line}");
+    }
+    let previous = previous.unwrap_or_default();
+    let names = chains_in(&body);
+    for name in &names {
+        let _ = writeln!(out, "add chain {NFT_TABLE} {name}{}", hook_of(name));
+        let _ = writeln!(out, "flush chain {NFT_TABLE} {name}");
+    }
+    for chain in chains_in(previous).iter().filter(|c| !names.contains(c)) {
+        let _ = writeln!(
+            out,
+            "flush chain {NFT_TABLE} {chain}\ndelete chain {NFT_TABLE} {chain}"
+        );
+    }
+    let set_names: Vec<&str> = sets.iter().filter_map(|l| l.split(' ').next()).collect();
+    for set in sets_in(previous)
+        .iter()
+        .filter(|s| !set_names.contains(&s.as_str()))
+    {
+        let _ = writeln!(out, "delete set {NFT_TABLE} {set}");
+    }
+    out.push_str(&body);
+    for set in &plan.sets {
+        for v6 in [false, true] {
+            let name = set.kernel_name(v6);
+            let wanted: Vec<String> = set.entries_of(v6).map(ToString::to_string).collect();
+            if !wanted.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "add element {NFT_TABLE} {name} {{ {} }}",
+                    wanted.join(", ")
+                );
+            }
+            // Static entries the config dropped: added first, so deleting never fails.
+            let dropped: Vec<String> = elements_in(previous, &name)
+                .into_iter()
+                .filter(|e| !wanted.contains(e))
+                .collect();
+            if !dropped.is_empty() {
+                let list = dropped.join(", ");
+                let _ = writeln!(
+                    out,
+                    "add element {NFT_TABLE} {name} {{ {list} }}\ndelete element {NFT_TABLE} {name} {{ {list} }}"
+                );
+            }
+        }
+    }
+    out.push_str(&sticky_drops(plan));
+    out
+}
+
+/// The hook line of a base chain (empty for regular chains).
+fn hook_of(chain: &str) -> &'static str {
+    match chain {
+        "prerouting" => PREROUTING_HOOK,
+        "output" => OUTPUT_HOOK,
+        "postrouting" => POSTROUTING_HOOK,
+        _ => "",
+    }
+}
+
+const PREROUTING_HOOK: &str =
+    " { type filter hook prerouting priority mangle - 1; policy accept; }";
+const OUTPUT_HOOK: &str = " { type route hook output priority mangle - 1; policy accept; }";
+const POSTROUTING_HOOK: &str = " { type nat hook postrouting priority srcnat - 1; policy accept; }";
+
+/// `NAME { type ...; flags ...; }` of every set: the address sets and one sticky set per
+/// sticky rule, link and family.
+fn set_declarations(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for set in &plan.sets {
+        for v6 in [false, true] {
+            out.push(format!(
+                "{} {{ type {}; flags interval,timeout; }}",
+                set.kernel_name(v6),
+                addr_type(v6)
+            ));
+        }
+    }
+    for rule in plan.rules.iter().filter(|r| r.sticky.is_some()) {
+        for link in &plan.links {
+            for v6 in [false, true] {
+                out.push(format!(
+                    "{} {{ type {}; flags dynamic,timeout; }}",
+                    sticky_set(rule, &link.name, v6),
+                    addr_type(v6)
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn addr_type(v6: bool) -> &'static str {
+    if v6 { "ipv6_addr" } else { "ipv4_addr" }
+}
+
+/// The set holding the sources of `rule` that stick to link `link`.
+pub fn sticky_set(rule: &Rule, link: &str, v6: bool) -> String {
+    format!(
+        "sticky_{}_{link}_{}",
+        rule.name,
+        if v6 { "v6" } else { "v4" }
+    )
+}
+
+/// The chains of the table, as one `table { ... }` block.
+fn chains(plan: &Plan) -> String {
     let mask = plan.footprint.mask;
     let keep = !mask;
-    let mut out = format!("table {NFT_TABLE}\nflush table {NFT_TABLE}\n");
-    for chain in stale {
-        let _ = writeln!(out, "delete chain {NFT_TABLE} {chain}");
-    }
-    let _ = writeln!(out, "table {NFT_TABLE} {{");
+    let mut out = format!("table {NFT_TABLE} {{\n");
     let set_packet = |mark: u32| format!("meta mark set meta mark & {} | {}", hex(keep), hex(mark));
     for link in &plan.links {
         let set_ct = format!("ct mark set ct mark & {} | {}", hex(keep), hex(link.mark));
@@ -44,12 +155,29 @@ pub fn ruleset(plan: &Plan, stale: &[String]) -> String {
         &[&set_packet(plan.blackhole_mark)],
     );
     for policy in &plan.policies {
-        let rule = policy_rule(plan, policy);
-        chain(&mut out, &format!("policy_{}", policy.name), &[&rule]);
+        let rules = policy_rules(plan, policy, &|link| format!("mark_{link}"));
+        chain_of(&mut out, &format!("policy_{}", policy.name), &rules);
+    }
+    for rule in plan.rules.iter().filter(|r| r.sticky.is_some()) {
+        chain_of(
+            &mut out,
+            &format!("sticky_{}", rule.name),
+            &sticky_rules(plan, rule),
+        );
+        for link in &plan.links {
+            let lines = stick_rules(rule, &link.name);
+            chain_of(
+                &mut out,
+                &format!("stick_{}_{}", rule.name, link.name),
+                &lines,
+            );
+        }
     }
     out.push_str("\tchain rules {\n");
     for rule in &plan.rules {
-        let _ = writeln!(out, "\t\t{}", classify(plan, rule));
+        for line in classify(plan, rule) {
+            let _ = writeln!(out, "\t\t{line}");
+        }
     }
     if plan.rules.is_empty() {
         if let Some(first) = plan.policies.first() {
@@ -61,7 +189,8 @@ pub fn ruleset(plan: &Plan, stale: &[String]) -> String {
     let restore = restore_map(plan);
     let _ = writeln!(
         out,
-        "\tchain prerouting {{\n\t\ttype filter hook prerouting priority mangle - 1; policy accept;\n\t\tmeta nfproto != ipv4 return"
+        "\tchain prerouting {{\n\t{}\n\t\tmeta nfproto != ipv4 return",
+        hook_line(PREROUTING_HOOK)
     );
     let _ = writeln!(out, "\t\t{restore}");
     let _ = writeln!(out, "\t\tct mark & {} != 0 return", hex(mask));
@@ -86,11 +215,17 @@ pub fn ruleset(plan: &Plan, stale: &[String]) -> String {
     out.push_str("\t}\n");
     let _ = writeln!(
         out,
-        "\tchain output {{\n\t\ttype route hook output priority mangle - 1; policy accept;\n\t\tmeta nfproto != ipv4 return\n\t\t{restore}\n\t}}"
+        "\tchain output {{\n\t{}\n\t\tmeta nfproto != ipv4 return\n\t\t{restore}",
+        hook_line(OUTPUT_HOOK)
     );
+    if plan.local_traffic {
+        local_rules(&mut out, plan);
+    }
+    out.push_str("\t}\n");
     let _ = writeln!(
         out,
-        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat - 1; policy accept;\n\t\tmeta nfproto != ipv4 return"
+        "\tchain postrouting {{\n\t{}\n\t\tmeta nfproto != ipv4 return",
+        hook_line(POSTROUTING_HOOK)
     );
     for (link, dev) in plan.wan_devices() {
         match link.source {
@@ -106,6 +241,45 @@ pub fn ruleset(plan: &Plan, stale: &[String]) -> String {
     out
 }
 
+/// `{ type ...; }` of a hook as the first line of a chain body.
+fn hook_line(hook: &str) -> String {
+    let inner = hook
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim();
+    format!("\t{inner}")
+}
+
+/// The router's own new connections (output hook, so a changed mark re-routes them): a
+/// socket that carries one of our marks keeps it (our probes); one bound to a link's address
+/// whose first route left by another link is pinned to the link of its address; the rest that
+/// would leave by a WAN device is classified like LAN traffic.
+fn local_rules(out: &mut String, plan: &Plan) {
+    let mask = hex(plan.footprint.mask);
+    let _ = writeln!(out, "\t\tct mark & {mask} != 0 return");
+    let _ = writeln!(out, "\t\tmeta mark & {mask} != 0 return");
+    out.push_str("\t\tct state != new return\n");
+    out.push_str("\t\tfib daddr type { local, broadcast, multicast } return\n");
+    let devices: Vec<String> = plan
+        .wan_devices()
+        .map(|(_, d)| format!("\"{d}\""))
+        .collect();
+    if devices.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\t\toifname != {} return", set(devices.into_iter()));
+    for (link, dev) in plan.wan_devices() {
+        if let Some(addr) = link.source {
+            let _ = writeln!(
+                out,
+                "\t\tip saddr {addr} oifname != \"{dev}\" goto mark_{}",
+                link.name
+            );
+        }
+    }
+    out.push_str("\t\tgoto rules\n");
+}
 /// Chains defined by a ruleset text, in order: lets the next apply delete those it drops.
 pub fn chains_in(ruleset: &str) -> Vec<String> {
     ruleset
@@ -115,54 +289,177 @@ pub fn chains_in(ruleset: &str) -> Vec<String> {
         .collect()
 }
 
-/// Chains of `previous` that `current` no longer defines.
-pub fn stale_chains(previous: &str, current: &str) -> Vec<String> {
-    let keep = chains_in(current);
-    chains_in(previous)
-        .into_iter()
-        .filter(|c| !keep.contains(c))
+/// Sets a ruleset text declares (`add set` lines), in order.
+pub fn sets_in(ruleset: &str) -> Vec<String> {
+    let prefix = format!("add set {NFT_TABLE} ");
+    ruleset
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix)?.split(' ').next())
+        .map(str::to_string)
         .collect()
 }
 
-/// Only the policy chains: what a link state change needs, as one small transaction.
+/// Static entries a ruleset text adds to kernel set `set`.
+fn elements_in(ruleset: &str, set: &str) -> Vec<String> {
+    let prefix = format!("add element {NFT_TABLE} {set} {{ ");
+    ruleset
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix)?.strip_suffix(" }"))
+        .take(1)
+        .flat_map(|list| list.split(", ").map(str::to_string))
+        .collect()
+}
+
+/// Only the policy and sticky chains, and the sticky sources of links that left their policy:
+/// what a link state change needs, as one small transaction.
 pub fn policy_update(plan: &Plan) -> String {
     let mut out = String::new();
+    let mut refill = |chain: String, rules: Vec<String>| {
+        let _ = writeln!(out, "flush chain {NFT_TABLE} {chain}");
+        for rule in rules {
+            let _ = writeln!(out, "add rule {NFT_TABLE} {chain} {rule}");
+        }
+    };
     for policy in &plan.policies {
-        let _ = writeln!(
-            out,
-            "flush chain {NFT_TABLE} policy_{0}\nadd rule {NFT_TABLE} policy_{0} {1}",
-            policy.name,
-            policy_rule(plan, policy)
+        refill(
+            format!("policy_{}", policy.name),
+            policy_rules(plan, policy, &|link| format!("mark_{link}")),
         );
+    }
+    for rule in plan.rules.iter().filter(|r| r.sticky.is_some()) {
+        refill(format!("sticky_{}", rule.name), sticky_rules(plan, rule));
+    }
+    out.push_str(&sticky_drops(plan));
+    out
+}
+
+/// The policy a rule sends its connections to, if any.
+fn policy_of<'p>(plan: &'p Plan, rule: &Rule) -> Option<&'p PolicyPlan> {
+    match rule.target {
+        RuleTarget::Policy(i) => plan.policies.get(i),
+        _ => None,
+    }
+}
+
+/// Links a policy spreads new connections over right now.
+fn spread_links(policy: Option<&PolicyPlan>) -> Vec<usize> {
+    match policy.map(|p| &p.choice) {
+        Some(Choice::Spread(shares)) => shares.iter().map(|s| s.link).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `flush set` for the sticky sources of every link its rule's policy does not use now: a
+/// link leaving use drops its sticky entries, so those sources choose again.
+fn sticky_drops(plan: &Plan) -> String {
+    let mut out = String::new();
+    for rule in plan.rules.iter().filter(|r| r.sticky.is_some()) {
+        let live = spread_links(policy_of(plan, rule));
+        for (index, link) in plan.links.iter().enumerate() {
+            if !live.contains(&index) {
+                for v6 in [false, true] {
+                    let name = sticky_set(rule, &link.name, v6);
+                    let _ = writeln!(out, "flush set {NFT_TABLE} {name}");
+                }
+            }
+        }
     }
     out
 }
 
-/// The single rule of a policy chain: a numgen verdict map over the live links' slots.
-fn policy_rule(plan: &Plan, policy: &PolicyPlan) -> String {
+/// A sticky rule's chain: a source found in a live link's set takes that link again; any
+/// other source gets the policy's choice, through the link's `stick_` chain that remembers it.
+fn sticky_rules(plan: &Plan, rule: &Rule) -> Vec<String> {
+    let Some(policy) = policy_of(plan, rule) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for link in spread_links(Some(policy)) {
+        let name = &plan.links[link].name;
+        for (v6, key) in [(false, "ip saddr"), (true, "ip6 saddr")] {
+            out.push(format!(
+                "{key} @{} goto stick_{}_{name}",
+                sticky_set(rule, name, v6),
+                rule.name
+            ));
+        }
+    }
+    let chain = |link: &str| format!("stick_{}_{link}", rule.name);
+    out.extend(policy_rules(plan, policy, &chain));
+    out
+}
+
+/// A link's `stick_` chain: (re)start the source's timeout in the link's set, then mark.
+fn stick_rules(rule: &Rule, link: &str) -> Vec<String> {
+    let timeout = rule.sticky.map_or(0, |s| s.timeout);
+    vec![
+        format!(
+            "meta nfproto ipv4 update @{} {{ ip saddr timeout {timeout}s }}",
+            sticky_set(rule, link, false)
+        ),
+        format!(
+            "meta nfproto ipv6 update @{} {{ ip6 saddr timeout {timeout}s }}",
+            sticky_set(rule, link, true)
+        ),
+        format!("goto mark_{link}"),
+    ]
+}
+
+/// The rules of a policy chain, each link's verdict given by `target` (its mark chain, or a
+/// sticky rule's `stick_` chain): a numgen verdict map over the live links' slots, or for
+/// hash balancing one jhash verdict map per family over the bucket table.
+fn policy_rules(plan: &Plan, policy: &PolicyPlan, target: &dyn Fn(&str) -> String) -> Vec<String> {
+    let goto = |link: usize| format!("goto {}", target(&plan.links[link].name));
     match &policy.choice {
-        Choice::Spread(shares) if shares.len() == 1 => {
-            format!("goto mark_{}", plan.links[shares[0].link].name)
-        }
-        Choice::Spread(shares) => {
-            let total: u32 = shares.iter().map(|s| s.weight).sum();
-            let kind = match plan.balance {
-                Balance::RoundRobin => "inc",
-                Balance::Random => "random",
-            };
-            let slots: Vec<String> = policy_slots(shares)
-                .map(|(from, to, share)| {
-                    let key = if from == to {
-                        from.to_string()
-                    } else {
-                        format!("{from}-{to}")
-                    };
-                    format!("{key} : goto mark_{}", plan.links[share.link].name)
-                })
-                .collect();
-            format!("numgen {kind} mod {total} vmap {{ {} }}", slots.join(", "))
-        }
-        Choice::Fallback(resort) => last_resort(*resort).to_string(),
+        Choice::Spread(shares) if shares.len() == 1 => vec![goto(shares[0].link)],
+        Choice::Spread(shares) => match policy.balance {
+            Balance::Hash(key) => {
+                let entries: Vec<String> = hash::ranges(&policy.buckets)
+                    .into_iter()
+                    .map(|(from, to, link)| format!("{} : {}", range(from, to), goto(link)))
+                    .collect();
+                let entries = entries.join(", ");
+                [("ipv4", "ip"), ("ipv6", "ip6")]
+                    .into_iter()
+                    .map(|(family, proto)| {
+                        let fields = match key {
+                            HashKey::Src => format!("{proto} saddr"),
+                            HashKey::SrcDst => format!("{proto} saddr . {proto} daddr"),
+                        };
+                        format!(
+                            "meta nfproto {family} jhash {fields} mod {} seed {:#x} vmap {{ {entries} }}",
+                            hash::BUCKETS,
+                            hash::SEED
+                        )
+                    })
+                    .collect()
+            }
+            balance => {
+                let total: u32 = shares.iter().map(|s| s.weight).sum();
+                let kind = if balance == Balance::Random {
+                    "random"
+                } else {
+                    "inc"
+                };
+                let slots: Vec<String> = policy_slots(shares)
+                    .map(|(from, to, share)| format!("{} : {}", range(from, to), goto(share.link)))
+                    .collect();
+                vec![format!(
+                    "numgen {kind} mod {total} vmap {{ {} }}",
+                    slots.join(", ")
+                )]
+            }
+        },
+        Choice::Fallback(resort) => vec![last_resort(*resort).to_string()],
+    }
+}
+
+/// `n` or `from-to`.
+fn range(from: u32, to: u32) -> String {
+    if from == to {
+        from.to_string()
+    } else {
+        format!("{from}-{to}")
     }
 }
 
@@ -188,12 +485,14 @@ fn restore_map(plan: &Plan) -> String {
     )
 }
 
-/// One classification rule: matchers then the verdict.
-fn classify(plan: &Plan, rule: &Rule) -> String {
+/// One classification rule as nft rules: one per family when it names address sets (an nft
+/// rule matches one family's addresses), else one.
+fn classify(plan: &Plan, rule: &Rule) -> Vec<String> {
     let mut m = String::new();
     if let Some(proto) = rule.proto.keyword() {
         let _ = write!(m, "meta l4proto {proto} ");
     }
+    let v4_only = !rule.src_ip.is_empty() || !rule.dest_ip.is_empty();
     for (key, cidrs) in [("ip saddr", &rule.src_ip), ("ip daddr", &rule.dest_ip)] {
         if !cidrs.is_empty() {
             let _ = write!(m, "{key} {} ", set(cidrs.iter().map(ToString::to_string)));
@@ -205,15 +504,37 @@ fn classify(plan: &Plan, rule: &Rule) -> String {
         }
     }
     let verdict = match rule.target {
+        RuleTarget::Policy(_) if rule.sticky.is_some() => format!("goto sticky_{}", rule.name),
         RuleTarget::Policy(i) => format!("goto policy_{}", plan.policies[i].name),
         RuleTarget::Default => "accept".to_string(),
         RuleTarget::Unreachable => "goto last_unreachable".to_string(),
         RuleTarget::Blackhole => "goto last_blackhole".to_string(),
     };
-    m + &verdict
+    if rule.dest_set.is_none() && rule.src_set.is_none() {
+        return vec![m + &verdict];
+    }
+    let families: &[bool] = if v4_only { &[false] } else { &[false, true] };
+    families
+        .iter()
+        .map(|&v6| {
+            let proto = if v6 { "ip6" } else { "ip" };
+            let mut line = m.clone();
+            for (dir, set) in [("saddr", &rule.src_set), ("daddr", &rule.dest_set)] {
+                if let Some(name) = set {
+                    let _ = write!(line, "{proto} {dir} @{} ", set_name(name, v6));
+                }
+            }
+            line + &verdict
+        })
+        .collect()
 }
 
 /// A regular chain with its rules.
+fn chain_of(out: &mut String, name: &str, rules: &[String]) {
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    chain(out, name, &rules);
+}
+
 fn chain(out: &mut String, name: &str, rules: &[&str]) {
     let _ = writeln!(out, "\tchain {name} {{");
     for rule in rules {
