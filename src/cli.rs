@@ -4,6 +4,7 @@ use crate::apply::{self, Backend};
 use crate::config::{Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE};
 use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
+use crate::explain;
 use crate::live::{IpState, IptablesState};
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
 use crate::plan::{Footprint, LinkState, Plan};
@@ -18,12 +19,19 @@ use std::str::FromStr;
 /// links, keeps each connection on its link, fails over when a link dies.
 #[derive(FromArgs, Debug)]
 pub struct Args {
-    /// apply | check | stop | run | status (apply: load the rules atomically; check: print
-    /// them, change nothing; stop: remove everything we added; run: apply, then track link
-    /// health and fail over until SIGTERM, SIGHUP reloads; status: print the daemon's
-    /// per-link state)
+    /// apply | check | stop | run | status | explain (apply: load the rules atomically;
+    /// check: print them, change nothing; stop: remove everything we added; run: apply, then
+    /// track link health and fail over until SIGTERM, SIGHUP reloads; status: print the
+    /// daemon's per-link state; explain SRC DST [PROTO [DPORT]]: which rule, policy and link a
+    /// new connection would get now, changing nothing)
     #[argh(positional)]
     pub verb: Verb,
+    /// explain's SRC DST [PROTO [DPORT]]
+    #[argh(positional, greedy)]
+    pub operands: Vec<String>,
+    /// explain: print one JSON object (the form a web page reads)
+    #[argh(switch)]
+    pub json: bool,
     /// config as `ubus call uci get` JSON ({"values": {...}})
     #[argh(option)]
     pub config: Option<PathBuf>,
@@ -51,6 +59,7 @@ pub enum Verb {
     Stop,
     Run,
     Status,
+    Explain,
 }
 
 impl FromStr for Verb {
@@ -62,8 +71,9 @@ impl FromStr for Verb {
             "stop" => Ok(Verb::Stop),
             "run" => Ok(Verb::Run),
             "status" => Ok(Verb::Status),
+            "explain" => Ok(Verb::Explain),
             _ => Err(format!(
-                "unknown verb \"{s}\": expected apply, check, stop, run or status"
+                "unknown verb \"{s}\": expected apply, check, stop, run, status or explain"
             )),
         }
     }
@@ -119,7 +129,13 @@ pub fn link_states(config: &Config) -> Vec<LinkState> {
 
 /// Runs one verb.
 pub fn run(args: &Args) -> Result<()> {
+    if args.verb != Verb::Explain && (!args.operands.is_empty() || args.json) {
+        return Err(Error::Usage(
+            "only explain takes addresses and --json".into(),
+        ));
+    }
     match args.verb {
+        Verb::Explain => explain(args),
         Verb::Check => {
             let config = args.load_config()?;
             let backend = Backend::resolve(config.globals.backend);
@@ -161,6 +177,38 @@ pub fn run(args: &Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `explain`: the plan as apply would build it now, with each link's liveness from the daemon
+/// when one runs, and the kernel's set contents.
+fn explain(args: &Args) -> Result<()> {
+    let query = explain::Query::parse(&args.operands)?;
+    let config = args.load_config()?;
+    let mut states = args.link_states(&config);
+    if let Ok(live) = apply::read_ip() {
+        states = apply::present_devices(states, &live);
+    }
+    if let Ok(status) = status::load(&args.state_dir) {
+        for link in status["links"].as_array().into_iter().flatten() {
+            let usable = link["usable"].as_bool().unwrap_or(false);
+            if let Some(i) = config
+                .interfaces
+                .iter()
+                .position(|i| link["interface"] == i.name.as_str())
+            {
+                states[i].up &= usable;
+            }
+        }
+    }
+    let plan = Plan::build(&config, &states);
+    let facts = explain::Facts::read()?;
+    let answer = explain::explain(&config, &plan, &facts, &query);
+    if args.json {
+        println!("{}", answer.to_json(&plan, &query));
+    } else {
+        print!("{}", answer.to_text(&plan, &query));
+    }
+    Ok(())
 }
 
 /// `globals.enabled 0`: apply and run remove our rules instead of installing them.
