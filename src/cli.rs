@@ -27,7 +27,7 @@ pub struct Args {
     #[argh(positional)]
     pub verb: Verb,
     /// explain's SRC DST [PROTO [DPORT]]
-    #[argh(positional, greedy)]
+    #[argh(positional)]
     pub operands: Vec<String>,
     /// explain: print one JSON object (the form a web page reads)
     #[argh(switch)]

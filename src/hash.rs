@@ -30,10 +30,15 @@ pub fn table(members: &[(usize, u32, bool)]) -> Vec<usize> {
     if live.is_empty() {
         return Vec::new();
     }
-    let base = apportion(members.iter().map(|&(link, weight, _)| (link, weight)));
+    let all: Vec<(usize, u32)> = members
+        .iter()
+        .map(|&(link, weight, _)| (link, weight))
+        .collect();
+    let mut base = Dealer::new(&all);
     let mut dealer = Dealer::new(&live);
-    base.into_iter()
-        .map(|link| {
+    (0..BUCKETS)
+        .map(|_| {
+            let link = base.next();
             if live.iter().any(|&(l, _)| l == link) {
                 link
             } else {
@@ -43,34 +48,7 @@ pub fn table(members: &[(usize, u32, bool)]) -> Vec<usize> {
         .collect()
 }
 
-/// Contiguous bucket ranges per member, sized by weight (largest remainder, ties to the
-/// earlier member), so the base layout depends only on the configured members.
-fn apportion(members: impl Iterator<Item = (usize, u32)>) -> Vec<usize> {
-    let members: Vec<(usize, u32)> = members.collect();
-    let total: u64 = members.iter().map(|m| u64::from(m.1)).sum();
-    let exact: Vec<u64> = members
-        .iter()
-        .map(|m| u64::from(m.1) * u64::from(BUCKETS))
-        .collect();
-    let mut counts: Vec<u64> = exact.iter().map(|e| e / total).collect();
-    let mut left = u64::from(BUCKETS) - counts.iter().sum::<u64>();
-    let mut order: Vec<usize> = (0..members.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(exact[i] % total));
-    for i in order {
-        if left == 0 {
-            break;
-        }
-        counts[i] += 1;
-        left -= 1;
-    }
-    members
-        .iter()
-        .zip(counts)
-        .flat_map(|(m, count)| std::iter::repeat_n(m.0, count as usize))
-        .collect()
-}
-
-/// Smooth weighted round-robin: deals a dead link's buckets to the live links by weight.
+/// Smooth weighted round-robin: deals buckets to links by weight, evenly interleaved.
 struct Dealer {
     links: Vec<(usize, i64, i64)>,
     total: i64,
@@ -199,7 +177,11 @@ mod tests {
         assert_eq!([owners(&t, 0), owners(&t, 1), owners(&t, 2)], [60, 60, 120]);
         let t = table(&[(0, 1, true), (1, 2, true)]);
         assert_eq!([owners(&t, 0), owners(&t, 1)], [80, 160]);
-        assert_eq!(ranges(&t), [(0, 79, 0), (80, 239, 1)]);
+        assert_eq!(&t[..6], [1, 0, 1, 1, 0, 1]);
+        assert_eq!(
+            ranges(&t[..6]),
+            [(0, 0, 1), (1, 1, 0), (2, 3, 1), (4, 4, 0), (5, 5, 1)]
+        );
         assert!(table(&[(0, 1, false)]).is_empty());
     }
 

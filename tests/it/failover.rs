@@ -34,7 +34,7 @@ const SLOW_CONNECT: Duration = Duration::from_millis(500);
 const SLACK: Duration = Duration::from_millis(500);
 
 /// `connmark-lb run` inside the router; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon {
+pub struct Daemon {
     child: Child,
     log: PathBuf,
     status: PathBuf,
@@ -124,7 +124,7 @@ impl Daemon {
     }
 
     /// Waits until link `link` reports `state`.
-    fn wait_link(&mut self, link: usize, state: &str, timeout: Duration) -> Duration {
+    pub fn wait_link(&mut self, link: usize, state: &str, timeout: Duration) -> Duration {
         self.wait_for(&format!("link {link} {state}"), timeout, |s| {
             s["links"][link - 1]["state"] == state
         })
@@ -136,7 +136,7 @@ impl Daemon {
         Pid::from_raw(i32::try_from(pid).expect("pid fits"))
     }
 
-    fn signal(&self, signal: Signal) {
+    pub fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).expect("signal the daemon");
     }
 
@@ -157,7 +157,7 @@ impl Daemon {
     }
 
     /// Everything the daemon logged so far.
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -185,16 +185,16 @@ impl Drop for Daemon {
 
 /// A topology with TCP and UDP servers and the daemon running on the router. Field order
 /// matters: the daemon stops first, then the servers, then the namespaces go.
-struct Lab {
-    daemon: Daemon,
+pub struct Lab {
+    pub daemon: Daemon,
     _servers: [Server; 2],
     /// Lines `ACTION INTERFACE DEVICE $1 $2` written by the hook script.
     hook_log: PathBuf,
-    topo: Topology,
+    pub topo: Topology,
 }
 
 impl Lab {
-    fn new(config: &LbConfig) -> Lab {
+    pub fn new(config: &LbConfig) -> Lab {
         let topo = Topology::new(config.links.len());
         let servers = servers(&topo);
         let hook_log = topo.dir.path().join("hook.log");
@@ -226,7 +226,7 @@ impl Lab {
 }
 
 /// `links` links of weight 1, each tracking the server, with `options` on every link.
-fn tracked(backend: Backend, links: usize, options: &[(&str, &str)]) -> LbConfig {
+pub fn tracked(backend: Backend, links: usize, options: &[(&str, &str)]) -> LbConfig {
     let mut config = LbConfig::new(backend, Balance::RoundRobin, &vec![1; links]);
     for link in 1..=links {
         config = config.with_option(&link_device(link), "track_ip", &SERVICE.to_string());

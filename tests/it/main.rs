@@ -5,6 +5,7 @@
 //! a missing tool or privilege fails them.
 
 mod checks;
+mod classes;
 mod e2e;
 mod failover;
 mod golden;

@@ -249,16 +249,65 @@ fn send_line(stream: &TcpStream, line: &str) -> std::io::Result<()> {
 fn short_connection(target: SocketAddrV4) -> Result<Ipv4Addr, String> {
     let stream = TcpStream::connect_timeout(&target.into(), CONNECT_TIMEOUT)
         .map_err(|e| format!("connect {target}: {e}"))?;
+    read_peer_line(&stream, target)
+}
+
+/// The address line a server sends first.
+fn read_peer_line(stream: &TcpStream, target: SocketAddrV4) -> Result<Ipv4Addr, String> {
     stream
         .set_read_timeout(Some(READ_TIMEOUT))
         .map_err(|e| format!("set timeout: {e}"))?;
     let mut line = String::new();
-    BufReader::new(&stream)
+    BufReader::new(stream)
         .read_line(&mut line)
         .map_err(|e| format!("read from {target}: {e}"))?;
     line.trim()
         .parse()
         .map_err(|e| format!("bad answer {line:?} from {target}: {e}"))
+}
+
+/// One short connection from `source` (bound before connecting, as a service bound to an
+/// address does): the address the server saw.
+pub fn short_connection_from(source: Ipv4Addr, target: SocketAddrV4) -> Result<Ipv4Addr, String> {
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    nix::sys::socket::bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(source, 0)),
+    )
+    .map_err(|e| format!("bind {source}: {e}"))?;
+    // A blocking connect gives up after the send timeout.
+    let timeout = TimeVal::new(
+        CONNECT_TIMEOUT.as_secs() as i64,
+        CONNECT_TIMEOUT.subsec_micros() as i64,
+    );
+    setsockopt(&fd, sockopt::SendTimeout, &timeout).map_err(|e| format!("timeout: {e}"))?;
+    nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrIn::from(target))
+        .map_err(|e| format!("connect {source} -> {target}: {e}"))?;
+    read_peer_line(&TcpStream::from(fd), target)
+}
+
+/// One connection from each of `sources` in turn, from namespace `ns`: what the server saw
+/// for each.
+pub fn tcp_from_each(
+    ns: &Netns,
+    sources: &[Ipv4Addr],
+    target: SocketAddrV4,
+) -> Vec<Result<Ipv4Addr, String>> {
+    let sources = sources.to_vec();
+    spawn_in(ns, move || {
+        sources
+            .into_iter()
+            .map(|source| short_connection_from(source, target))
+            .collect()
+    })
+    .join()
+    .expect("tcp client thread panicked")
 }
 
 /// Short TCP connections from a namespace on a few worker threads, running in the background
