@@ -19,7 +19,7 @@ pub enum HashKey {
 }
 
 /// An address or prefix of either family, as a set entry or a destination to test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Prefix {
     pub addr: IpAddr,
     pub len: u8,
@@ -147,6 +147,7 @@ pub fn read_set(r: &mut SectionReader) -> Result<AddrSet> {
     let name = r.section.name.clone();
     check_set_name(r, "name", &name)?;
     let mut entries = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for entry in r.list("entry") {
         let prefix = Prefix::parse(entry).ok_or_else(|| {
             r.error(
@@ -154,7 +155,7 @@ pub fn read_set(r: &mut SectionReader) -> Result<AddrSet> {
                 format!("expected an IPv4 or IPv6 address or prefix, got \"{entry}\""),
             )
         })?;
-        if !entries.contains(&prefix) {
+        if seen.insert(prefix) {
             entries.push(prefix);
         }
     }

@@ -9,6 +9,7 @@ use crate::config::{Balance, HashKey, LastResort, Rule, RuleTarget};
 use crate::hash;
 use crate::names::NFT_TABLE;
 use crate::plan::{Choice, Link, Plan, PolicyPlan};
+use std::collections::HashSet;
 use std::fmt::Write;
 
 /// The complete ruleset in one atomic `nft -f`. Every chain is declared (created if missing)
@@ -48,6 +49,7 @@ pub fn ruleset(plan: &Plan, previous: Option<&str>) -> String {
         for v6 in [false, true] {
             let name = set.kernel_name(v6);
             let wanted: Vec<String> = set.entries_of(v6).map(ToString::to_string).collect();
+            let kept: HashSet<&str> = wanted.iter().map(String::as_str).collect();
             if !wanted.is_empty() {
                 let _ = writeln!(
                     out,
@@ -58,7 +60,7 @@ pub fn ruleset(plan: &Plan, previous: Option<&str>) -> String {
             // Static entries the config dropped: added first, so deleting never fails.
             let dropped: Vec<String> = elements_in(previous, &name)
                 .into_iter()
-                .filter(|e| !wanted.contains(e))
+                .filter(|e| !kept.contains(e.as_str()))
                 .collect();
             if !dropped.is_empty() {
                 let list = dropped.join(", ");
