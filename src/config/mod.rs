@@ -5,15 +5,15 @@
 
 pub mod classes;
 pub mod raw;
+pub mod track;
 pub mod uci_text;
 pub mod value;
 
-use crate::daemon::health::TrackConfig;
 use crate::error::{Error, Result};
 pub use classes::{AddrSet, HashKey, Prefix, Sticky};
 use raw::{RawConfig, RawSection};
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use track::{TrackConfig, read_track};
 use value::SectionReader;
 
 /// Which firewall tool carries the marking rules.
@@ -486,80 +486,6 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
     })
 }
 
-/// The tracking options. `failure_interval` and `recovery_interval` default to `interval`
-/// (as in mwan3), and `timeout` to 1 s or the shortest interval if that is shorter, so a lost
-/// round never delays the next one unless the user asks for it.
-fn read_track(r: &mut SectionReader) -> Result<TrackConfig> {
-    let d = TrackConfig::default();
-    let mut track_ip: Vec<Ipv4Addr> = Vec::new();
-    for v in r.list("track_ip") {
-        let addr: Ipv4Addr = v
-            .parse()
-            .map_err(|_| r.error("track_ip", format!("expected an IPv4 address, got \"{v}\"")))?;
-        if track_ip.contains(&addr) {
-            return Err(r.error("track_ip", format!("{addr} is listed twice")));
-        }
-        track_ip.push(addr);
-    }
-    let reliability = r.int("reliability", d.reliability, 1, 1000)?;
-    if !track_ip.is_empty() && reliability as usize > track_ip.len() {
-        return Err(r.error(
-            "reliability",
-            format!(
-                "expected at most the number of track_ip targets ({}), got {reliability}",
-                track_ip.len()
-            ),
-        ));
-    }
-    let count = r.int("count", d.count, 1, 100)?;
-    let interval = r.seconds("interval", d.interval)?;
-    let failure_interval = r.seconds("failure_interval", interval)?;
-    let recovery_interval = r.seconds("recovery_interval", interval)?;
-    let shortest = interval.min(failure_interval).min(recovery_interval);
-    let timeout = r.seconds("timeout", d.timeout.min(shortest))?;
-    for (option, value) in [
-        ("interval", interval),
-        ("failure_interval", failure_interval),
-        ("recovery_interval", recovery_interval),
-    ] {
-        if timeout > value {
-            r.warn(
-                "timeout",
-                format!(
-                    "{} s is longer than {option} ({} s): a lost round lasts {0} s and delays the next one",
-                    seconds(timeout),
-                    seconds(value),
-                ),
-            );
-        }
-    }
-    let down = r.int("down", d.down, 1, 1000)?;
-    let up = r.int("up", d.up, 1, 1000)?;
-    let initial_up = r.choice(
-        "initial_state",
-        d.initial_up,
-        &[("online", true), ("offline", false)],
-    )?;
-    Ok(TrackConfig {
-        track_ip,
-        reliability,
-        count,
-        timeout,
-        interval,
-        failure_interval,
-        recovery_interval,
-        down,
-        up,
-        initial_up,
-    })
-}
-
-/// A duration as the user would write it (`1`, `0.5`), exactly and without float formatting.
-fn seconds(d: Duration) -> String {
-    let text = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 /// `flush_conntrack`: a list of events; `never` alone switches the default off.
 fn read_flush_conntrack(r: &mut SectionReader) -> Result<Vec<FlushEvent>> {
     let words = r.list("flush_conntrack");
@@ -826,6 +752,7 @@ fn check_interfaces(globals: &Globals, interfaces: &[Interface]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn config(json: &str) -> Result<Config> {
         Config::from_raw(&RawConfig::from_json_text(json).unwrap())
@@ -1006,6 +933,7 @@ mod tests {
                 down: 2,
                 up: 4,
                 initial_up: false,
+                ..TrackConfig::default()
             }
         );
         assert_eq!(

@@ -22,6 +22,13 @@
 //!   the count.
 //! - `initial_state`: whether a link starts up (new connections use it at once) or down (it
 //!   must first pass `up` good rounds).
+//! - `check_quality` with `failure_latency`, `recovery_latency`, `failure_loss`,
+//!   `recovery_loss`: a round with enough answering targets is still bad when its mean
+//!   round-trip time or its loss reaches the failure threshold (while the link is in use), or
+//!   exceeds the recovery threshold (while it is not), so a link that answers but is useless
+//!   (90% loss, seconds of latency) leaves the balancing, and one at the edge does not flap.
+//! - `passive`: a confirmation burst (see `daemon::passive`) that gets no good answer takes a
+//!   usable link down at once, without waiting for `down` rounds.
 //!
 //! # States
 //!
@@ -57,41 +64,13 @@
 //! load exceeds that (a bloated buffer, a satellite hop), raise `timeout` and the intervals
 //! with it, and the bounds above grow by the same arithmetic.
 
-use std::net::Ipv4Addr;
+use std::collections::VecDeque;
 use std::time::Duration;
 
-/// The typed tracking options of one link, built by the config layer; the defaults are the
-/// ones whose detection and recovery bounds the module documentation works out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackConfig {
-    pub track_ip: Vec<Ipv4Addr>,
-    pub reliability: u32,
-    pub count: u32,
-    pub timeout: Duration,
-    pub interval: Duration,
-    pub failure_interval: Duration,
-    pub recovery_interval: Duration,
-    pub down: u32,
-    pub up: u32,
-    pub initial_up: bool,
-}
+pub use crate::config::track::TrackConfig;
 
-impl Default for TrackConfig {
-    fn default() -> Self {
-        TrackConfig {
-            track_ip: Vec::new(),
-            reliability: 1,
-            count: 3,
-            timeout: Duration::from_secs(1),
-            interval: Duration::from_secs(1),
-            failure_interval: Duration::from_secs(1),
-            recovery_interval: Duration::from_secs(1),
-            down: 3,
-            up: 5,
-            initial_up: true,
-        }
-    }
-}
+/// Rounds the status figures (`window_loss_percent`, `window_rtt_us`) average over.
+pub const WINDOW_ROUNDS: usize = 10;
 
 /// Where a link stands; the two intermediate states let the daemon probe faster or slower
 /// while a change is being confirmed, and let status show that one is under way.
@@ -157,6 +136,17 @@ impl Transition {
     }
 }
 
+/// Loss and latency over the last [`WINDOW_ROUNDS`] rounds, for status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowFigures {
+    /// Rounds in the window (fewer than [`WINDOW_ROUNDS`] just after tracking started).
+    pub rounds: u32,
+    /// Mean of the rounds' loss percentages.
+    pub loss_percent: Option<u32>,
+    /// Mean round-trip time of the rounds that got replies.
+    pub rtt: Option<Duration>,
+}
+
 /// The health of one link: its state and the run of consecutive rounds that may change it.
 #[derive(Debug, Clone)]
 pub struct LinkHealth {
@@ -166,6 +156,8 @@ pub struct LinkHealth {
     /// Consecutive bad rounds while `Failing`, consecutive good rounds while `Recovering`.
     streak: u32,
     last_rtt: Option<Duration>,
+    /// (loss percent, mean rtt) of the last [`WINDOW_ROUNDS`] rounds, oldest first.
+    window: VecDeque<(u32, Option<Duration>)>,
 }
 
 impl LinkHealth {
@@ -177,6 +169,7 @@ impl LinkHealth {
             device_up: false,
             streak: 0,
             last_rtt: None,
+            window: VecDeque::with_capacity(WINDOW_ROUNDS),
         };
         health.on_device(device_up);
         health
@@ -216,6 +209,18 @@ impl LinkHealth {
         self.last_rtt
     }
 
+    /// Loss and latency over the last [`WINDOW_ROUNDS`] rounds.
+    pub fn window(&self) -> WindowFigures {
+        let rounds = self.window.len() as u32;
+        let rtts: Vec<Duration> = self.window.iter().filter_map(|(_, rtt)| *rtt).collect();
+        WindowFigures {
+            rounds,
+            loss_percent: (rounds > 0)
+                .then(|| self.window.iter().map(|(loss, _)| loss).sum::<u32>() / rounds),
+            rtt: (!rtts.is_empty()).then(|| rtts.iter().sum::<Duration>() / rtts.len() as u32),
+        }
+    }
+
     /// The delay between round starts in the current state; `None` when the link is not
     /// probed.
     pub fn next_round(&self) -> Option<Duration> {
@@ -229,14 +234,18 @@ impl LinkHealth {
         })
     }
 
-    /// Feeds the result of one probe round.
-    pub fn on_round(&mut self, round: &RoundSummary) -> Transition {
+    /// Feeds the result of one probe round, with the percentage of its requests lost.
+    pub fn on_round(&mut self, round: &RoundSummary, loss_percent: u32) -> Transition {
         let from = self.state;
         if self.device_up {
             if round.rtt.is_some() {
                 self.last_rtt = round.rtt;
             }
-            let good = round.answered >= self.config.reliability;
+            if self.window.len() == WINDOW_ROUNDS {
+                self.window.pop_front();
+            }
+            self.window.push_back((loss_percent, round.rtt));
+            let good = self.is_good(round, loss_percent);
             self.state = match (self.state, good) {
                 (LinkState::Up | LinkState::Failing, true) => LinkState::Up,
                 (LinkState::Up | LinkState::Failing, false) => {
@@ -252,6 +261,34 @@ impl LinkHealth {
             }
         }
         self.transition(from)
+    }
+
+    /// Feeds the result of a confirmation burst (passive health suspects the link): a usable
+    /// link whose burst is bad goes down at once; a good burst changes nothing.
+    pub fn on_confirmation(&mut self, burst: &RoundSummary) -> Transition {
+        let from = self.state;
+        if self.device_up && self.state.is_usable() && burst.answered < self.config.reliability {
+            self.state = LinkState::Down;
+            self.streak = 0;
+        }
+        self.transition(from)
+    }
+
+    /// Whether a round counts as good: enough targets answered and, with `check_quality`, its
+    /// latency and loss within the thresholds of the link's side (in use or not).
+    fn is_good(&self, round: &RoundSummary, loss_percent: u32) -> bool {
+        if round.answered < self.config.reliability {
+            return false;
+        }
+        let Some(q) = self.config.quality else {
+            return true;
+        };
+        let rtt = round.rtt.unwrap_or_default();
+        if self.state.is_usable() {
+            rtt < q.failure_latency && loss_percent < q.failure_loss
+        } else {
+            rtt <= q.recovery_latency && loss_percent <= q.recovery_loss
+        }
     }
 
     /// Feeds the device's carrier state: a device going down takes the link down at once, a
@@ -294,6 +331,7 @@ impl LinkHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const GOOD: RoundSummary = RoundSummary {
         answered: 1,
@@ -304,6 +342,11 @@ mod tests {
         rtt: None,
     };
 
+    /// The loss of a round whose every target answered all requests, or none.
+    fn loss(round: &RoundSummary) -> u32 {
+        if round.answered == 0 { 100 } else { 0 }
+    }
+
     fn tracked() -> TrackConfig {
         TrackConfig {
             track_ip: vec![Ipv4Addr::new(172, 31, 255, 1)],
@@ -313,7 +356,10 @@ mod tests {
 
     /// Feeds `rounds` and returns the state after each one.
     fn run(health: &mut LinkHealth, rounds: &[RoundSummary]) -> Vec<LinkState> {
-        rounds.iter().map(|r| health.on_round(r).to).collect()
+        rounds
+            .iter()
+            .map(|r| health.on_round(r, loss(r)).to)
+            .collect()
     }
 
     #[test]
@@ -338,7 +384,7 @@ mod tests {
         assert_eq!(h.state(), LinkState::Up);
         let states = run(&mut h, &[BAD, BAD]);
         assert_eq!(states, [LinkState::Failing, LinkState::Failing]);
-        let t = h.on_round(&BAD);
+        let t = h.on_round(&BAD, loss(&BAD));
         assert_eq!((t.from, t.to), (LinkState::Failing, LinkState::Down));
         assert!(t.changed() && t.usable_changed());
     }
@@ -355,7 +401,7 @@ mod tests {
         assert_eq!(h.state(), LinkState::Down);
         let states = run(&mut h, &[GOOD, GOOD, GOOD, GOOD]);
         assert_eq!(states, [LinkState::Recovering; 4]);
-        let t = h.on_round(&GOOD);
+        let t = h.on_round(&GOOD, loss(&GOOD));
         assert_eq!((t.from, t.to), (LinkState::Recovering, LinkState::Up));
         assert!(t.usable_changed());
     }
@@ -393,7 +439,7 @@ mod tests {
         assert_eq!(states[4], LinkState::Down);
         let states = run(&mut h, &[GOOD, GOOD, GOOD, GOOD]);
         assert!(states.iter().all(|s| *s == LinkState::Recovering));
-        assert_eq!(h.on_round(&GOOD).to, LinkState::Up);
+        assert_eq!(h.on_round(&GOOD, loss(&GOOD)).to, LinkState::Up);
     }
 
     #[test]
@@ -418,8 +464,8 @@ mod tests {
             answered: 2,
             ..GOOD
         };
-        assert_eq!(h.on_round(&two).to, LinkState::Up);
-        assert_eq!(h.on_round(&one).to, LinkState::Down);
+        assert_eq!(h.on_round(&two, 0).to, LinkState::Up);
+        assert_eq!(h.on_round(&one, 0).to, LinkState::Down);
     }
 
     #[test]
@@ -435,20 +481,20 @@ mod tests {
         let mut h = LinkHealth::new(config, true);
         let secs = |t: Transition| t.next_round.map(|d| d.as_secs());
         assert_eq!(h.next_round(), Some(Duration::from_secs(10)));
-        assert_eq!(secs(h.on_round(&BAD)), Some(2)); // failing
-        assert_eq!(secs(h.on_round(&BAD)), Some(10)); // down
-        assert_eq!(secs(h.on_round(&BAD)), Some(10)); // still down
-        assert_eq!(secs(h.on_round(&GOOD)), Some(3)); // recovering
-        assert_eq!(secs(h.on_round(&GOOD)), Some(10)); // up
+        assert_eq!(secs(h.on_round(&BAD, loss(&BAD))), Some(2)); // failing
+        assert_eq!(secs(h.on_round(&BAD, loss(&BAD))), Some(10)); // down
+        assert_eq!(secs(h.on_round(&BAD, loss(&BAD))), Some(10)); // still down
+        assert_eq!(secs(h.on_round(&GOOD, loss(&GOOD))), Some(3)); // recovering
+        assert_eq!(secs(h.on_round(&GOOD, loss(&GOOD))), Some(10)); // up
     }
 
     #[test]
     fn unchanged_state_reports_no_change() {
         let mut h = LinkHealth::new(tracked(), true);
-        let t = h.on_round(&GOOD);
+        let t = h.on_round(&GOOD, loss(&GOOD));
         assert!(!t.changed() && !t.usable_changed());
-        h.on_round(&BAD);
-        let t = h.on_round(&GOOD);
+        h.on_round(&BAD, loss(&BAD));
+        let t = h.on_round(&GOOD, loss(&GOOD));
         assert!(
             t.changed() && !t.usable_changed(),
             "failing -> up keeps the link in use"
@@ -473,14 +519,14 @@ mod tests {
     #[test]
     fn device_down_takes_a_tracked_link_down_and_stops_probing() {
         let mut h = LinkHealth::new(tracked(), true);
-        h.on_round(&BAD);
+        h.on_round(&BAD, loss(&BAD));
         let t = h.on_device(false);
         assert_eq!(
             (t.from, t.to, t.next_round),
             (LinkState::Failing, LinkState::Down, None)
         );
         assert_eq!(
-            h.on_round(&GOOD).to,
+            h.on_round(&GOOD, loss(&GOOD)).to,
             LinkState::Down,
             "no rounds count while the device is down"
         );
@@ -488,7 +534,7 @@ mod tests {
         assert_eq!(t.to, LinkState::Up, "initial_state applies again");
         assert_eq!(t.next_round, Some(Duration::from_secs(1)));
         assert_eq!(
-            h.on_round(&BAD).to,
+            h.on_round(&BAD, loss(&BAD)).to,
             LinkState::Failing,
             "the old bad round was forgotten"
         );
@@ -531,7 +577,7 @@ mod tests {
         assert_eq!(h.state(), LinkState::Failing);
         assert_eq!(h.next_round(), Some(Duration::from_secs(1)));
         assert_eq!(
-            h.on_round(&BAD).to,
+            h.on_round(&BAD, loss(&BAD)).to,
             LinkState::Down,
             "the third bad round in a row"
         );
@@ -551,8 +597,82 @@ mod tests {
     fn last_rtt_survives_lost_rounds() {
         let mut h = LinkHealth::new(tracked(), true);
         assert_eq!(h.last_rtt(), None);
-        h.on_round(&GOOD);
-        h.on_round(&BAD);
+        h.on_round(&GOOD, loss(&GOOD));
+        h.on_round(&BAD, loss(&BAD));
         assert_eq!(h.last_rtt(), Some(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn quality_takes_a_slow_or_lossy_link_out_and_back_with_hysteresis() {
+        let mut h = LinkHealth::new(
+            TrackConfig {
+                quality: Some(crate::config::track::Quality::default()),
+                down: 2,
+                up: 2,
+                ..tracked()
+            },
+            true,
+        );
+        let slow = RoundSummary {
+            answered: 1,
+            rtt: Some(Duration::from_millis(1200)),
+        };
+        let fair = RoundSummary {
+            answered: 1,
+            rtt: Some(Duration::from_millis(700)),
+        };
+        assert_eq!(h.on_round(&fair, 0).to, LinkState::Up, "700 ms < 1000 ms");
+        assert_eq!(h.on_round(&GOOD, 67).to, LinkState::Failing, "67% >= 40%");
+        assert_eq!(h.on_round(&slow, 0).to, LinkState::Down);
+        assert_eq!(
+            h.on_round(&fair, 0).to,
+            LinkState::Down,
+            "700 ms is above recovery_latency"
+        );
+        assert_eq!(h.on_round(&GOOD, 33).to, LinkState::Down, "33% > 10%");
+        assert_eq!(h.on_round(&GOOD, 0).to, LinkState::Recovering);
+        assert_eq!(h.on_round(&GOOD, 0).to, LinkState::Up);
+    }
+
+    #[test]
+    fn window_averages_the_last_rounds() {
+        let mut h = LinkHealth::new(tracked(), true);
+        assert_eq!(h.window(), WindowFigures::default());
+        h.on_round(&BAD, 100);
+        let slow = RoundSummary {
+            answered: 1,
+            rtt: Some(Duration::from_millis(40)),
+        };
+        h.on_round(&slow, 50);
+        h.on_round(&GOOD, 0);
+        assert_eq!(
+            h.window(),
+            WindowFigures {
+                rounds: 3,
+                loss_percent: Some(50),
+                rtt: Some(Duration::from_millis(30)),
+            }
+        );
+        for _ in 0..WINDOW_ROUNDS {
+            h.on_round(&GOOD, 0);
+        }
+        let w = h.window();
+        assert_eq!(
+            (w.rounds as usize, w.loss_percent),
+            (WINDOW_ROUNDS, Some(0))
+        );
+    }
+
+    #[test]
+    fn a_bad_confirmation_takes_a_usable_link_down_at_once() {
+        let mut h = LinkHealth::new(tracked(), true);
+        let t = h.on_confirmation(&GOOD);
+        assert!(!t.changed(), "a good burst clears the suspicion");
+        let t = h.on_confirmation(&BAD);
+        assert_eq!((t.from, t.to), (LinkState::Up, LinkState::Down));
+        assert!(t.usable_changed());
+        assert_eq!(h.on_confirmation(&BAD).to, LinkState::Down);
+        let states = run(&mut h, &[GOOD; 5]);
+        assert_eq!(states[4], LinkState::Up, "recovers by rounds as usual");
     }
 }

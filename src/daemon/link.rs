@@ -9,9 +9,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::health::{LinkHealth, RoundSummary, TrackConfig, Transition};
-use super::log;
+use super::log_error;
 use super::probe::{LinkRoute, Prober, Round, RoundReport};
-use super::status::LinkStatus;
+use super::status::{self, LinkStatus};
 use crate::config::FlushEvent;
 
 /// What made a link's state move, or at least what it just saw.
@@ -184,11 +184,9 @@ impl Link {
             state: self.health.state().as_str().to_string(),
             usable: self.usable(),
             tracked: self.health.is_tracked(),
-            rtt_us: self
-                .health
-                .last_rtt()
-                .map(|rtt| u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
+            rtt_us: self.health.last_rtt().map(status::micros),
             loss_percent: self.last_loss,
+            window: self.health.window(),
             last_change: self
                 .last_change
                 .duration_since(UNIX_EPOCH)
@@ -238,7 +236,7 @@ impl Link {
             0 => 100,
             n => u32::try_from((lost * 100 + n / 2) / n).unwrap_or(100),
         };
-        let transition = self.health.on_round(&summary);
+        let transition = self.health.on_round(&summary, loss_percent);
         self.last_loss = Some(loss_percent);
         self.next_start = transition
             .next_round
@@ -264,7 +262,7 @@ impl Link {
     fn note_problem(&mut self, problem: Option<String>) {
         if let Some(text) = &problem {
             if self.problem.as_ref() != Some(text) {
-                log(&format!("{}: cannot probe: {text}", self.name));
+                log_error(&format!("{}: cannot probe: {text}", self.name));
             }
         }
         self.problem = problem;

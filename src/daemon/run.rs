@@ -20,9 +20,9 @@ use super::conntrack;
 use super::devices::{DeviceMonitor, running_devices};
 use super::hook::{Hook, HookEvent};
 use super::link::{Cause, Link, Outcome};
-use super::log;
 use super::probe::LinkRoute;
 use super::status::{self, Status};
+use super::{log, log_error};
 use crate::apply::{self, Backend};
 use crate::config::{Config, FlushEvent};
 use crate::error::{Context, Error, Result};
@@ -104,7 +104,7 @@ pub fn run(options: &Options) -> Result<Exit> {
     daemon.save_status();
     let exit = daemon.event_loop(&signals, &monitor);
     if let Err(e) = status::remove(options.state_dir) {
-        log(&e.to_string());
+        log_error(&e.to_string());
     }
     exit
 }
@@ -206,7 +206,7 @@ impl Daemon<'_> {
     fn on_devices(&mut self) {
         let running = match running_devices() {
             Ok(running) => running,
-            Err(e) => return log(&format!("reading device states: {e}")),
+            Err(e) => return log_error(&format!("reading device states: {e}")),
         };
         let now = Instant::now();
         let resolved = &self.resolved;
@@ -231,7 +231,7 @@ impl Daemon<'_> {
         let config = match (self.options.load_config)() {
             Ok(config) => config,
             Err(e) => {
-                log(&format!("reload failed, keeping the running config: {e}"));
+                log_error(&format!("reload failed, keeping the running config: {e}"));
                 return None;
             }
         };
@@ -241,7 +241,7 @@ impl Daemon<'_> {
         let running = match running_devices() {
             Ok(running) => running,
             Err(e) => {
-                log(&format!("reload failed, keeping the running config: {e}"));
+                log_error(&format!("reload failed, keeping the running config: {e}"));
                 return None;
             }
         };
@@ -261,7 +261,7 @@ impl Daemon<'_> {
             plan_states(&resolved, &links),
             self.options.state_dir,
         ) {
-            log(&format!("reload failed, keeping the running config: {e}"));
+            log_error(&format!("reload failed, keeping the running config: {e}"));
             return None;
         }
         self.config = config;
@@ -309,7 +309,7 @@ impl Daemon<'_> {
                 let backend = Backend::resolve(self.config.globals.backend);
                 let plan = Plan::build(&self.config, &states);
                 backend.load(&backend.policy_update(&plan)).or_else(|e| {
-                    log(&format!(
+                    log_error(&format!(
                         "updating the policy chains failed, applying everything: {e}"
                     ));
                     apply::apply(&self.config, states, self.options.state_dir).map(drop)
@@ -325,7 +325,7 @@ impl Daemon<'_> {
                 self.retry_at = None;
             }
             Err(e) => {
-                log(&format!(
+                log_error(&format!(
                     "updating the rules failed, trying again in {} s: {e}",
                     RULES_RETRY.as_secs()
                 ));
@@ -341,7 +341,7 @@ impl Daemon<'_> {
             links: self.links.iter().map(Link::status).collect(),
         };
         if let Err(e) = status::save(self.options.state_dir, &status) {
-            log(&format!("writing the status: {e}"));
+            log_error(&format!("writing the status: {e}"));
         }
     }
 
@@ -478,7 +478,7 @@ fn after_change(hook: &mut Hook, mask: u32, link: &Link, outcome: &Outcome) {
                 link.name,
                 event.as_str()
             )),
-            Err(e) => log(&format!(
+            Err(e) => log_error(&format!(
                 "{}: deleting its conntrack entries failed: {e}",
                 link.name
             )),
@@ -497,7 +497,7 @@ fn after_change(hook: &mut Hook, mask: u32, link: &Link, outcome: &Outcome) {
             state: outcome.transition.to.as_str(),
         };
         if let Err(e) = hook.run(&event) {
-            log(&format!("{}: hook: {e}", link.name));
+            log_error(&format!("{}: hook: {e}", link.name));
         }
     }
 }

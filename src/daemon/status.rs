@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use super::health::WindowFigures;
 use crate::error::{Error, Result};
 use crate::names::STATUS_FILE;
 use crate::state;
@@ -36,6 +37,9 @@ pub struct LinkStatus {
     pub rtt_us: Option<u64>,
     /// Requests lost in the last round, in percent.
     pub loss_percent: Option<u32>,
+    /// Loss and latency over the last rounds (`window_rounds`, `window_loss_percent`,
+    /// `window_rtt_us`).
+    pub window: WindowFigures,
     /// When the state last changed (or tracking started), in unix seconds.
     pub last_change: u64,
 }
@@ -55,12 +59,20 @@ impl Status {
                     "tracked": l.tracked,
                     "rtt_us": l.rtt_us,
                     "loss_percent": l.loss_percent,
+                    "window_rounds": l.window.rounds,
+                    "window_loss_percent": l.window.loss_percent,
+                    "window_rtt_us": l.window.rtt.map(micros),
                     "last_change": l.last_change,
                 })
             })
             .collect();
         json!({ "pid": self.pid, "links": links })
     }
+}
+
+/// A duration in whole microseconds (integers: no float formatting in the binary).
+pub fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Replaces the status file in `dir`.
@@ -113,6 +125,11 @@ mod tests {
                 tracked: true,
                 rtt_us: Some(1250),
                 loss_percent: Some(100),
+                window: WindowFigures {
+                    rounds: 4,
+                    loss_percent: Some(25),
+                    rtt: Some(std::time::Duration::from_micros(1500)),
+                },
                 last_change: 1_700_000_000,
             }],
         };
@@ -120,6 +137,8 @@ mod tests {
         assert_eq!(load(&dir).unwrap(), status.to_json());
         let text = std::fs::read_to_string(dir.join(STATUS_FILE)).unwrap();
         assert!(text.contains("\"loss_percent\": 100"), "{text}");
+        assert!(text.contains("\"window_loss_percent\": 25"), "{text}");
+        assert!(text.contains("\"window_rtt_us\": 1500"), "{text}");
         remove(&dir).unwrap();
         let error = load(&dir).unwrap_err();
         assert!(error.to_string().contains("is not running"), "{error}");
