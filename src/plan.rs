@@ -71,11 +71,40 @@ pub struct PolicyPlan {
     pub buckets: Vec<usize>,
 }
 
-/// Which ip rule selector: everything, or our mark under our mask.
+/// Which ip rule selector: everything, our mark under our mask, or the device a local socket
+/// is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selector {
     All,
     Fwmark { mark: u32, mask: u32 },
+    Oif(DeviceName),
+}
+
+/// A kernel device name (at most 15 bytes), kept inline so ip rules stay `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DeviceName([u8; 16]);
+
+impl DeviceName {
+    /// None for a name the kernel could not have (empty or longer than 15 bytes).
+    pub fn new(name: &str) -> Option<DeviceName> {
+        let bytes = name.as_bytes();
+        let mut out = [0u8; 16];
+        (1..16).contains(&bytes.len()).then(|| {
+            out[..bytes.len()].copy_from_slice(bytes);
+            DeviceName(out)
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(16);
+        std::str::from_utf8(&self.0[..len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 /// What an ip rule does.
@@ -149,6 +178,9 @@ impl Footprint {
             && match rule.selector {
                 Selector::Fwmark { mask, .. } => mask == self.mask,
                 Selector::All => rule.action == RuleAction::MainWithoutDefault,
+                Selector::Oif(_) => {
+                    matches!(rule.action, RuleAction::Lookup(t) if self.tables().contains(&t))
+                }
             }
     }
 }
@@ -237,19 +269,31 @@ impl Plan {
         }
     }
 
-    /// The ip rules we want: main-without-default first, then the two last-resort marks, then
-    /// per link a lookup followed by an `unreachable` that catches its marked packets when its
-    /// table is empty (device gone), so they never leak out another link.
+    /// The ip rules we want: main-without-default first, then the device-bound sockets' link
+    /// lookups, then the two last-resort marks, then per link a lookup followed by an
+    /// `unreachable` that catches its marked packets when its table is empty (device gone), so
+    /// they never leak out another link.
     pub fn ip_rules(&self) -> Vec<IpRule> {
         let f = &self.footprint;
         let base = f.priority_base;
         let fwmark = |mark| Selector::Fwmark { mark, mask: f.mask };
-        let mut rules = vec![
-            IpRule {
-                priority: base,
-                selector: Selector::All,
-                action: RuleAction::MainWithoutDefault,
-            },
+        let mut rules = vec![IpRule {
+            priority: base,
+            selector: Selector::All,
+            action: RuleAction::MainWithoutDefault,
+        }];
+        // A local socket bound to a WAN device keeps it whatever mark its packets get: its
+        // route comes from that link's table (the rule only sees bound sockets).
+        for link in &self.links {
+            if let Some(device) = link.device.as_deref().and_then(DeviceName::new) {
+                rules.push(IpRule {
+                    priority: base,
+                    selector: Selector::Oif(device),
+                    action: RuleAction::Lookup(link.table),
+                });
+            }
+        }
+        rules.extend([
             IpRule {
                 priority: base + 1,
                 selector: fwmark(self.unreachable_mark),
@@ -260,7 +304,7 @@ impl Plan {
                 selector: fwmark(self.blackhole_mark),
                 action: RuleAction::Blackhole,
             },
-        ];
+        ]);
         for link in &self.links {
             let id = link.table - f.table_base;
             rules.push(IpRule {
@@ -388,13 +432,29 @@ pub(crate) mod tests {
         st[2].device = None;
         let plan = Plan::build(&c, &st);
         let rules = plan.ip_rules();
-        assert_eq!(rules.len(), 3 + 2 * 3);
+        assert_eq!(
+            rules.len(),
+            3 + 2 + 2 * 3,
+            "an oif rule per link with a device"
+        );
         assert!(rules.iter().all(|r| plan.footprint.owns_rule(r)));
         let prios: Vec<u32> = rules.iter().map(|r| r.priority).collect();
         assert_eq!(
             prios,
-            [4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4008]
+            [
+                4000, 4000, 4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4008
+            ]
         );
+        assert_eq!(
+            rules[2].selector,
+            Selector::Oif(DeviceName::new("eth2").unwrap())
+        );
+        assert_eq!(rules[2].action, RuleAction::Lookup(4002));
+        let foreign_oif = IpRule {
+            action: RuleAction::Lookup(100),
+            ..rules[2]
+        };
+        assert!(!plan.footprint.owns_rule(&foreign_oif));
         assert_eq!(plan.routes().len(), 2);
         assert!(!plan.links[2].up, "a link without a device is never up");
         let foreign = IpRule {

@@ -76,8 +76,10 @@ impl fmt::Display for RuleSpec<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self.0;
         write!(f, "priority {}", r.priority)?;
-        if let Selector::Fwmark { mark, mask } = r.selector {
-            write!(f, " fwmark {}/{}", hex(mark), hex(mask))?;
+        match r.selector {
+            Selector::Fwmark { mark, mask } => write!(f, " fwmark {}/{}", hex(mark), hex(mask))?,
+            Selector::Oif(device) => write!(f, " oif {}", device.as_str())?,
+            Selector::All => {}
         }
         match r.action {
             RuleAction::Lookup(table) => write!(f, " lookup {table}"),

@@ -15,7 +15,9 @@ use crate::checks::{LinkLoad, tcp_target, udp_target};
 use crate::failover::{Lab, tracked};
 use crate::lbconfig::{Backend, LbConfig};
 use crate::netns::{LAN_HOST, Loss, Netns, Topology, link_addr, srv_addr_towards};
-use crate::traffic::{Server, spawn_in, tcp_connections, tcp_from_each, udp_flows};
+use crate::traffic::{
+    Bound, Server, spawn_in, tcp_bound_each, tcp_connections, tcp_from_each, udp_flows,
+};
 
 const FAST: &[(&str, &str)] = &[("interval", "0.5")];
 const DOWN_WITHIN: Duration = Duration::from_secs(10);
@@ -444,8 +446,8 @@ fn address_sets_filled_by_dnsmasq() {
     );
 }
 
-/// The router's own TCP connections and UDP flows spread over the links, a socket bound to
-/// link 2's address keeps it, and they fail over.
+/// The router's own TCP connections and UDP flows spread over the links, sockets bound to a
+/// link's address or device keep it, and they fail over.
 fn router_traffic_spreads_and_fails_over(backend: Backend) {
     let mut lab = Lab::new(&tracked(backend, 2, FAST));
     let topo = &lab.topo;
@@ -463,13 +465,17 @@ fn router_traffic_spreads_and_fails_over(backend: Backend) {
         &[1, 1],
         2.0,
     );
-    let bound: Vec<usize> = tcp_from_each(&topo.router, &[link_addr(2); 10], tcp_target())
+    let mut sockets = vec![Bound::Address(link_addr(2)); 10];
+    sockets.extend(vec![Bound::Device("wan2".into()); 10]);
+    sockets.extend(vec![Bound::Device("wan1".into()); 10]);
+    let bound: Vec<usize> = tcp_bound_each(&topo.router, &sockets, tcp_target())
         .iter()
         .map(link_of)
         .collect();
     assert_eq!(
-        bound, [2; 10],
-        "a socket bound to link 2's address keeps link 2"
+        bound,
+        [[2; 20].as_slice(), &[1; 10]].concat(),
+        "sockets bound to link 2's address or device, then to wan1, keep their link"
     );
 
     fail(&mut lab, 2);

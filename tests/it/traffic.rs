@@ -266,9 +266,17 @@ fn read_peer_line(stream: &TcpStream, target: SocketAddrV4) -> Result<Ipv4Addr, 
         .map_err(|e| format!("bad answer {line:?} from {target}: {e}"))
 }
 
-/// One short connection from `source` (bound before connecting, as a service bound to an
-/// address does): the address the server saw.
-pub fn short_connection_from(source: Ipv4Addr, target: SocketAddrV4) -> Result<Ipv4Addr, String> {
+/// How a client socket is bound before it connects, as a service pinned to a link would.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    /// To a local address (`bind`).
+    Address(Ipv4Addr),
+    /// To a device (`SO_BINDTODEVICE`).
+    Device(String),
+}
+
+/// One short connection from a bound socket: the address the server saw.
+pub fn short_connection_bound(bound: &Bound, target: SocketAddrV4) -> Result<Ipv4Addr, String> {
     let fd = socket(
         AddressFamily::Inet,
         SockType::Stream,
@@ -276,38 +284,56 @@ pub fn short_connection_from(source: Ipv4Addr, target: SocketAddrV4) -> Result<I
         None,
     )
     .map_err(|e| format!("socket: {e}"))?;
-    nix::sys::socket::bind(
-        fd.as_raw_fd(),
-        &SockaddrIn::from(SocketAddrV4::new(source, 0)),
-    )
-    .map_err(|e| format!("bind {source}: {e}"))?;
+    match bound {
+        Bound::Address(source) => nix::sys::socket::bind(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(SocketAddrV4::new(*source, 0)),
+        )
+        .map_err(|e| format!("bind {source}: {e}"))?,
+        Bound::Device(device) => setsockopt(
+            &fd,
+            sockopt::BindToDevice,
+            &std::ffi::OsString::from(device),
+        )
+        .map_err(|e| format!("bind to {device}: {e}"))?,
+    }
     // A blocking connect gives up after the send timeout.
     let timeout = TimeVal::new(
         CONNECT_TIMEOUT.as_secs() as i64,
-        CONNECT_TIMEOUT.subsec_micros() as i64,
+        i64::from(CONNECT_TIMEOUT.subsec_micros()),
     );
     setsockopt(&fd, sockopt::SendTimeout, &timeout).map_err(|e| format!("timeout: {e}"))?;
     nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrIn::from(target))
-        .map_err(|e| format!("connect {source} -> {target}: {e}"))?;
+        .map_err(|e| format!("connect {bound:?} -> {target}: {e}"))?;
     read_peer_line(&TcpStream::from(fd), target)
 }
 
-/// One connection from each of `sources` in turn, from namespace `ns`: what the server saw
+/// One connection from each bound socket in turn, from namespace `ns`: what the server saw
 /// for each.
+pub fn tcp_bound_each(
+    ns: &Netns,
+    sockets: &[Bound],
+    target: SocketAddrV4,
+) -> Vec<Result<Ipv4Addr, String>> {
+    let sockets = sockets.to_vec();
+    spawn_in(ns, move || {
+        sockets
+            .iter()
+            .map(|bound| short_connection_bound(bound, target))
+            .collect()
+    })
+    .join()
+    .expect("tcp client thread panicked")
+}
+
+/// One connection from each of `sources` (local addresses) in turn, from namespace `ns`.
 pub fn tcp_from_each(
     ns: &Netns,
     sources: &[Ipv4Addr],
     target: SocketAddrV4,
 ) -> Vec<Result<Ipv4Addr, String>> {
-    let sources = sources.to_vec();
-    spawn_in(ns, move || {
-        sources
-            .into_iter()
-            .map(|source| short_connection_from(source, target))
-            .collect()
-    })
-    .join()
-    .expect("tcp client thread panicked")
+    let sockets: Vec<Bound> = sources.iter().map(|&a| Bound::Address(a)).collect();
+    tcp_bound_each(ns, &sockets, target)
 }
 
 /// Short TCP connections from a namespace on a few worker threads, running in the background
