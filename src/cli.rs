@@ -1,16 +1,15 @@
 //! The command line: one verb plus where the config comes from.
 
 use crate::apply::{self, Backend};
-use crate::config::{Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE};
+use crate::config::Config;
 use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
 use crate::explain;
 use crate::live::{IpState, IptablesState};
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
-use crate::plan::{Footprint, LinkState, Plan};
+use crate::plan::{LinkState, Plan};
 use crate::render::{ip, iptables, nft};
 use crate::source::{ConfigSource, resolve_links, ubus};
-use crate::state;
 use argh::FromArgs;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -156,7 +155,7 @@ pub fn run(args: &Args) -> Result<()> {
         Verb::Stop => {
             // Only the footprint matters here: no warnings about a config we are leaving.
             let config = args.source().and_then(|s| s.load()).ok();
-            apply::stop(&footprints(args, config.as_ref()), &args.state_dir).context("stop")
+            apply::stop(config.as_ref(), &args.state_dir).context("stop")
         }
         Verb::Run => {
             let load_config = || args.load_config();
@@ -217,7 +216,7 @@ fn explain(args: &Args) -> Result<()> {
 /// `globals.enabled 0`: apply and run remove our rules instead of installing them.
 fn remove_disabled(args: &Args, config: &Config) -> Result<()> {
     println!("connmark-lb: disabled in globals: removing our rules");
-    apply::stop(&footprints(args, Some(config)), &args.state_dir)
+    apply::stop(Some(config), &args.state_dir)
 }
 
 /// Everything `apply` would load with links known only from the config, as text: firewall
@@ -230,7 +229,7 @@ pub fn check_text(config: &Config, backend: Backend) -> String {
 pub fn check_text_for(config: &Config, backend: Backend, states: &[LinkState]) -> String {
     let plan = Plan::build(config, states);
     let firewall = match backend {
-        Backend::Nftables => nft::ruleset(&plan, None),
+        Backend::Nftables => nft::ruleset(&plan, nft::Previous::default()),
         Backend::Iptables => iptables::ruleset(&plan, &IptablesState::default()),
     };
     let ops = ip::diff(&plan, &IpState::default(), &[]);
@@ -245,28 +244,4 @@ pub fn check_text_for(config: &Config, backend: Backend, states: &[LinkState]) -
         backend.name(),
         ip::batch(&ops)
     )
-}
-
-/// Every footprint we may have used: the last apply's, the config's, and the defaults.
-fn footprints(args: &Args, config: Option<&Config>) -> Vec<Footprint> {
-    let mut out: Vec<Footprint> = Vec::new();
-    let candidates = state::load_applied(&args.state_dir)
-        .map(|a| a.footprint)
-        .into_iter()
-        .chain(config.map(|c| Footprint {
-            mask: c.globals.mark_mask,
-            priority_base: c.globals.priority_base,
-            table_base: c.globals.table_base,
-        }))
-        .chain(std::iter::once(Footprint {
-            mask: DEFAULT_MARK_MASK,
-            priority_base: DEFAULT_PRIORITY_BASE,
-            table_base: DEFAULT_TABLE_BASE,
-        }));
-    for f in candidates {
-        if !out.contains(&f) {
-            out.push(f);
-        }
-    }
-    out
 }

@@ -168,9 +168,58 @@ impl IptablesState {
     }
 }
 
+/// Which of `candidates` (tables of family `ip`) hold nothing in `nft -j list ruleset ip`: no
+/// rule, set or other object, only chains with policy accept. iptables-nft leaves such tables
+/// behind with their base chains, a hook every packet still crosses.
+pub fn empty_ip_tables(listing: &str, candidates: &[&str]) -> Result<Vec<String>> {
+    let value: Value = serde_json::from_str(listing)
+        .map_err(|e| Error::Protocol(format!("unexpected output of nft -j: {e}")))?;
+    let items = value["nftables"].as_array().cloned().unwrap_or_default();
+    let mut empty = Vec::new();
+    for &table in candidates {
+        let mut exists = false;
+        let mut holds = false;
+        for item in items.iter().filter_map(Value::as_object) {
+            for (kind, object) in item {
+                if object["family"] != "ip" {
+                    continue;
+                }
+                match kind.as_str() {
+                    "table" if object["name"] == table => exists = true,
+                    "chain" if object["table"] == table => {
+                        holds |= object.get("policy").is_some_and(|p| p != "accept");
+                    }
+                    _ if object["table"] == table => holds = true,
+                    _ => {}
+                }
+            }
+        }
+        if exists && !holds {
+            empty.push(table.to_string());
+        }
+    }
+    Ok(empty)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_tables_left_with_empty_accepting_chains() {
+        let listing = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "ip", "name": "mangle", "handle": 1}},
+            {"chain": {"family": "ip", "table": "mangle", "name": "PREROUTING", "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+            {"rule": {"family": "ip", "table": "mangle", "chain": "PREROUTING", "handle": 2, "expr": []}},
+            {"table": {"family": "ip", "name": "nat", "handle": 2}},
+            {"chain": {"family": "ip", "table": "nat", "name": "POSTROUTING", "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+            {"table": {"family": "ip", "name": "filter", "handle": 3}},
+            {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}}]}"#;
+        assert_eq!(
+            empty_ip_tables(listing, &["mangle", "nat", "filter", "raw"]).unwrap(),
+            ["nat"]
+        );
+    }
 
     #[test]
     fn parses_ip_batch_output() {

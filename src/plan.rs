@@ -161,27 +161,93 @@ pub struct Plan {
     pub blackhole_mark: u32,
 }
 
+/// The routing objects one apply owns: exactly the ip rules and link tables of these link
+/// numbers under this footprint. Recorded after every apply, so a later apply or `stop` removes
+/// what was ours and nothing else, whatever else lives at nearby priorities or tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    pub footprint: Footprint,
+    /// Interface numbers (1-based config order) of the enabled links.
+    pub links: Vec<u32>,
+}
+
 impl Footprint {
-    /// The span of ip rule priorities we own.
-    pub fn priorities(&self) -> std::ops::Range<u32> {
-        self.priority_base..self.priority_base + crate::config::PRIORITY_SPAN
+    /// The packet mark of link number `id`.
+    pub fn mark(&self, id: u32) -> u32 {
+        id << self.mask.trailing_zeros()
     }
 
-    /// The span of routing tables we own.
-    pub fn tables(&self) -> std::ops::RangeInclusive<u32> {
-        self.table_base + 1..=self.table_base + crate::config::MAX_LINKS
+    /// The routing table of link number `id`.
+    pub fn table(&self, id: u32) -> u32 {
+        self.table_base + id
     }
 
-    /// Whether an ip rule (as listed by the kernel) is one of ours.
-    pub fn owns_rule(&self, rule: &IpRule) -> bool {
-        self.priorities().contains(&rule.priority)
-            && match rule.selector {
-                Selector::Fwmark { mask, .. } => mask == self.mask,
-                Selector::All => rule.action == RuleAction::MainWithoutDefault,
-                Selector::Oif(_) => {
-                    matches!(rule.action, RuleAction::Lookup(t) if self.tables().contains(&t))
-                }
-            }
+    /// The mark sent to the `unreachable` rule when a policy has no live link: the highest
+    /// value under the mask.
+    pub fn unreachable_mark(&self) -> u32 {
+        self.mask
+    }
+
+    /// The mark sent to the `blackhole` rule: the value below [`Footprint::unreachable_mark`].
+    pub fn blackhole_mark(&self) -> u32 {
+        self.mask - self.mark(1)
+    }
+}
+
+impl Routing {
+    /// The ip rules: main-without-default first, then the two last-resort marks, then per link
+    /// a lookup followed by an `unreachable` that catches its marked packets when its table is
+    /// empty (device gone), so they never leak out another link.
+    pub fn rules(&self) -> Vec<IpRule> {
+        let f = &self.footprint;
+        let base = f.priority_base;
+        let fwmark = |mark| Selector::Fwmark { mark, mask: f.mask };
+        let mut rules = vec![
+            IpRule {
+                priority: base,
+                selector: Selector::All,
+                action: RuleAction::MainWithoutDefault,
+            },
+            IpRule {
+                priority: base + 1,
+                selector: fwmark(f.unreachable_mark()),
+                action: RuleAction::Unreachable,
+            },
+            IpRule {
+                priority: base + 2,
+                selector: fwmark(f.blackhole_mark()),
+                action: RuleAction::Blackhole,
+            },
+        ];
+        for &id in &self.links {
+            rules.push(IpRule {
+                priority: base + 1 + 2 * id,
+                selector: fwmark(f.mark(id)),
+                action: RuleAction::Lookup(f.table(id)),
+            });
+            rules.push(IpRule {
+                priority: base + 2 + 2 * id,
+                selector: fwmark(f.mark(id)),
+                action: RuleAction::Unreachable,
+            });
+        }
+        rules
+    }
+
+    /// Whether `rule` is a bound-device rule of ours ([`Plan::ip_rules`]): at our first
+    /// priority, with an `oif` selector, looking up one of our link tables. Which device it
+    /// names follows netifd, so ownership goes by that shape.
+    pub fn owns_bound_device_rule(&self, rule: &IpRule) -> bool {
+        rule.priority == self.footprint.priority_base
+            && matches!(rule.selector, Selector::Oif(_))
+            && matches!(rule.action, RuleAction::Lookup(table) if self.has_table(table))
+    }
+
+    /// Whether `table` is one of the link tables.
+    pub fn has_table(&self, table: u32) -> bool {
+        self.links
+            .iter()
+            .any(|&id| self.footprint.table(id) == table)
     }
 }
 
@@ -189,8 +255,11 @@ impl Plan {
     /// Builds the plan from the config and one [`LinkState`] per interface section.
     pub fn build(config: &Config, states: &[LinkState]) -> Plan {
         let g = &config.globals;
-        let shift = g.mark_mask.trailing_zeros();
-        let top = g.mark_mask >> shift;
+        let footprint = Footprint {
+            mask: g.mark_mask,
+            priority_base: g.priority_base,
+            table_base: g.table_base,
+        };
         let mut links = Vec::new();
         let mut link_of_interface = vec![None; config.interfaces.len()];
         for (i, iface) in config.interfaces.iter().enumerate() {
@@ -208,8 +277,8 @@ impl Plan {
                 device: state.device,
                 gateway: state.gateway,
                 source: state.source,
-                mark: iface.id << shift,
-                table: g.table_base + iface.id,
+                mark: footprint.mark(iface.id),
+                table: footprint.table(iface.id),
             });
         }
         let policies = config
@@ -253,71 +322,43 @@ impl Plan {
             })
             .collect();
         Plan {
-            footprint: Footprint {
-                mask: g.mark_mask,
-                priority_base: g.priority_base,
-                table_base: g.table_base,
-            },
+            footprint,
             links,
             lan: g.lan.clone(),
             policies,
             rules: config.rules.clone(),
             sets: config.sets.clone(),
             local_traffic: g.local_traffic,
-            unreachable_mark: top << shift,
-            blackhole_mark: (top - 1) << shift,
+            unreachable_mark: footprint.unreachable_mark(),
+            blackhole_mark: footprint.blackhole_mark(),
         }
     }
 
-    /// The ip rules we want: main-without-default first, then the device-bound sockets' link
-    /// lookups, then the two last-resort marks, then per link a lookup followed by an
-    /// `unreachable` that catches its marked packets when its table is empty (device gone), so
-    /// they never leak out another link.
+    /// The routing objects this plan owns: its footprint and link numbers.
+    pub fn routing(&self) -> Routing {
+        Routing {
+            footprint: self.footprint,
+            links: self
+                .links
+                .iter()
+                .map(|l| l.table - self.footprint.table_base)
+                .collect(),
+        }
+    }
+
+    /// The ip rules we want (see [`Routing::rules`]), with one more per link with a device
+    /// right after the first: a local socket bound to a WAN device keeps it whatever mark its
+    /// packets get, its route coming from that link's table (the rule sees only bound sockets).
     pub fn ip_rules(&self) -> Vec<IpRule> {
-        let f = &self.footprint;
-        let base = f.priority_base;
-        let fwmark = |mark| Selector::Fwmark { mark, mask: f.mask };
-        let mut rules = vec![IpRule {
-            priority: base,
-            selector: Selector::All,
-            action: RuleAction::MainWithoutDefault,
-        }];
-        // A local socket bound to a WAN device keeps it whatever mark its packets get: its
-        // route comes from that link's table (the rule only sees bound sockets).
-        for link in &self.links {
-            if let Some(device) = link.device.as_deref().and_then(DeviceName::new) {
-                rules.push(IpRule {
-                    priority: base,
-                    selector: Selector::Oif(device),
-                    action: RuleAction::Lookup(link.table),
-                });
-            }
-        }
-        rules.extend([
-            IpRule {
-                priority: base + 1,
-                selector: fwmark(self.unreachable_mark),
-                action: RuleAction::Unreachable,
-            },
-            IpRule {
-                priority: base + 2,
-                selector: fwmark(self.blackhole_mark),
-                action: RuleAction::Blackhole,
-            },
-        ]);
-        for link in &self.links {
-            let id = link.table - f.table_base;
-            rules.push(IpRule {
-                priority: base + 1 + 2 * id,
-                selector: fwmark(link.mark),
+        let mut rules = self.routing().rules();
+        let bound = self.links.iter().filter_map(|link| {
+            Some(IpRule {
+                priority: self.footprint.priority_base,
+                selector: Selector::Oif(DeviceName::new(link.device.as_deref()?)?),
                 action: RuleAction::Lookup(link.table),
-            });
-            rules.push(IpRule {
-                priority: base + 2 + 2 * id,
-                selector: fwmark(link.mark),
-                action: RuleAction::Unreachable,
-            });
-        }
+            })
+        });
+        rules.splice(1..1, bound.collect::<Vec<_>>());
         rules
     }
 
@@ -437,7 +478,6 @@ pub(crate) mod tests {
             3 + 2 + 2 * 3,
             "an oif rule per link with a device"
         );
-        assert!(rules.iter().all(|r| plan.footprint.owns_rule(r)));
         let prios: Vec<u32> = rules.iter().map(|r| r.priority).collect();
         assert_eq!(
             prios,
@@ -450,21 +490,16 @@ pub(crate) mod tests {
             Selector::Oif(DeviceName::new("eth2").unwrap())
         );
         assert_eq!(rules[2].action, RuleAction::Lookup(4002));
+        let routing = plan.routing();
+        assert!(routing.owns_bound_device_rule(&rules[2]));
         let foreign_oif = IpRule {
             action: RuleAction::Lookup(100),
             ..rules[2]
         };
-        assert!(!plan.footprint.owns_rule(&foreign_oif));
+        assert!(!routing.owns_bound_device_rule(&foreign_oif));
         assert_eq!(plan.routes().len(), 2);
         assert!(!plan.links[2].up, "a link without a device is never up");
-        let foreign = IpRule {
-            priority: 4003,
-            selector: Selector::Fwmark {
-                mark: 0x1,
-                mask: 0xff,
-            },
-            action: RuleAction::Lookup(100),
-        };
-        assert!(!plan.footprint.owns_rule(&foreign));
+        assert_eq!(routing.links, [1, 2, 3]);
+        assert!(routing.has_table(4003) && !routing.has_table(4004));
     }
 }

@@ -1,8 +1,8 @@
 //! Appliers: the only code that changes the system.
 //!
-//! An apply reads the live routing state (one `ip`), renders, loads the firewall text (one
-//! atomic `nft -f`, or a checked `iptables-restore`) and changes ip rules and routes (one
-//! `ip -batch`, only when something differs). A failure at any step rolls back what the
+//! An apply reads the live routing state (one `ip`), renders, changes ip rules and routes (one
+//! `ip -batch`, only when something differs) and loads the firewall text (one atomic
+//! `nft -f`, or a checked `iptables-restore`). A failure at any step rolls back what this run's
 //! earlier steps changed, so the previous working state stays; see [`apply`] for the order.
 
 pub mod exec;
@@ -12,10 +12,10 @@ use crate::config::{BackendChoice, Config};
 use crate::error::{Context, Error, Result};
 use crate::live::{IP_READ_BATCH, IpState, IptablesState};
 use crate::names::NFT_TABLE;
-use crate::plan::{Footprint, LinkState, Plan};
+use crate::plan::{LinkState, Plan, Routing};
 use crate::render::ip::{self, IpOp};
 use crate::render::{iptables, nft};
-use crate::state::{self, Applied};
+use crate::state::{self, Applied, LOCK_WAIT, Lock};
 use std::path::Path;
 
 /// The firewall tool in use.
@@ -45,15 +45,37 @@ impl Backend {
     }
 
     /// Renders the firewall text for `plan`. nftables drops the chains, sets and static set
-    /// entries of the `previous` ruleset that are gone; iptables first reads what is live, to
-    /// add its jumps once and drop stale chains.
+    /// entries of the `previous` apply that are gone; iptables first reads what is live, to add
+    /// its jumps once and drop our stale chains.
     pub fn render(self, plan: &Plan, previous: Option<&Applied>) -> Result<String> {
+        let recorded = previous
+            .filter(|p| p.backend == self.name())
+            .map(|p| p.chains.as_slice())
+            .unwrap_or_default();
         match self {
             Backend::Nftables => {
                 let previous = previous.filter(|p| p.backend == self.name());
-                Ok(nft::ruleset(plan, previous.map(|p| p.firewall.as_str())))
+                Ok(nft::ruleset(
+                    plan,
+                    nft::Previous {
+                        chains: recorded,
+                        sets: previous.map(|p| p.sets.as_slice()).unwrap_or_default(),
+                        elements: previous.map(|p| p.elements.as_slice()).unwrap_or_default(),
+                    },
+                ))
             }
-            Backend::Iptables => Ok(iptables::ruleset(plan, &read_iptables()?)),
+            Backend::Iptables => Ok(iptables::ruleset(
+                plan,
+                &iptables::ours(read_iptables()?.1, recorded),
+            )),
+        }
+    }
+
+    /// The chains a ruleset text of this backend defines, for the record of the apply.
+    pub fn chains(self, text: &str) -> Vec<String> {
+        match self {
+            Backend::Nftables => nft::chains_in(text),
+            Backend::Iptables => iptables::chains_in(text),
         }
     }
 
@@ -84,8 +106,10 @@ impl Backend {
         .map(drop)
     }
 
-    /// Removes all our firewall objects of this backend (nothing else).
-    pub fn remove(self) -> Result<()> {
+    /// Removes all our firewall objects of this backend (nothing else): our nft table, or the
+    /// iptables chains we always define or `recorded`, with their jumps. With iptables-nft, a
+    /// table we took chains from and that now holds nothing is deleted too.
+    pub fn remove(self, recorded: &[String]) -> Result<()> {
         match self {
             Backend::Nftables => {
                 if exec::on_path("nft") {
@@ -98,9 +122,19 @@ impl Backend {
                 if !exec::on_path("iptables-save") {
                     return Ok(());
                 }
-                let text = iptables::removal(&read_iptables()?);
-                if !text.is_empty() {
-                    exec::run("iptables-restore", &["--noflush"], &text)?;
+                let (save, live) = read_iptables()?;
+                let live = iptables::ours(live, recorded);
+                let text = iptables::removal(&live);
+                if text.is_empty() {
+                    return Ok(());
+                }
+                exec::run("iptables-restore", &["--noflush"], &text)?;
+                if save.contains("(nf_tables)") && exec::on_path("nft") {
+                    let touched: Vec<&str> = ["mangle", "nat"]
+                        .into_iter()
+                        .filter(|t| live.chains.iter().any(|(table, _)| table == t))
+                        .collect();
+                    drop_empty_tables(&touched)?;
                 }
                 Ok(())
             }
@@ -115,8 +149,27 @@ impl Backend {
     }
 }
 
-fn read_iptables() -> Result<IptablesState> {
-    Ok(IptablesState::parse(&exec::run("iptables-save", &[], "")?))
+/// `iptables-save` output and what of it carries our prefix.
+fn read_iptables() -> Result<(String, IptablesState)> {
+    let save = exec::run("iptables-save", &[], "")?;
+    let live = IptablesState::parse(&save);
+    Ok((save, live))
+}
+
+/// Deletes those of the iptables-nft `tables` (family ip) that hold nothing any more.
+fn drop_empty_tables(tables: &[&str]) -> Result<()> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let listing = exec::run("nft", &["-j", "list", "ruleset", "ip"], "")?;
+    let text: String = crate::live::empty_ip_tables(&listing, tables)?
+        .iter()
+        .map(|t| format!("delete table ip {t}\n"))
+        .collect();
+    if !text.is_empty() {
+        exec::run("nft", &["-f", "-"], &text)?;
+    }
+    Ok(())
 }
 
 /// Reads devices, rules and routes with one `ip` process.
@@ -183,14 +236,29 @@ pub fn present_devices(mut states: Vec<LinkState>, live: &IpState) -> Vec<LinkSt
     states
 }
 
+/// Undoes `ops` (a batch that fully succeeded) after a later step failed.
+fn undo_ip(ops: &[IpOp], error: Error) -> Error {
+    let undo: Vec<IpOp> = ops.iter().rev().filter_map(IpOp::inverse).collect();
+    if undo.is_empty() {
+        return error;
+    }
+    match exec::run("ip", &["-batch", "-", "-force"], &ip::batch(&undo)) {
+        Ok(_) => error,
+        Err(r) => Error::Many(vec![error, r.wrap("rolling back ip changes")]),
+    }
+}
+
 /// Applies `config` with the given link states; returns the plan now in force.
 ///
-/// nftables: the ruleset is loaded first, as one transaction the kernel validates whole and
-/// commits or refuses whole (it is its own check); then the ip changes; if those fail, they are
-/// undone and the previous ruleset is put back. iptables-restore commits table by table, so
-/// there the text is checked with `--test` first, the ip changes come next, and a failed load
-/// undoes them.
+/// Serialised with every other change by the state directory's lock. The record of the apply
+/// is written to a temp file before anything changes (an unwritable state directory changes
+/// nothing). Then the ip rules and routes change (one `ip -batch`, undone line by line if a
+/// line fails), then the firewall text loads: nftables as one transaction the kernel commits
+/// whole or refuses whole, iptables after a `--test` check (iptables-restore commits table by
+/// table). If the load fails, exactly the ip changes of this run are undone; nothing else
+/// (another run's rules, the record) is touched.
 pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Result<Plan> {
+    let _lock = Lock::acquire(state_dir, LOCK_WAIT)?;
     let backend = Backend::resolve(config.globals.backend);
     config.check_backend_supports(backend == Backend::Nftables)?;
     let live = read_ip().context("reading routing state")?;
@@ -199,80 +267,79 @@ pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Resul
     let text = backend
         .render(&plan, previous.as_ref())
         .context("reading iptables state")?;
-    let stale: Vec<Footprint> = previous
-        .iter()
-        .map(|a| a.footprint)
-        .filter(|f| *f != plan.footprint)
-        .collect();
-    let ops = ip::diff(&plan, &live, &stale);
-    let loading = format!("loading the {} rules", backend.name());
-    match backend {
-        Backend::Nftables => {
-            backend.load(&text).context(loading)?;
-            if let Err(e) = run_ip(&ops) {
-                let restore = match previous.as_ref().filter(|p| p.backend == backend.name()) {
-                    Some(p) => backend.load(&p.firewall),
-                    None => backend.remove(),
-                };
-                let e = e.wrap("changing ip rules and routes");
-                return Err(match restore {
-                    Ok(()) => e,
-                    Err(r) => Error::Many(vec![e, r.wrap("restoring the previous rules")]),
-                });
-            }
-        }
-        Backend::Iptables => {
-            backend
-                .check(&text)
-                .with_context(|| format!("checking the {} rules", backend.name()))?;
-            run_ip(&ops).context("changing ip rules and routes")?;
-            if let Err(e) = backend.load(&text) {
-                let undo: Vec<IpOp> = ops.iter().rev().filter_map(IpOp::inverse).collect();
-                let rollback = exec::run("ip", &["-batch", "-", "-force"], &ip::batch(&undo));
-                let e = e.wrap(loading);
-                return Err(match rollback {
-                    Ok(_) => e,
-                    Err(r) => Error::Many(vec![e, r.wrap("rolling back ip changes")]),
-                });
-            }
-        }
-    }
-    sysctl::apply(&plan).context("setting sysctls")?;
-    if previous
-        .as_ref()
-        .is_some_and(|p| p.backend != backend.name())
-    {
-        backend
-            .other()
-            .remove()
-            .context("removing the previous backend's rules")?;
-    }
-    state::save_applied(
+    let routing: Vec<Routing> = previous.iter().map(|a| a.routing.clone()).collect();
+    let ops = ip::diff(&plan, &live, &routing);
+    let record = state::stage_applied(
         state_dir,
         &Applied {
             backend: backend.name().to_string(),
-            footprint: plan.footprint,
-            firewall: text,
+            routing: plan.routing(),
+            chains: backend.chains(&text),
+            sets: match backend {
+                Backend::Nftables => nft::set_declarations(&plan),
+                Backend::Iptables => Vec::new(),
+            },
+            elements: match backend {
+                Backend::Nftables => nft::static_elements(&plan),
+                Backend::Iptables => Vec::new(),
+            },
         },
     )?;
+    if backend == Backend::Iptables {
+        backend
+            .check(&text)
+            .with_context(|| format!("checking the {} rules", backend.name()))?;
+    }
+    run_ip(&ops).context("changing ip rules and routes")?;
+    if let Err(e) = backend.load(&text) {
+        return Err(undo_ip(
+            &ops,
+            e.wrap(format!("loading the {} rules", backend.name())),
+        ));
+    }
+    sysctl::apply(&plan).context("setting sysctls")?;
+    if let Some(p) = previous.as_ref().filter(|p| p.backend != backend.name()) {
+        backend
+            .other()
+            .remove(&p.chains)
+            .context("removing the previous backend's rules")?;
+    }
+    record.commit()?;
     Ok(plan)
 }
 
-/// Removes everything we may have added under any of `footprints`; keeps going after an error
-/// and reports them all.
-pub fn stop(footprints: &[Footprint], state_dir: &Path) -> Result<()> {
+/// Rewrites only the policy chains for `plan` (a link entered or left use), holding the lock
+/// like every other change.
+pub fn update_policies(backend: Backend, plan: &Plan, state_dir: &Path) -> Result<()> {
+    let _lock = Lock::acquire(state_dir, LOCK_WAIT)?;
+    backend.load(&backend.policy_update(plan))
+}
+
+/// Removes everything of ours: the last apply's record and, when the config can be read,
+/// what it renders. Serialised like [`apply`]; keeps going after an error and reports them all.
+pub fn stop(config: Option<&Config>, state_dir: &Path) -> Result<()> {
+    let _lock = Lock::acquire(state_dir, LOCK_WAIT)?;
+    let previous = state::load_applied(state_dir);
+    let plan = config.map(|c| {
+        let states: Vec<LinkState> = c.interfaces.iter().map(LinkState::from_config).collect();
+        Plan::build(c, &states)
+    });
+    let mut routing: Vec<Routing> = previous.iter().map(|a| a.routing.clone()).collect();
+    let mut chains: Vec<String> = previous.iter().flat_map(|a| a.chains.clone()).collect();
+    if let Some(plan) = &plan {
+        routing.push(plan.routing());
+        chains.extend(iptables::chains_in(&iptables::ruleset(
+            plan,
+            &IptablesState::default(),
+        )));
+    }
     let mut errors = Vec::new();
     for backend in [Backend::Nftables, Backend::Iptables] {
-        if let Err(e) = backend.remove() {
+        if let Err(e) = backend.remove(&chains) {
             errors.push(e.wrap(format!("removing {} rules", backend.name())));
         }
     }
-    let routing = read_ip().and_then(|live| {
-        let (first, rest) = footprints
-            .split_first()
-            .ok_or_else(|| Error::Usage("stop needs at least one footprint".into()))?;
-        run_ip(&ip::removal(&live, first, rest, &[], &[]))
-    });
+    let routing = read_ip().and_then(|live| run_ip(&ip::removal(&live, &routing, &[], &[])));
     if let Err(e) = routing {
         errors.push(e.wrap("removing ip rules and routes"));
     }

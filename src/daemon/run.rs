@@ -308,7 +308,7 @@ impl Daemon<'_> {
             RulesUpdate::Policies => {
                 let backend = Backend::resolve(self.config.globals.backend);
                 let plan = Plan::build(&self.config, &states);
-                backend.load(&backend.policy_update(&plan)).or_else(|e| {
+                apply::update_policies(backend, &plan, self.options.state_dir).or_else(|e| {
                     log_error(&format!(
                         "updating the policy chains failed, applying everything: {e}"
                     ));

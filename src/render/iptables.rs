@@ -142,6 +142,53 @@ fn add_policies(mangle: &mut Table, plan: &Plan) {
     }
 }
 
+/// Chains every ruleset defines whatever the config, without the prefix.
+const FIXED_CHAINS: [&str; 6] = [
+    "PREROUTING",
+    "OUTPUT",
+    "POSTROUTING",
+    "RULES",
+    "LAST_UNREACHABLE",
+    "LAST_BLACKHOLE",
+];
+
+/// Chains declared by a ruleset text (`:NAME - [0:0]`), in order.
+pub fn chains_in(ruleset: &str) -> Vec<String> {
+    ruleset
+        .lines()
+        .filter_map(|line| line.strip_prefix(':')?.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Only what of `live` is ours: the chains we always define, those in `recorded` (applied or
+/// rendered), and the jumps from built-in chains into our fixed entry chains. Someone else's
+/// chain is not ours merely because its name starts with our prefix.
+pub fn ours(live: IptablesState, recorded: &[String]) -> IptablesState {
+    let fixed = |chain: &str| {
+        chain
+            .strip_prefix(IPT_PREFIX)
+            .is_some_and(|name| FIXED_CHAINS.contains(&name))
+    };
+    let entry = |chain: &str| {
+        JUMPS
+            .iter()
+            .any(|(_, _, ours)| chain.strip_prefix(IPT_PREFIX) == Some(ours))
+    };
+    IptablesState {
+        chains: live
+            .chains
+            .into_iter()
+            .filter(|(_, c)| fixed(c) || recorded.contains(c))
+            .collect(),
+        jumps: live
+            .jumps
+            .into_iter()
+            .filter(|(_, _, c)| entry(c))
+            .collect(),
+    }
+}
+
 /// Text that removes every chain and jump of ours found in `live` (empty when none).
 pub fn removal(live: &IptablesState) -> String {
     let mut out = String::new();

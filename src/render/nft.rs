@@ -12,63 +12,82 @@ use crate::plan::{Choice, Link, Plan, PolicyPlan};
 use std::collections::HashSet;
 use std::fmt::Write;
 
+/// What an earlier apply defined in our table (from its record): this one deletes what it
+/// drops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Previous<'a> {
+    pub chains: &'a [String],
+    /// Set declarations as [`set_declarations`] writes them.
+    pub sets: &'a [String],
+    /// Static entries as [`static_elements`] writes them (`SET ENTRY`).
+    pub elements: &'a [String],
+}
+
 /// The complete ruleset in one atomic `nft -f`. Every chain is declared (created if missing)
-/// and flushed, the chains and sets of the `previous` ruleset that this one drops are deleted,
+/// and flushed, the chains and sets of the `previous` apply that this one drops are deleted,
 /// then everything is defined. Flushing chains instead of the table keeps the hooks registered
 /// (a clean apply destroys nothing, so the kernel's wait for destroyed objects, an RCU grace
 /// period of about 10 ms, is paid only when old rules go) and keeps the sets' elements: what
-/// dnsmasq resolved and which link each sticky source holds survive every apply.
-pub fn ruleset(plan: &Plan, previous: Option<&str>) -> String {
+/// dnsmasq resolved and which link each sticky source holds survive every apply. Whatever goes
+/// is added first, so the transaction holds whatever the kernel has (someone may have flushed
+/// the ruleset since the previous apply).
+pub fn ruleset(plan: &Plan, previous: Previous) -> String {
     let body = chains(plan);
     let sets = set_declarations(plan);
     let mut out = format!("table {NFT_TABLE}\n");
     for line in &sets {
         let _ = writeln!(out, "add set {NFT_TABLE} {line}");
     }
-    let previous = previous.unwrap_or_default();
     let names = chains_in(&body);
     for name in &names {
         let _ = writeln!(out, "add chain {NFT_TABLE} {name}{}", hook_of(name));
         let _ = writeln!(out, "flush chain {NFT_TABLE} {name}");
     }
-    for chain in chains_in(previous).iter().filter(|c| !names.contains(c)) {
+    for chain in previous.chains.iter().filter(|c| !names.contains(c)) {
         let _ = writeln!(
             out,
-            "flush chain {NFT_TABLE} {chain}\ndelete chain {NFT_TABLE} {chain}"
+            "add chain {NFT_TABLE} {chain}\nflush chain {NFT_TABLE} {chain}\ndelete chain {NFT_TABLE} {chain}"
         );
     }
-    let set_names: Vec<&str> = sets.iter().filter_map(|l| l.split(' ').next()).collect();
-    for set in sets_in(previous)
-        .iter()
-        .filter(|s| !set_names.contains(&s.as_str()))
-    {
-        let _ = writeln!(out, "delete set {NFT_TABLE} {set}");
+    for declaration in previous.sets.iter().filter(|d| !sets.contains(d)) {
+        let name = declaration.split(' ').next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "add set {NFT_TABLE} {declaration}\ndelete set {NFT_TABLE} {name}"
+        );
     }
     out.push_str(&body);
+    let wanted = static_elements(plan);
     for set in &plan.sets {
         for v6 in [false, true] {
-            let name = set.kernel_name(v6);
-            let wanted: Vec<String> = set.entries_of(v6).map(ToString::to_string).collect();
-            let kept: HashSet<&str> = wanted.iter().map(String::as_str).collect();
-            if !wanted.is_empty() {
+            let entries: Vec<String> = set.entries_of(v6).map(ToString::to_string).collect();
+            if !entries.is_empty() {
                 let _ = writeln!(
                     out,
-                    "add element {NFT_TABLE} {name} {{ {} }}",
-                    wanted.join(", ")
+                    "add element {NFT_TABLE} {} {{ {} }}",
+                    set.kernel_name(v6),
+                    entries.join(", ")
                 );
             }
-            // Static entries the config dropped: added first, so deleting never fails.
-            let dropped: Vec<String> = elements_in(previous, &name)
-                .into_iter()
-                .filter(|e| !kept.contains(e.as_str()))
-                .collect();
-            if !dropped.is_empty() {
-                let list = dropped.join(", ");
-                let _ = writeln!(
-                    out,
-                    "add element {NFT_TABLE} {name} {{ {list} }}\ndelete element {NFT_TABLE} {name} {{ {list} }}"
-                );
-            }
+        }
+    }
+    // Static entries the config dropped (from sets still there): added first, so deleting
+    // never fails.
+    let kept: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+    let set_names: HashSet<&str> = sets.iter().filter_map(|d| d.split(' ').next()).collect();
+    for element in previous
+        .elements
+        .iter()
+        .filter(|e| !kept.contains(e.as_str()))
+    {
+        let Some((set, entry)) = element.split_once(' ') else {
+            continue;
+        };
+        if set_names.contains(set) {
+            let _ = writeln!(
+                out,
+                "add element {NFT_TABLE} {set} {{ {entry} }}\ndelete element {NFT_TABLE} {set} {{ {entry} }}"
+            );
         }
     }
     out.push_str(&sticky_drops(plan));
@@ -90,16 +109,47 @@ const PREROUTING_HOOK: &str =
 const OUTPUT_HOOK: &str = " { type route hook output priority mangle - 1; policy accept; }";
 const POSTROUTING_HOOK: &str = " { type nat hook postrouting priority srcnat - 1; policy accept; }";
 
+/// The static entries of every address set, as `SET ENTRY`: recorded, so the next apply
+/// removes those the config drops and leaves the dynamic ones alone.
+pub fn static_elements(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for set in &plan.sets {
+        for v6 in [false, true] {
+            let name = set.kernel_name(v6);
+            out.extend(set.entries_of(v6).map(|e| format!("{name} {e}")));
+        }
+    }
+    out
+}
+
+/// Whether `text` is a set declaration [`set_declarations`] could have written (a record is
+/// checked before its names reach nft).
+pub fn is_set_declaration(text: &str) -> bool {
+    let Some((name, rest)) = text.split_once(' ') else {
+        return false;
+    };
+    let v6 = name.ends_with("_v6");
+    (v6 || name.ends_with("_v4"))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && ["interval,timeout", "dynamic,timeout"]
+            .iter()
+            .any(|flags| rest == set_declaration_body(v6, flags))
+}
+
+fn set_declaration_body(v6: bool, flags: &str) -> String {
+    format!("{{ type {}; flags {flags}; }}", addr_type(v6))
+}
+
 /// `NAME { type ...; flags ...; }` of every set: the address sets and one sticky set per
 /// sticky rule, link and family.
-fn set_declarations(plan: &Plan) -> Vec<String> {
+pub fn set_declarations(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
     for set in &plan.sets {
         for v6 in [false, true] {
             out.push(format!(
-                "{} {{ type {}; flags interval,timeout; }}",
+                "{} {}",
                 set.kernel_name(v6),
-                addr_type(v6)
+                set_declaration_body(v6, "interval,timeout")
             ));
         }
     }
@@ -107,9 +157,9 @@ fn set_declarations(plan: &Plan) -> Vec<String> {
         for link in &plan.links {
             for v6 in [false, true] {
                 out.push(format!(
-                    "{} {{ type {}; flags dynamic,timeout; }}",
+                    "{} {}",
                     sticky_set(rule, &link.name, v6),
-                    addr_type(v6)
+                    set_declaration_body(v6, "dynamic,timeout")
                 ));
             }
         }
@@ -288,27 +338,6 @@ pub fn chains_in(ruleset: &str) -> Vec<String> {
         .lines()
         .filter_map(|line| line.strip_prefix("\tchain ")?.strip_suffix(" {"))
         .map(str::to_string)
-        .collect()
-}
-
-/// Sets a ruleset text declares (`add set` lines), in order.
-pub fn sets_in(ruleset: &str) -> Vec<String> {
-    let prefix = format!("add set {NFT_TABLE} ");
-    ruleset
-        .lines()
-        .filter_map(|line| line.strip_prefix(&prefix)?.split(' ').next())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Static entries a ruleset text adds to kernel set `set`.
-fn elements_in(ruleset: &str, set: &str) -> Vec<String> {
-    let prefix = format!("add element {NFT_TABLE} {set} {{ ");
-    ruleset
-        .lines()
-        .filter_map(|line| line.strip_prefix(&prefix)?.strip_suffix(" }"))
-        .take(1)
-        .flat_map(|list| list.split(", ").map(str::to_string))
         .collect()
 }
 

@@ -113,7 +113,11 @@ fn golden_rulesets_load_in_the_kernel() {
     for case in cases(&golden_dir()) {
         let config = load(&case);
         let plan = Plan::build(&config, &link_states(&config));
-        let (ok, err) = in_fresh_netns("nft", &["-c", "-f", "-"], &nft::ruleset(&plan, None));
+        let (ok, err) = in_fresh_netns(
+            "nft",
+            &["-c", "-f", "-"],
+            &nft::ruleset(&plan, nft::Previous::default()),
+        );
         assert!(ok, "{}: nft -c rejected the ruleset: {err}", case.display());
         if config.check_backend_supports(false).is_err() {
             continue;

@@ -9,6 +9,7 @@ mod classes;
 mod e2e;
 mod failover;
 mod golden;
+mod hardening;
 mod lbconfig;
 mod luci;
 mod netns;
