@@ -1,7 +1,7 @@
 //! The command line: one verb plus where the config comes from.
 
-use crate::apply::{self, Backend};
-use crate::config::Config;
+use crate::apply::{self, Backend, sysctl};
+use crate::config::{Config, Family};
 use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
 use crate::explain;
@@ -187,7 +187,8 @@ fn explain(args: &Args) -> Result<()> {
     let query = explain::Query::parse(&args.operands)?;
     let config = args.load_config()?;
     let mut states = args.link_states(&config);
-    if let Ok(live) = apply::read_ip() {
+    // Devices are the same in either family's listing.
+    if let Ok(live) = apply::read_ip(Family::Ipv4) {
         states = apply::present_devices(states, &live);
     }
     if let Ok(status) = status::load(&args.state_dir) {
@@ -228,20 +229,28 @@ pub fn check_text(config: &Config, backend: Backend) -> String {
 /// [`check_text`] for the given link states (what `check` resolved, as apply would).
 pub fn check_text_for(config: &Config, backend: Backend, states: &[LinkState]) -> String {
     let plan = Plan::build(config, states);
-    let firewall = match backend {
-        Backend::Nftables => nft::ruleset(&plan, nft::Previous::default()),
-        Backend::Iptables => iptables::ruleset(&plan, &IptablesState::default()),
-    };
-    let ops = ip::diff(&plan, &IpState::default(), &[]);
-    let mut sysctls = String::from("net.ipv4.ip_forward = 1\n");
-    for dev in std::iter::once("all").chain(plan.wan_devices().map(|(_, d)| d)) {
-        sysctls.push_str(&format!(
-            "net.ipv4.conf.{dev}.rp_filter = 2 (only if it is 1)\n"
-        ));
+    let mut out = String::new();
+    match backend {
+        Backend::Nftables => {
+            out.push_str("# nftables rules\n");
+            out.push_str(&nft::ruleset(&plan, nft::Previous::default()));
+        }
+        Backend::Iptables => {
+            for family in Family::ALL.into_iter().filter(|f| plan.has(*f)) {
+                out.push_str(&format!("# {} rules\n", family.iptables()));
+                out.push_str(&iptables::ruleset(&plan, family, &IptablesState::default()));
+            }
+        }
     }
-    format!(
-        "# {} rules\n{firewall}# ip -batch\n{}# sysctl\n{sysctls}",
-        backend.name(),
-        ip::batch(&ops)
-    )
+    for family in Family::ALL.into_iter().filter(|f| plan.has(*f)) {
+        let ops = ip::diff(&plan, family, &IpState::default(), &[]);
+        let flag = match family {
+            Family::Ipv4 => "",
+            Family::Ipv6 => " -6",
+        };
+        out.push_str(&format!("# ip{flag} -batch\n{}", ip::batch(&ops)));
+    }
+    out.push_str("# sysctl\n");
+    out.push_str(&sysctl::describe(&plan));
+    out
 }

@@ -5,7 +5,7 @@
 //! The decision itself is pure ([`explain`]): the same plan the rules were rendered from,
 //! walked the way the packet path walks it, plus the kernel facts gathered by [`Facts::read`].
 
-use crate::config::{Balance, Config, HashKey, LastResort, Prefix, Proto, Rule, RuleTarget};
+use crate::config::{Balance, Cidr, Config, Family, HashKey, LastResort, Proto, Rule, RuleTarget};
 use crate::error::{Error, Result};
 use crate::hash;
 use crate::names::NFT_TABLE;
@@ -77,7 +77,7 @@ impl Query {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     /// (kernel set name, its elements).
-    pub sets: Vec<(String, Vec<Prefix>)>,
+    pub sets: Vec<(String, Vec<Cidr>)>,
 }
 
 impl Facts {
@@ -115,14 +115,14 @@ impl Facts {
     pub fn contains(&self, name: &str, addr: IpAddr) -> bool {
         self.sets
             .iter()
-            .any(|(n, elements)| n == name && elements.iter().any(|p| p.contains(addr)))
+            .any(|(n, elements)| n == name && elements.iter().any(|p| p.contains(&addr)))
     }
 }
 
 /// One set element of nft's JSON: an address or a prefix, possibly wrapped with its timeout.
-fn element(value: &Value) -> Option<Prefix> {
+fn element(value: &Value) -> Option<Cidr> {
     match value {
-        Value::String(text) => Prefix::parse(text),
+        Value::String(text) => Cidr::parse(text),
         Value::Object(map) => {
             if let Some(inner) = map.get("elem") {
                 return element(&inner["val"]);
@@ -130,7 +130,7 @@ fn element(value: &Value) -> Option<Prefix> {
             let prefix = map.get("prefix")?;
             let addr = prefix["addr"].as_str()?;
             let len = prefix["len"].as_u64()?;
-            Prefix::parse(&format!("{addr}/{len}"))
+            Cidr::parse(&format!("{addr}/{len}"))
         }
         _ => None,
     }
@@ -161,9 +161,25 @@ pub fn explain(config: &Config, plan: &Plan, facts: &Facts, query: &Query) -> Ex
         link: None,
         reason: String::new(),
     };
-    if query.src.is_ipv6() {
+    let family = Family::of(&query.src);
+    if !plan.has(family) {
         answer.decision = "main";
-        answer.reason = "IPv6 is left to the main routing table".into();
+        answer.reason = format!(
+            "no {} link is configured: {0} traffic is left to the main routing table",
+            family.label()
+        );
+        return answer;
+    }
+    let pinned = plan.links.iter().position(|l| {
+        l.up && l.family == family && l.prefixes.iter().any(|p| p.contains(&query.src))
+    });
+    if let Some(link) = pinned {
+        answer.decision = "pinned";
+        answer.link = Some(link);
+        answer.reason = format!(
+            "{} is in a prefix of {}, which its new connections always take",
+            query.src, plan.links[link].name
+        );
         return answer;
     }
     let (rule, target) = if plan.rules.is_empty() {
@@ -212,7 +228,16 @@ pub fn explain(config: &Config, plan: &Plan, facts: &Facts, query: &Query) -> Ex
             (m.name.clone(), iface.name.clone(), m.metric, m.weight, live)
         })
         .collect();
-    let shares = match &policy.choice {
+    let Some((_, choice)) = policy.choices.iter().find(|(f, _)| *f == family) else {
+        answer.decision = "main";
+        answer.reason = format!(
+            "{matched}; policy {} has no {} member, so the main routing table decides",
+            policy.name,
+            family.label()
+        );
+        return answer;
+    };
+    let shares = match choice {
         Choice::Fallback(resort) => {
             let (decision, what) = match resort {
                 LastResort::Default => ("main", "goes to the main routing table"),
@@ -230,9 +255,10 @@ pub fn explain(config: &Config, plan: &Plan, facts: &Facts, query: &Query) -> Ex
     };
     if let Some(sticky) = rule.and_then(|r| r.sticky.map(|s| (r, s))) {
         let (rule, sticky) = sticky;
-        let held = shares.iter().map(|s| s.link).find(|&link| {
-            facts.contains(&sticky_set(rule, &plan.links[link].name, false), query.src)
-        });
+        let held = shares
+            .iter()
+            .map(|s| s.link)
+            .find(|&link| facts.contains(&sticky_set(rule, &plan.links[link].name), query.src));
         if let Some(link) = held {
             answer.decision = "sticky";
             answer.link = Some(link);
@@ -261,7 +287,7 @@ pub fn explain(config: &Config, plan: &Plan, facts: &Facts, query: &Query) -> Ex
         Balance::Hash(key) => {
             let dst = (key == HashKey::SrcDst).then_some(query.dst);
             let bucket = hash::bucket(query.src, dst);
-            let link = policy.buckets[bucket as usize];
+            let link = policy.buckets_of(family)[bucket as usize];
             answer.decision = "hashed";
             answer.bucket = Some(bucket);
             answer.link = Some(link);
@@ -302,16 +328,8 @@ pub fn explain(config: &Config, plan: &Plan, facts: &Facts, query: &Query) -> Ex
 /// Whether `rule` matches the new connection (a rule's port or protocol the query does not
 /// give does not match).
 fn matches(rule: &Rule, facts: &Facts, q: &Query) -> bool {
-    let in_cidrs = |cidrs: &[crate::config::Cidr], addr: IpAddr| {
-        cidrs.is_empty()
-            || cidrs.iter().any(|c| {
-                Prefix {
-                    addr: IpAddr::V4(c.addr),
-                    len: c.len,
-                }
-                .contains(addr)
-            })
-    };
+    let in_cidrs =
+        |cidrs: &[Cidr], addr: IpAddr| cidrs.is_empty() || cidrs.iter().any(|c| c.contains(&addr));
     let in_set = |set: &Option<String>, addr: IpAddr| {
         set.as_ref().is_none_or(|name| {
             facts.contains(
@@ -323,7 +341,8 @@ fn matches(rule: &Rule, facts: &Facts, q: &Query) -> bool {
     let in_ports = |ports: &[crate::config::PortRange], port: Option<u16>| {
         ports.is_empty() || port.is_some_and(|p| ports.iter().any(|r| (r.from..=r.to).contains(&p)))
     };
-    (rule.proto == Proto::All || Some(rule.proto) == q.proto)
+    rule.family.is_none_or(|f| f == Family::of(&q.src))
+        && (rule.proto == Proto::All || Some(rule.proto) == q.proto)
         && in_cidrs(&rule.src_ip, q.src)
         && in_cidrs(&rule.dest_ip, q.dst)
         && rule.src_port.is_empty()
@@ -453,11 +472,11 @@ mod tests {
             sets: vec![
                 (
                     "vpn_v4".into(),
-                    vec![Prefix::parse("172.31.254.0/24").unwrap()],
+                    vec![Cidr::parse("172.31.254.0/24").unwrap()],
                 ),
                 (
-                    "sticky_web_wan_v4".into(),
-                    vec![Prefix::parse("192.168.1.7").unwrap()],
+                    "sticky_web_wan".into(),
+                    vec![Cidr::parse("192.168.1.7").unwrap()],
                 ),
             ],
         };
@@ -472,7 +491,10 @@ mod tests {
         assert_eq!(e.decision, "hashed");
         let bucket = hash::bucket("192.168.1.8".parse().unwrap(), None);
         assert_eq!(e.bucket, Some(bucket));
-        assert_eq!(e.link, Some(plan.policies[0].buckets[bucket as usize]));
+        assert_eq!(
+            e.link,
+            Some(plan.policies[0].buckets_of(Family::Ipv4)[bucket as usize])
+        );
         let e = ask(&config, &plan, &facts, "192.168.1.8 8.8.8.8 udp 53");
         assert_eq!(e.decision, "main");
         let e = ask(&config, &plan, &facts, "192.168.1.8 8.8.8.8");

@@ -4,17 +4,19 @@
 //! (its device, whether it is alive). Renderers turn it into tool input; nothing here touches
 //! the system, so it is tested with plain values.
 
-use crate::config::{AddrSet, Balance, Config, Interface, LastResort, Rule};
+use crate::config::{AddrSet, Balance, Cidr, Config, Family, Interface, LastResort, Rule};
 use crate::hash;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// What is known at apply time about one configured interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkState {
     /// The kernel device, when known (a netifd interface that is down has none).
     pub device: Option<String>,
-    pub gateway: Option<Ipv4Addr>,
-    pub source: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
+    pub source: Option<IpAddr>,
+    /// The link's IPv6 prefixes: configured ones plus those netifd delegated.
+    pub prefixes: Vec<Cidr>,
     /// Alive: device present and health tracking (if any) says up.
     pub up: bool,
 }
@@ -26,6 +28,7 @@ impl LinkState {
             device: iface.device.clone(),
             gateway: iface.gateway,
             source: iface.source,
+            prefixes: iface.prefixes.clone(),
             up: iface.enabled && iface.device.is_some(),
         }
     }
@@ -35,9 +38,14 @@ impl LinkState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub name: String,
+    pub family: Family,
     pub device: Option<String>,
-    pub gateway: Option<Ipv4Addr>,
-    pub source: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
+    pub source: Option<IpAddr>,
+    /// Whether traffic leaving the link is SNATed (to `source`) or masqueraded.
+    pub nat: bool,
+    /// IPv6 prefixes of the link: sources in them are pinned to it and never NATed.
+    pub prefixes: Vec<Cidr>,
     /// Mark value inside the mask (packet mark and conntrack mark).
     pub mark: u32,
     pub table: u32,
@@ -61,14 +69,36 @@ pub enum Choice {
     Fallback(LastResort),
 }
 
-/// A policy after liveness has been applied.
+/// A policy after liveness has been applied: one choice per family it has members of. A family
+/// without members is not balanced by the policy (its traffic keeps the main table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyPlan {
     pub name: String,
-    pub choice: Choice,
+    pub choices: Vec<(Family, Choice)>,
     pub balance: Balance,
-    /// With hash balancing: the owner (index into [`Plan::links`]) of every bucket.
-    pub buckets: Vec<usize>,
+    /// With hash balancing, per family: the owner (index into [`Plan::links`]) of every bucket.
+    pub buckets: Vec<(Family, Vec<usize>)>,
+}
+
+impl PolicyPlan {
+    /// The bucket table of `family` (empty without hash balancing).
+    pub fn buckets_of(&self, family: Family) -> &[usize] {
+        self.buckets
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map_or(&[], |(_, table)| table.as_slice())
+    }
+
+    /// Links the policy spreads new connections over right now, all families.
+    pub fn spread_links(&self) -> Vec<usize> {
+        self.choices
+            .iter()
+            .flat_map(|(_, choice)| match choice {
+                Choice::Spread(shares) => shares.iter().map(|s| s.link).collect(),
+                Choice::Fallback(_) => Vec::new(),
+            })
+            .collect()
+    }
 }
 
 /// Which ip rule selector: everything, our mark under our mask, or the device a local socket
@@ -130,7 +160,7 @@ pub struct IpRule {
 pub struct Route {
     pub table: u32,
     pub device: String,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
 }
 
 /// The kernel objects we may own: used to find ours among everyone's rules and tables.
@@ -167,8 +197,10 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
     pub footprint: Footprint,
-    /// Interface numbers (1-based config order) of the enabled links.
+    /// Interface numbers (1-based config order) of the enabled IPv4 links.
     pub links: Vec<u32>,
+    /// The same for the IPv6 links, whose rules and tables are in the kernel's IPv6 lists.
+    pub links6: Vec<u32>,
 }
 
 impl Footprint {
@@ -195,10 +227,22 @@ impl Footprint {
 }
 
 impl Routing {
-    /// The ip rules: main-without-default first, then the two last-resort marks, then per link
-    /// a lookup followed by an `unreachable` that catches its marked packets when its table is
-    /// empty (device gone), so they never leak out another link.
-    pub fn rules(&self) -> Vec<IpRule> {
+    /// The link numbers of `family`.
+    pub fn ids(&self, family: Family) -> &[u32] {
+        match family {
+            Family::Ipv4 => &self.links,
+            Family::Ipv6 => &self.links6,
+        }
+    }
+
+    /// The ip rules of `family`: main-without-default first, then the two last-resort marks,
+    /// then per link a lookup followed by an `unreachable` that catches its marked packets when
+    /// its table is empty (device gone), so they never leak out another link. None for a family
+    /// without links.
+    pub fn rules(&self, family: Family) -> Vec<IpRule> {
+        if self.ids(family).is_empty() {
+            return Vec::new();
+        }
         let f = &self.footprint;
         let base = f.priority_base;
         let fwmark = |mark| Selector::Fwmark { mark, mask: f.mask };
@@ -219,7 +263,7 @@ impl Routing {
                 action: RuleAction::Blackhole,
             },
         ];
-        for &id in &self.links {
+        for &id in self.ids(family) {
             rules.push(IpRule {
                 priority: base + 1 + 2 * id,
                 selector: fwmark(f.mark(id)),
@@ -235,17 +279,17 @@ impl Routing {
     }
 
     /// Whether `rule` is a bound-device rule of ours ([`Plan::ip_rules`]): at our first
-    /// priority, with an `oif` selector, looking up one of our link tables. Which device it
-    /// names follows netifd, so ownership goes by that shape.
-    pub fn owns_bound_device_rule(&self, rule: &IpRule) -> bool {
+    /// priority, with an `oif` selector, looking up one of our link tables of `family`. Which
+    /// device it names follows netifd, so ownership goes by that shape.
+    pub fn owns_bound_device_rule(&self, family: Family, rule: &IpRule) -> bool {
         rule.priority == self.footprint.priority_base
             && matches!(rule.selector, Selector::Oif(_))
-            && matches!(rule.action, RuleAction::Lookup(table) if self.has_table(table))
+            && matches!(rule.action, RuleAction::Lookup(table) if self.has_table(family, table))
     }
 
-    /// Whether `table` is one of the link tables.
-    pub fn has_table(&self, table: u32) -> bool {
-        self.links
+    /// Whether `table` is one of the link tables of `family`.
+    pub fn has_table(&self, family: Family, table: u32) -> bool {
+        self.ids(family)
             .iter()
             .any(|&id| self.footprint.table(id) == table)
     }
@@ -271,12 +315,17 @@ impl Plan {
                 .cloned()
                 .unwrap_or_else(|| LinkState::from_config(iface));
             link_of_interface[i] = Some(links.len());
+            let mut prefixes = state.prefixes;
+            prefixes.dedup();
             links.push(Link {
                 name: iface.name.clone(),
+                family: iface.family,
                 up: state.up && state.device.is_some(),
                 device: state.device,
                 gateway: state.gateway,
                 source: state.source,
+                nat: iface.nat,
+                prefixes,
                 mark: footprint.mark(iface.id),
                 table: footprint.table(iface.id),
             });
@@ -285,37 +334,28 @@ impl Plan {
             .policies
             .iter()
             .map(|p| {
-                let members: Vec<(usize, u32, u32)> = p
-                    .members
-                    .iter()
-                    .filter_map(|m| Some((link_of_interface[m.interface]?, m.metric, m.weight)))
-                    .collect();
-                let live_tier = members
-                    .iter()
-                    .filter(|&&(link, _, _)| links[link].up)
-                    .map(|&(_, metric, _)| metric)
-                    .min();
-                let tier: Vec<(usize, u32, bool)> = members
-                    .iter()
-                    .filter(|&&(_, metric, _)| Some(metric) == live_tier)
-                    .map(|&(link, _, weight)| (link, weight, links[link].up))
-                    .collect();
-                let choice = match live_tier {
-                    None => Choice::Fallback(p.last_resort),
-                    Some(_) => Choice::Spread(reduce(
-                        tier.iter()
-                            .filter(|m| m.2)
-                            .map(|&(link, weight, _)| Share { link, weight })
-                            .collect(),
-                    )),
-                };
-                let buckets = match p.balance {
-                    Balance::Hash(_) => hash::table(&tier),
-                    _ => Vec::new(),
-                };
+                let mut choices = Vec::new();
+                let mut buckets = Vec::new();
+                for family in Family::ALL {
+                    let members: Vec<(usize, u32, u32)> = p
+                        .members
+                        .iter()
+                        .filter_map(|m| {
+                            let link = link_of_interface[m.interface]?;
+                            (links[link].family == family).then_some((link, m.metric, m.weight))
+                        })
+                        .collect();
+                    if members.is_empty() {
+                        continue;
+                    }
+                    choices.push((family, choose(&links, &members, p.last_resort)));
+                    if matches!(p.balance, Balance::Hash(_)) {
+                        buckets.push((family, hash::table(&live_tier(&links, &members))));
+                    }
+                }
                 PolicyPlan {
                     name: p.name.clone(),
-                    choice,
+                    choices,
                     balance: p.balance,
                     buckets,
                 }
@@ -334,39 +374,80 @@ impl Plan {
         }
     }
 
-    /// The routing objects this plan owns: its footprint and link numbers.
-    pub fn routing(&self) -> Routing {
-        Routing {
-            footprint: self.footprint,
-            links: self
-                .links
-                .iter()
-                .map(|l| l.table - self.footprint.table_base)
-                .collect(),
+    /// Whether any link carries `family`: a family without links is left to the main table
+    /// entirely, and nothing of ours is installed for it.
+    pub fn has(&self, family: Family) -> bool {
+        self.links.iter().any(|l| l.family == family)
+    }
+
+    /// The only family with links, when there is just one.
+    pub fn single_family(&self) -> Option<Family> {
+        match (self.has(Family::Ipv4), self.has(Family::Ipv6)) {
+            (true, false) => Some(Family::Ipv4),
+            (false, true) => Some(Family::Ipv6),
+            _ => None,
         }
     }
 
-    /// The ip rules we want (see [`Routing::rules`]), with one more per link with a device
-    /// right after the first: a local socket bound to a WAN device keeps it whatever mark its
-    /// packets get, its route coming from that link's table (the rule sees only bound sockets).
-    pub fn ip_rules(&self) -> Vec<IpRule> {
-        let mut rules = self.routing().rules();
-        let bound = self.links.iter().filter_map(|link| {
-            Some(IpRule {
-                priority: self.footprint.priority_base,
-                selector: Selector::Oif(DeviceName::new(link.device.as_deref()?)?),
-                action: RuleAction::Lookup(link.table),
+    /// Usable links with prefixes of their own: new connections from those prefixes are pinned
+    /// to them. A link that is not usable pins nothing, so its hosts are balanced (and NATed)
+    /// over the live links until it returns.
+    pub fn pins(&self) -> impl Iterator<Item = &Link> {
+        self.links.iter().filter(|l| l.up && !l.prefixes.is_empty())
+    }
+
+    /// Whether the ruleset has a prefix-pinning stage (some link has prefixes, usable or not),
+    /// so a link state change only rewrites its contents.
+    pub fn pins_prefixes(&self) -> bool {
+        self.links.iter().any(|l| !l.prefixes.is_empty())
+    }
+
+    /// The links of `family`.
+    pub fn links_of(&self, family: Family) -> impl Iterator<Item = &Link> {
+        self.links.iter().filter(move |l| l.family == family)
+    }
+
+    /// The routing objects this plan owns: its footprint and link numbers per family.
+    pub fn routing(&self) -> Routing {
+        let ids = |family| {
+            self.links_of(family)
+                .map(|l| l.table - self.footprint.table_base)
+                .collect()
+        };
+        Routing {
+            footprint: self.footprint,
+            links: ids(Family::Ipv4),
+            links6: ids(Family::Ipv6),
+        }
+    }
+
+    /// The ip rules we want (see [`Routing::rules`]), with one more per link of `family` with a
+    /// device right after the first: a local socket bound to a WAN device keeps it whatever
+    /// mark its packets get, its route coming from that link's table (the rule sees only bound
+    /// sockets).
+    pub fn ip_rules(&self, family: Family) -> Vec<IpRule> {
+        let mut rules = self.routing().rules(family);
+        let bound: Vec<IpRule> = self
+            .links_of(family)
+            .filter_map(|link| {
+                Some(IpRule {
+                    priority: self.footprint.priority_base,
+                    selector: Selector::Oif(DeviceName::new(link.device.as_deref()?)?),
+                    action: RuleAction::Lookup(link.table),
+                })
             })
-        });
-        rules.splice(1..1, bound.collect::<Vec<_>>());
+            .collect();
+        if !rules.is_empty() {
+            rules.splice(1..1, bound);
+        }
         rules
     }
 
-    /// One default route per link whose device is known (a down link with a present device
-    /// keeps its route: it only leaves the choice, its pinned connections still need it).
-    pub fn routes(&self) -> Vec<Route> {
-        self.links
-            .iter()
+    /// One default route per link of `family` whose device is known (a down link with a
+    /// present device keeps its route: it only leaves the choice, its pinned connections still
+    /// need it).
+    pub fn routes(&self, family: Family) -> Vec<Route> {
+        self.links_of(family)
             .filter_map(|link| {
                 Some(Route {
                     table: link.table,
@@ -383,6 +464,36 @@ impl Plan {
             .iter()
             .filter_map(|l| l.device.as_deref().map(|d| (l, d)))
     }
+}
+
+/// A policy's choice among `members` (link, metric, weight) of one family: the live links of
+/// the lowest live metric by weight, or the last resort.
+fn choose(links: &[Link], members: &[(usize, u32, u32)], last_resort: LastResort) -> Choice {
+    let live: Vec<&(usize, u32, u32)> = members.iter().filter(|(l, _, _)| links[*l].up).collect();
+    match live.iter().map(|(_, metric, _)| *metric).min() {
+        None => Choice::Fallback(last_resort),
+        Some(tier) => Choice::Spread(reduce(
+            live.iter()
+                .filter(|(_, metric, _)| *metric == tier)
+                .map(|&&(link, _, weight)| Share { link, weight })
+                .collect(),
+        )),
+    }
+}
+
+/// The members of the lowest metric with a live link, as `(link, weight, live)` for the hash
+/// bucket table (dead members included: their buckets are dealt to the live ones).
+fn live_tier(links: &[Link], members: &[(usize, u32, u32)]) -> Vec<(usize, u32, bool)> {
+    let tier = members
+        .iter()
+        .filter(|(l, _, _)| links[*l].up)
+        .map(|(_, metric, _)| *metric)
+        .min();
+    members
+        .iter()
+        .filter(|(_, metric, _)| Some(*metric) == tier)
+        .map(|&(link, _, weight)| (link, weight, links[link].up))
+        .collect()
 }
 
 /// Divides weights by their greatest common divisor so rotation tables stay short.
@@ -439,11 +550,14 @@ pub(crate) mod tests {
         let c = config(TIERS);
         let plan = Plan::build(&c, &states(&c, &[true, true, true]));
         assert_eq!(
-            plan.policies[0].choice,
-            Choice::Spread(vec![
-                Share { link: 0, weight: 2 },
-                Share { link: 1, weight: 1 }
-            ])
+            plan.policies[0].choices,
+            [(
+                Family::Ipv4,
+                Choice::Spread(vec![
+                    Share { link: 0, weight: 2 },
+                    Share { link: 1, weight: 1 }
+                ])
+            )]
         );
         assert_eq!(plan.links[2].mark, 0x300);
         assert_eq!(plan.links[2].table, 4003);
@@ -456,13 +570,16 @@ pub(crate) mod tests {
         let c = config(TIERS);
         let plan = Plan::build(&c, &states(&c, &[false, false, true]));
         assert_eq!(
-            plan.policies[0].choice,
-            Choice::Spread(vec![Share { link: 2, weight: 1 }])
+            plan.policies[0].choices,
+            [(
+                Family::Ipv4,
+                Choice::Spread(vec![Share { link: 2, weight: 1 }])
+            )]
         );
         let plan = Plan::build(&c, &states(&c, &[false, false, false]));
         assert_eq!(
-            plan.policies[0].choice,
-            Choice::Fallback(LastResort::Blackhole)
+            plan.policies[0].choices,
+            [(Family::Ipv4, Choice::Fallback(LastResort::Blackhole))]
         );
     }
 
@@ -472,7 +589,8 @@ pub(crate) mod tests {
         let mut st = states(&c, &[true, true, true]);
         st[2].device = None;
         let plan = Plan::build(&c, &st);
-        let rules = plan.ip_rules();
+        let rules = plan.ip_rules(Family::Ipv4);
+        assert!(plan.ip_rules(Family::Ipv6).is_empty());
         assert_eq!(
             rules.len(),
             3 + 2 + 2 * 3,
@@ -490,16 +608,93 @@ pub(crate) mod tests {
             Selector::Oif(DeviceName::new("eth2").unwrap())
         );
         assert_eq!(rules[2].action, RuleAction::Lookup(4002));
-        let routing = plan.routing();
-        assert!(routing.owns_bound_device_rule(&rules[2]));
         let foreign_oif = IpRule {
             action: RuleAction::Lookup(100),
             ..rules[2]
         };
-        assert!(!routing.owns_bound_device_rule(&foreign_oif));
-        assert_eq!(plan.routes().len(), 2);
+        assert!(
+            plan.routing()
+                .owns_bound_device_rule(Family::Ipv4, &rules[2])
+        );
+        assert!(
+            !plan
+                .routing()
+                .owns_bound_device_rule(Family::Ipv4, &foreign_oif)
+        );
+        assert!(
+            !plan
+                .routing()
+                .owns_bound_device_rule(Family::Ipv6, &rules[2])
+        );
+        assert_eq!(plan.routes(Family::Ipv4).len(), 2);
         assert!(!plan.links[2].up, "a link without a device is never up");
-        assert_eq!(routing.links, [1, 2, 3]);
-        assert!(routing.has_table(4003) && !routing.has_table(4004));
+        let routing = plan.routing();
+        assert_eq!(
+            (routing.links.as_slice(), routing.links6.as_slice()),
+            (&[1, 2, 3][..], &[][..])
+        );
+        assert!(routing.has_table(Family::Ipv4, 4003) && !routing.has_table(Family::Ipv4, 4004));
+        assert!(!routing.has_table(Family::Ipv6, 4003));
+    }
+
+    pub(crate) const DUAL: &str = r#"{"values":{
+        "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1"},
+        "wan6":{".type":"interface",".name":"wan6",".index":2,"family":"ipv6","device":"eth1",
+                "prefix":"2001:db8:1::/56"},
+        "wanb6":{".type":"interface",".name":"wanb6",".index":3,"family":"ipv6","device":"eth2",
+                 "weight":"3","prefix":"2001:db8:2::/56"}
+    }}"#;
+
+    /// The [`DUAL`] plan with only the links marked in `up` alive.
+    pub(crate) fn dual_plan(up: [bool; 3]) -> Plan {
+        let c = config(DUAL);
+        Plan::build(&c, &states(&c, &up))
+    }
+
+    #[test]
+    fn each_family_is_balanced_over_its_own_links_and_pins_follow_liveness() {
+        let plan = dual_plan([true, true, true]);
+        assert_eq!(
+            plan.policies[0].choices,
+            [
+                (
+                    Family::Ipv4,
+                    Choice::Spread(vec![Share { link: 0, weight: 1 }])
+                ),
+                (
+                    Family::Ipv6,
+                    Choice::Spread(vec![
+                        Share { link: 1, weight: 1 },
+                        Share { link: 2, weight: 3 }
+                    ])
+                )
+            ]
+        );
+        assert_eq!(plan.single_family(), None);
+        let pinned: Vec<&str> = plan.pins().map(|l| l.name.as_str()).collect();
+        assert_eq!(pinned, ["wan6", "wanb6"]);
+        let rules6 = plan.ip_rules(Family::Ipv6);
+        assert_eq!(
+            rules6.len(),
+            3 + 2 + 2 * 2,
+            "with an oif rule per IPv6 link"
+        );
+        assert_eq!(rules6[1].action, RuleAction::Lookup(4002));
+        assert_eq!(rules6[5].action, RuleAction::Lookup(4002));
+        assert_eq!(plan.routes(Family::Ipv6).len(), 2);
+
+        let plan = dual_plan([true, false, true]);
+        let pinned: Vec<&str> = plan.pins().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            pinned,
+            ["wanb6"],
+            "a dead link's prefix is balanced instead"
+        );
+        assert!(plan.pins_prefixes());
+        let plan = dual_plan([true, false, false]);
+        assert_eq!(
+            plan.policies[0].choices[1],
+            (Family::Ipv6, Choice::Fallback(LastResort::Unreachable))
+        );
     }
 }

@@ -243,6 +243,13 @@ pub fn load_applied(dir: &Path) -> Option<Applied> {
     let number =
         |key: &str| -> Option<u32> { u32::try_from(value["footprint"][key].as_u64()?).ok() };
     let list = |key: &str| value[key].as_array().cloned().unwrap_or_default();
+    let ids = |key: &str| -> Vec<u32> {
+        list(key)
+            .iter()
+            .filter_map(|id| u32::try_from(id.as_u64()?).ok())
+            .filter(|id| (1..=crate::config::MAX_LINKS).contains(id))
+            .collect()
+    };
     Some(Applied {
         backend: value["backend"].as_str()?.to_string(),
         routing: Routing {
@@ -251,11 +258,8 @@ pub fn load_applied(dir: &Path) -> Option<Applied> {
                 priority_base: number("priority_base")?,
                 table_base: number("table_base")?,
             },
-            links: list("links")
-                .iter()
-                .filter_map(|id| u32::try_from(id.as_u64()?).ok())
-                .filter(|id| (1..=crate::config::MAX_LINKS).contains(id))
-                .collect(),
+            links: ids("links"),
+            links6: ids("links6"),
         },
         // Only names we could have made: they are written into nft and iptables input.
         chains: list("chains")
@@ -276,7 +280,7 @@ pub fn load_applied(dir: &Path) -> Option<Applied> {
             .filter(|e| {
                 e.split_once(' ').is_some_and(|(set, entry)| {
                     set.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                        && crate::config::Prefix::parse(entry).is_some()
+                        && crate::config::Cidr::parse(entry).is_some()
                 })
             })
             .map(str::to_string)
@@ -296,6 +300,7 @@ pub fn stage_applied(dir: &Path, applied: &Applied) -> Result<Pending> {
             "table_base": f.table_base,
         },
         "links": applied.routing.links,
+        "links6": applied.routing.links6,
         "chains": applied.chains,
         "sets": applied.sets,
         "elements": applied.elements,
@@ -335,6 +340,7 @@ mod tests {
                     table_base: 4000,
                 },
                 links: vec![1, 3],
+                links6: vec![4],
             },
             chains: vec!["mark_wan".into(), "prerouting".into()],
             sets: vec!["vpn_v4 { type ipv4_addr; flags interval,timeout; }".into()],

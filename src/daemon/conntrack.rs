@@ -35,8 +35,10 @@ const ACK_TIMEOUT_SECS: i64 = 2;
 /// What errors call the socket.
 const SOCKET_NAME: &str = "ctnetlink socket";
 
-/// Deletes every IPv4 conntrack entry whose `mark & mask == mark`; entries of other links and
-/// unmarked ones stay.
+/// Deletes every conntrack entry whose `mark & mask == mark`, IPv4 and IPv6 alike (a flush
+/// request of nfnetlink version 0 is not limited to its `nfgen_family`, and a link's mark is
+/// only ever set on its own family's connections); entries of other links and unmarked ones
+/// stay.
 pub fn delete_marked(mark: u32, mask: u32) -> Result<()> {
     let io = |step: &str, e: Errno| Error::io(format!("{SOCKET_NAME}: {step}"), e.into());
     let socket: OwnedFd = socket(
@@ -179,17 +181,23 @@ mod tests {
         assert_eq!(ack_status(&[0u8; 20], 7), None);
     }
 
-    /// Inserts an established TCP entry from `sport` with `mark` into `ns`'s conntrack table.
+    /// Inserts an established TCP entry from `sport` with `mark` into `ns`'s conntrack table,
+    /// IPv6 for odd ports.
     fn insert(ns: &Netns, sport: u16, mark: u32) {
+        let (src, dst) = if sport % 2 == 1 {
+            ("fd77::2", "fd99::1")
+        } else {
+            ("10.77.0.2", "10.78.0.1")
+        };
         ns.exec(&[
             "conntrack",
             "-I",
             "-p",
             "tcp",
             "-s",
-            "10.77.0.2",
+            src,
             "-d",
-            "10.78.0.1",
+            dst,
             "--sport",
             &sport.to_string(),
             "--dport",
@@ -205,11 +213,12 @@ mod tests {
         ]);
     }
 
-    /// The marks of the entries in `ns`'s conntrack table, sorted.
+    /// The marks of the entries in `ns`'s conntrack table (both families), sorted.
     fn marks(ns: &Netns) -> Vec<u32> {
-        let mut marks: Vec<u32> = ns
-            .exec(&["conntrack", "-L"])
-            .lines()
+        let listing = ["ipv4", "ipv6"].map(|family| ns.exec(&["conntrack", "-L", "-f", family]));
+        let mut marks: Vec<u32> = listing
+            .iter()
+            .flat_map(|text| text.lines())
             .filter_map(|line| {
                 let value = line
                     .split_whitespace()
@@ -224,14 +233,24 @@ mod tests {
     #[test]
     fn deletes_exactly_the_entries_of_one_link() {
         let ns = Netns::new("ct");
-        let entries = [0u32, 0x100, 0x200, 0x1_0200, 0x200 | 0x4000, 0x300, 0x3f00];
+        // Ports alternate families: IPv6 entries with the link's mark go too.
+        let entries = [
+            0u32,
+            0x200,
+            0x100,
+            0x1_0200,
+            0x200 | 0x4000,
+            0x300,
+            0x3f00,
+            0x300,
+        ];
         for (i, mark) in entries.iter().enumerate() {
             insert(&ns, 40000 + i as u16, *mark);
         }
         assert_eq!(marks(&ns).len(), entries.len());
         ns.enter(|| delete_marked(0x200, 0x3f00)).unwrap();
-        assert_eq!(marks(&ns), [0, 0x100, 0x300, 0x3f00]);
+        assert_eq!(marks(&ns), [0, 0x100, 0x300, 0x300, 0x3f00]);
         ns.enter(|| delete_marked(0x200, 0x3f00)).unwrap();
-        assert_eq!(marks(&ns).len(), 4, "deleting nothing is no error");
+        assert_eq!(marks(&ns).len(), 5, "deleting nothing is no error");
     }
 }

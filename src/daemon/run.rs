@@ -403,6 +403,7 @@ fn build_links(config: &Config, resolved: &[LinkState], running: &[String]) -> V
             let planned = plan.links.iter().find(|l| l.name == iface.name)?;
             let route = LinkRoute {
                 name: iface.name.clone(),
+                family: iface.family,
                 mark: planned.mark,
                 device: planned.device.clone(),
                 source: planned.source,

@@ -24,6 +24,8 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkStatus {
     pub interface: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
     /// The kernel device, when known.
     pub device: Option<String>,
     /// `up`, `failing`, `down` or `recovering`.
@@ -53,6 +55,7 @@ impl Status {
             .map(|l| {
                 json!({
                     "interface": l.interface,
+                    "family": l.family,
                     "device": l.device,
                     "state": l.state,
                     "usable": l.usable,
@@ -142,6 +145,7 @@ mod tests {
             pid: 42,
             links: vec![LinkStatus {
                 interface: "wanb".into(),
+                family: "ipv4".into(),
                 device: Some("eth2".into()),
                 state: "failing".into(),
                 usable: true,

@@ -5,6 +5,7 @@
 //! knows its inverse, so a failed batch can be rolled back line by line.
 
 use super::hex;
+use crate::config::Family;
 use crate::live::{IpState, LiveRoute};
 use crate::plan::{IpRule, Plan, Route, Routing, RuleAction, Selector};
 use std::fmt;
@@ -90,11 +91,12 @@ impl fmt::Display for RuleSpec<'_> {
     }
 }
 
-/// The operations that turn `live` into `plan`, plus removal of the objects `previous` applies
-/// owned that the plan no longer wants (links dropped, other bases or mask).
-pub fn diff(plan: &Plan, live: &IpState, previous: &[Routing]) -> Vec<IpOp> {
-    let want_rules = plan.ip_rules();
-    let want_routes = plan.routes();
+/// The operations that turn `live` (the routing state of `family`) into `plan`'s, plus
+/// removal of the objects of that family `previous` applies owned that the plan no longer wants
+/// (links dropped, other bases or mask).
+pub fn diff(plan: &Plan, family: Family, live: &IpState, previous: &[Routing]) -> Vec<IpOp> {
+    let want_rules = plan.ip_rules(family);
+    let want_routes = plan.routes(family);
     let mut ops = Vec::new();
     for rule in &want_rules {
         if !live.rules.contains(rule) {
@@ -115,31 +117,33 @@ pub fn diff(plan: &Plan, live: &IpState, previous: &[Routing]) -> Vec<IpOp> {
     }
     let mut owned = previous.to_vec();
     owned.push(plan.routing());
-    ops.extend(removal(live, &owned, &want_rules, &want_routes));
+    ops.extend(removal(live, family, &owned, &want_rules, &want_routes));
     ops
 }
 
-/// Removal of every rule and route of `owned` that is not wanted (all of them for `stop`): a
-/// rule only when it is exactly one we render, a route only when it is the default route of
-/// one of our link tables. Other rules at our priorities and other routes in any table,
-/// ours or not, are someone else's.
+/// Removal of every rule and route of `owned` in `family` (whose routing state `live` is) that
+/// is not wanted (all of them for `stop`): a rule only when it is exactly one we render, a
+/// route only when it is the default route of one of our link tables. Other rules at our
+/// priorities and other routes in any table, ours or not, are someone else's.
 pub fn removal(
     live: &IpState,
+    family: Family,
     owned: &[Routing],
     want_rules: &[IpRule],
     want_routes: &[Route],
 ) -> Vec<IpOp> {
-    let rules: Vec<IpRule> = owned.iter().flat_map(Routing::rules).collect();
+    let rules: Vec<IpRule> = owned.iter().flat_map(|o| o.rules(family)).collect();
     let mut ops = Vec::new();
     for rule in &live.rules {
-        let ours = rules.contains(rule) || owned.iter().any(|o| o.owns_bound_device_rule(rule));
+        let ours =
+            rules.contains(rule) || owned.iter().any(|o| o.owns_bound_device_rule(family, rule));
         if ours && !want_rules.contains(rule) && !ops.contains(&IpOp::RuleDel(*rule)) {
             ops.push(IpOp::RuleDel(*rule));
         }
     }
     for LiveRoute { table, dst, route } in &live.routes {
         let wanted = want_routes.iter().any(|r| r.table == *table);
-        if dst == "default" && owned.iter().any(|o| o.has_table(*table)) && !wanted {
+        if dst == "default" && owned.iter().any(|o| o.has_table(family, *table)) && !wanted {
             ops.push(IpOp::RouteDel {
                 table: *table,
                 dst: dst.clone(),

@@ -5,7 +5,8 @@
 
 use super::{hex, policy_slots};
 use crate::config::classes::set_name;
-use crate::config::{Balance, HashKey, LastResort, Rule, RuleTarget};
+use crate::config::family::ICMPV6_LINK_TYPES;
+use crate::config::{Balance, Family, HashKey, LastResort, Proto, Rule, RuleTarget};
 use crate::hash;
 use crate::names::NFT_TABLE;
 use crate::plan::{Choice, Link, Plan, PolicyPlan};
@@ -128,56 +129,51 @@ pub fn is_set_declaration(text: &str) -> bool {
     let Some((name, rest)) = text.split_once(' ') else {
         return false;
     };
-    let v6 = name.ends_with("_v6");
-    (v6 || name.ends_with("_v4"))
+    !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && ["interval,timeout", "dynamic,timeout"]
-            .iter()
-            .any(|flags| rest == set_declaration_body(v6, flags))
+        && Family::ALL.iter().any(|&family| {
+            ["interval,timeout", "dynamic,timeout"]
+                .iter()
+                .any(|flags| rest == set_declaration_body(family, flags))
+        })
 }
 
-fn set_declaration_body(v6: bool, flags: &str) -> String {
-    format!("{{ type {}; flags {flags}; }}", addr_type(v6))
+fn set_declaration_body(family: Family, flags: &str) -> String {
+    let kind = match family {
+        Family::Ipv4 => "ipv4_addr",
+        Family::Ipv6 => "ipv6_addr",
+    };
+    format!("{{ type {kind}; flags {flags}; }}")
 }
 
-/// `NAME { type ...; flags ...; }` of every set: the address sets and one sticky set per
-/// sticky rule, link and family.
+/// `NAME { type ...; flags ...; }` of every set: each address set's `NAME_v4` and `NAME_v6`,
+/// and one sticky set per sticky rule and link (of the link's family).
 pub fn set_declarations(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
     for set in &plan.sets {
-        for v6 in [false, true] {
+        for family in Family::ALL {
             out.push(format!(
                 "{} {}",
-                set.kernel_name(v6),
-                set_declaration_body(v6, "interval,timeout")
+                set.kernel_name(family == Family::Ipv6),
+                set_declaration_body(family, "interval,timeout")
             ));
         }
     }
     for rule in plan.rules.iter().filter(|r| r.sticky.is_some()) {
         for link in &plan.links {
-            for v6 in [false, true] {
-                out.push(format!(
-                    "{} {}",
-                    sticky_set(rule, &link.name, v6),
-                    set_declaration_body(v6, "dynamic,timeout")
-                ));
-            }
+            out.push(format!(
+                "{} {}",
+                sticky_set(rule, &link.name),
+                set_declaration_body(link.family, "dynamic,timeout")
+            ));
         }
     }
     out
 }
 
-fn addr_type(v6: bool) -> &'static str {
-    if v6 { "ipv6_addr" } else { "ipv4_addr" }
-}
-
 /// The set holding the sources of `rule` that stick to link `link`.
-pub fn sticky_set(rule: &Rule, link: &str, v6: bool) -> String {
-    format!(
-        "sticky_{}_{link}_{}",
-        rule.name,
-        if v6 { "v6" } else { "v4" }
-    )
+pub fn sticky_set(rule: &Rule, link: &str) -> String {
+    format!("sticky_{}_{link}", rule.name)
 }
 
 /// The chains of the table, as one `table { ... }` block.
@@ -206,26 +202,39 @@ fn chains(plan: &Plan) -> String {
         "last_blackhole",
         &[&set_packet(plan.blackhole_mark)],
     );
+    if plan.pins_prefixes() {
+        let pins = pin_rules(plan);
+        chain(
+            &mut out,
+            PINS,
+            &pins.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
     for policy in &plan.policies {
         let rules = policy_rules(plan, policy, &|link| format!("mark_{link}"));
         chain_of(&mut out, &format!("policy_{}", policy.name), &rules);
     }
     for rule in plan.rules.iter().filter(|r| r.sticky.is_some()) {
+        let name = &rule.name;
         chain_of(
             &mut out,
-            &format!("sticky_{}", rule.name),
+            &format!("sticky_{name}"),
             &sticky_rules(plan, rule),
         );
         for link in &plan.links {
-            let lines = stick_rules(rule, &link.name);
-            chain_of(
-                &mut out,
-                &format!("stick_{}_{}", rule.name, link.name),
-                &lines,
-            );
+            let lines = stick_rules(rule, link);
+            chain_of(&mut out, &format!("stick_{name}_{}", link.name), &lines);
         }
     }
     out.push_str("\tchain rules {\n");
+    if plan.pins_prefixes() {
+        // A pin's goto returns here once its mark chain has run: a pinned connection is done.
+        let _ = writeln!(
+            out,
+            "\t\tjump {PINS}\n\t\tmeta mark & {} != 0 return",
+            hex(mask)
+        );
+    }
     for rule in &plan.rules {
         for line in classify(plan, rule) {
             let _ = writeln!(out, "\t\t{line}");
@@ -239,20 +248,27 @@ fn chains(plan: &Plan) -> String {
     out.push_str("\t}\n");
 
     let restore = restore_map(plan);
+    let skip = skipped(plan);
     let _ = writeln!(
         out,
-        "\tchain prerouting {{\n\t{}\n\t\tmeta nfproto != ipv4 return",
-        hook_line(PREROUTING_HOOK)
+        "\tchain prerouting {{\n\t\ttype filter hook prerouting priority mangle - 1; policy accept;\n{skip}\t\t{restore}"
     );
-    let _ = writeln!(out, "\t\t{restore}");
     let _ = writeln!(out, "\t\tct mark & {} != 0 return", hex(mask));
     out.push_str("\t\tct state != new return\n");
-    let inbound: Vec<String> = plan
-        .wan_devices()
-        .map(|(link, dev)| format!("\"{dev}\" : goto mark_{}", link.name))
-        .collect();
-    if !inbound.is_empty() {
-        let _ = writeln!(out, "\t\tiifname vmap {{ {} }}", inbound.join(", "));
+    for family in Family::ALL {
+        let inbound: Vec<String> = plan
+            .wan_devices()
+            .filter(|(link, _)| link.family == family)
+            .map(|(link, dev)| format!("\"{dev}\" : goto mark_{}", link.name))
+            .collect();
+        if !inbound.is_empty() {
+            let _ = writeln!(
+                out,
+                "\t\t{}iifname vmap {{ {} }}",
+                only(plan, family),
+                inbound.join(", ")
+            );
+        }
     }
     out.push_str("\t\tfib daddr type { local, broadcast, multicast } return\n");
     if plan.lan.is_empty() {
@@ -267,40 +283,94 @@ fn chains(plan: &Plan) -> String {
     out.push_str("\t}\n");
     let _ = writeln!(
         out,
-        "\tchain output {{\n\t{}\n\t\tmeta nfproto != ipv4 return\n\t\t{restore}",
-        hook_line(OUTPUT_HOOK)
+        "\tchain output {{\n\t\ttype route hook output priority mangle - 1; policy accept;\n{skip}\t\t{restore}"
     );
     if plan.local_traffic {
         local_rules(&mut out, plan);
     }
     out.push_str("\t}\n");
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "\tchain postrouting {{\n\t{}\n\t\tmeta nfproto != ipv4 return",
-        hook_line(POSTROUTING_HOOK)
+        "\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat - 1; policy accept;\n{}",
+        lines(family_return(plan))
     );
-    for (link, dev) in plan.wan_devices() {
-        match link.source {
-            Some(addr) => {
-                let _ = writeln!(out, "\t\toifname \"{dev}\" snat ip to {addr}");
-            }
-            None => {
-                let _ = writeln!(out, "\t\toifname \"{dev}\" masquerade");
-            }
-        }
+    for (link, dev) in plan.wan_devices().filter(|(link, _)| link.nat) {
+        let family = link.family;
+        let own = if link.prefixes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{} saddr != {} ",
+                family.nft(),
+                set(link.prefixes.iter().map(ToString::to_string))
+            )
+        };
+        let action = match link.source {
+            Some(addr) => format!("snat {} to {addr}", family.nft()),
+            None => "masquerade".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "\t\t{}oifname \"{dev}\" {own}{action}",
+            only(plan, family)
+        );
     }
     out.push_str("\t}\n}\n");
     out
 }
 
-/// `{ type ...; }` of a hook as the first line of a chain body.
-fn hook_line(hook: &str) -> String {
-    let inner = hook
-        .trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .trim();
-    format!("\t{inner}")
+/// The chain that pins new connections from a link's own prefixes to that link.
+const PINS: &str = "prefixes";
+
+/// `meta nfproto X ` where both families have links (a rule meant for one of them); nothing
+/// where only one has, since the other never gets past [`family_return`].
+fn only(plan: &Plan, family: Family) -> String {
+    match plan.single_family() {
+        Some(_) => String::new(),
+        None => format!("meta nfproto {family} "),
+    }
+}
+
+/// The first line of a base chain: with links of one family only, the other family's packets
+/// leave at once (as they always did before IPv6 links existed).
+fn family_return(plan: &Plan) -> String {
+    match plan.single_family() {
+        Some(family) => format!("\t\tmeta nfproto != {family} return"),
+        None => String::new(),
+    }
+}
+
+/// What a hook chain lets pass untouched before anything else: the family without links, and
+/// with IPv6 links, neighbour and router discovery and multicast listener messages, which are
+/// link-local control traffic and must never be marked or balanced.
+fn skipped(plan: &Plan) -> String {
+    let mut out = lines(family_return(plan));
+    if plan.has(Family::Ipv6) {
+        let _ = writeln!(
+            out,
+            "\t\ticmpv6 type {} return",
+            set(ICMPV6_LINK_TYPES.iter().map(|(name, _)| name.to_string()))
+        );
+    }
+    out
+}
+
+/// `line` with its newline, or nothing for no line.
+fn lines(line: String) -> String {
+    if line.is_empty() { line } else { line + "\n" }
+}
+
+/// The rules of the prefix-pinning chain: one per usable link with prefixes.
+fn pin_rules(plan: &Plan) -> Vec<String> {
+    plan.pins()
+        .map(|link| {
+            format!(
+                "ip6 saddr {} goto mark_{}",
+                set(link.prefixes.iter().map(ToString::to_string)),
+                link.name
+            )
+        })
+        .collect()
 }
 
 /// The router's own new connections (output hook, so a changed mark re-routes them): a
@@ -313,25 +383,33 @@ fn local_rules(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "\t\tmeta mark & {mask} != 0 return");
     out.push_str("\t\tct state != new return\n");
     out.push_str("\t\tfib daddr type { local, broadcast, multicast } return\n");
-    let devices: Vec<String> = plan
-        .wan_devices()
-        .map(|(_, d)| format!("\"{d}\""))
-        .collect();
+    let mut devices: Vec<&str> = Vec::new();
+    for (_, device) in plan.wan_devices() {
+        if !devices.contains(&device) {
+            devices.push(device);
+        }
+    }
     if devices.is_empty() {
         return;
     }
-    let _ = writeln!(out, "\t\toifname != {} return", set(devices.into_iter()));
+    let _ = writeln!(
+        out,
+        "\t\toifname != {} return",
+        set(devices.iter().map(|d| format!("\"{d}\"")))
+    );
     for (link, dev) in plan.wan_devices() {
         if let Some(addr) = link.source {
             let _ = writeln!(
                 out,
-                "\t\tip saddr {addr} oifname != \"{dev}\" goto mark_{}",
+                "\t\t{} saddr {addr} oifname != \"{dev}\" goto mark_{}",
+                link.family.nft(),
                 link.name
             );
         }
     }
     out.push_str("\t\tgoto rules\n");
 }
+
 /// Chains defined by a ruleset text, in order: lets the next apply delete those it drops.
 pub fn chains_in(ruleset: &str) -> Vec<String> {
     ruleset
@@ -341,24 +419,28 @@ pub fn chains_in(ruleset: &str) -> Vec<String> {
         .collect()
 }
 
-/// Only the policy and sticky chains, and the sticky sources of links that left their policy:
-/// what a link state change needs, as one small transaction.
+/// Only the policy chains (and the prefix pins, which follow liveness too), the sticky rules'
+/// chains and the sticky sources of links that left their policy: what a link state change
+/// needs, as one small transaction.
 pub fn policy_update(plan: &Plan) -> String {
     let mut out = String::new();
-    let mut refill = |chain: String, rules: Vec<String>| {
+    let mut refill = |chain: &str, rules: &[String]| {
         let _ = writeln!(out, "flush chain {NFT_TABLE} {chain}");
         for rule in rules {
             let _ = writeln!(out, "add rule {NFT_TABLE} {chain} {rule}");
         }
     };
+    if plan.pins_prefixes() {
+        refill(PINS, &pin_rules(plan));
+    }
     for policy in &plan.policies {
         refill(
-            format!("policy_{}", policy.name),
-            policy_rules(plan, policy, &|link| format!("mark_{link}")),
+            &format!("policy_{}", policy.name),
+            &policy_rules(plan, policy, &|link| format!("mark_{link}")),
         );
     }
     for rule in plan.rules.iter().filter(|r| r.sticky.is_some()) {
-        refill(format!("sticky_{}", rule.name), sticky_rules(plan, rule));
+        refill(&format!("sticky_{}", rule.name), &sticky_rules(plan, rule));
     }
     out.push_str(&sticky_drops(plan));
     out
@@ -372,26 +454,18 @@ fn policy_of<'p>(plan: &'p Plan, rule: &Rule) -> Option<&'p PolicyPlan> {
     }
 }
 
-/// Links a policy spreads new connections over right now.
-fn spread_links(policy: Option<&PolicyPlan>) -> Vec<usize> {
-    match policy.map(|p| &p.choice) {
-        Some(Choice::Spread(shares)) => shares.iter().map(|s| s.link).collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// `flush set` for the sticky sources of every link its rule's policy does not use now: a
 /// link leaving use drops its sticky entries, so those sources choose again.
 fn sticky_drops(plan: &Plan) -> String {
     let mut out = String::new();
     for rule in plan.rules.iter().filter(|r| r.sticky.is_some()) {
-        let live = spread_links(policy_of(plan, rule));
+        let live = policy_of(plan, rule)
+            .map(PolicyPlan::spread_links)
+            .unwrap_or_default();
         for (index, link) in plan.links.iter().enumerate() {
             if !live.contains(&index) {
-                for v6 in [false, true] {
-                    let name = sticky_set(rule, &link.name, v6);
-                    let _ = writeln!(out, "flush set {NFT_TABLE} {name}");
-                }
+                let name = sticky_set(rule, &link.name);
+                let _ = writeln!(out, "flush set {NFT_TABLE} {name}");
             }
         }
     }
@@ -404,66 +478,82 @@ fn sticky_rules(plan: &Plan, rule: &Rule) -> Vec<String> {
     let Some(policy) = policy_of(plan, rule) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for link in spread_links(Some(policy)) {
-        let name = &plan.links[link].name;
-        for (v6, key) in [(false, "ip saddr"), (true, "ip6 saddr")] {
-            out.push(format!(
-                "{key} @{} goto stick_{}_{name}",
-                sticky_set(rule, name, v6),
-                rule.name
-            ));
-        }
-    }
+    let mut out: Vec<String> = policy
+        .spread_links()
+        .into_iter()
+        .map(|index| {
+            let link = &plan.links[index];
+            format!(
+                "{} saddr @{} goto stick_{}_{}",
+                link.family.nft(),
+                sticky_set(rule, &link.name),
+                rule.name,
+                link.name
+            )
+        })
+        .collect();
     let chain = |link: &str| format!("stick_{}_{link}", rule.name);
     out.extend(policy_rules(plan, policy, &chain));
     out
 }
 
 /// A link's `stick_` chain: (re)start the source's timeout in the link's set, then mark.
-fn stick_rules(rule: &Rule, link: &str) -> Vec<String> {
+fn stick_rules(rule: &Rule, link: &Link) -> Vec<String> {
     let timeout = rule.sticky.map_or(0, |s| s.timeout);
+    let family = link.family;
     vec![
         format!(
-            "meta nfproto ipv4 update @{} {{ ip saddr timeout {timeout}s }}",
-            sticky_set(rule, link, false)
+            "meta nfproto {family} update @{} {{ {} saddr timeout {timeout}s }}",
+            sticky_set(rule, &link.name),
+            family.nft()
         ),
-        format!(
-            "meta nfproto ipv6 update @{} {{ ip6 saddr timeout {timeout}s }}",
-            sticky_set(rule, link, true)
-        ),
-        format!("goto mark_{link}"),
+        format!("goto mark_{}", link.name),
     ]
 }
 
 /// The rules of a policy chain, each link's verdict given by `target` (its mark chain, or a
-/// sticky rule's `stick_` chain): a numgen verdict map over the live links' slots, or for
-/// hash balancing one jhash verdict map per family over the bucket table.
+/// sticky rule's `stick_` chain): per family it has members of, a numgen verdict map over the
+/// live links' slots, or for hash balancing a jhash verdict map over the bucket table (or the
+/// last resort).
 fn policy_rules(plan: &Plan, policy: &PolicyPlan, target: &dyn Fn(&str) -> String) -> Vec<String> {
+    policy
+        .choices
+        .iter()
+        .map(|(family, choice)| {
+            let rule = choice_rule(plan, policy, *family, choice, target);
+            format!("{}{rule}", only(plan, *family))
+        })
+        .collect()
+}
+
+/// One family's choice as a single rule.
+fn choice_rule(
+    plan: &Plan,
+    policy: &PolicyPlan,
+    family: Family,
+    choice: &Choice,
+    target: &dyn Fn(&str) -> String,
+) -> String {
     let goto = |link: usize| format!("goto {}", target(&plan.links[link].name));
-    match &policy.choice {
-        Choice::Spread(shares) if shares.len() == 1 => vec![goto(shares[0].link)],
+    match choice {
+        Choice::Spread(shares) if shares.len() == 1 => goto(shares[0].link),
         Choice::Spread(shares) => match policy.balance {
             Balance::Hash(key) => {
-                let entries: Vec<String> = hash::ranges(&policy.buckets)
+                let proto = family.nft();
+                let fields = match key {
+                    HashKey::Src => format!("{proto} saddr"),
+                    HashKey::SrcDst => format!("{proto} saddr . {proto} daddr"),
+                };
+                let entries: Vec<String> = hash::ranges(policy.buckets_of(family))
                     .into_iter()
                     .map(|(from, to, link)| format!("{} : {}", range(from, to), goto(link)))
                     .collect();
-                let entries = entries.join(", ");
-                [("ipv4", "ip"), ("ipv6", "ip6")]
-                    .into_iter()
-                    .map(|(family, proto)| {
-                        let fields = match key {
-                            HashKey::Src => format!("{proto} saddr"),
-                            HashKey::SrcDst => format!("{proto} saddr . {proto} daddr"),
-                        };
-                        format!(
-                            "meta nfproto {family} jhash {fields} mod {} seed {:#x} vmap {{ {entries} }}",
-                            hash::BUCKETS,
-                            hash::SEED
-                        )
-                    })
-                    .collect()
+                format!(
+                    "jhash {fields} mod {} seed {:#x} vmap {{ {} }}",
+                    hash::BUCKETS,
+                    hash::SEED,
+                    entries.join(", ")
+                )
             }
             balance => {
                 let total: u32 = shares.iter().map(|s| s.weight).sum();
@@ -475,13 +565,10 @@ fn policy_rules(plan: &Plan, policy: &PolicyPlan, target: &dyn Fn(&str) -> Strin
                 let slots: Vec<String> = policy_slots(shares)
                     .map(|(from, to, share)| format!("{} : {}", range(from, to), goto(share.link)))
                     .collect();
-                vec![format!(
-                    "numgen {kind} mod {total} vmap {{ {} }}",
-                    slots.join(", ")
-                )]
+                format!("numgen {kind} mod {total} vmap {{ {} }}", slots.join(", "))
             }
         },
-        Choice::Fallback(resort) => vec![last_resort(*resort).to_string()],
+        Choice::Fallback(resort) => last_resort(*resort).to_string(),
     }
 }
 
@@ -516,17 +603,40 @@ fn restore_map(plan: &Plan) -> String {
     )
 }
 
-/// One classification rule as nft rules: one per family when it names address sets (an nft
-/// rule matches one family's addresses), else one.
+/// One classification rule as nft rules: matchers then the verdict; one rule per family when
+/// it names address sets (an nft rule matches one family's addresses).
 fn classify(plan: &Plan, rule: &Rule) -> Vec<String> {
     let mut m = String::new();
-    if let Some(proto) = rule.proto.keyword() {
-        let _ = write!(m, "meta l4proto {proto} ");
+    let addressed = !rule.src_ip.is_empty() || !rule.dest_ip.is_empty();
+    if let (Some(family), false) = (rule.family, addressed) {
+        let _ = write!(m, "meta nfproto {family} ");
     }
-    let v4_only = !rule.src_ip.is_empty() || !rule.dest_ip.is_empty();
-    for (key, cidrs) in [("ip saddr", &rule.src_ip), ("ip daddr", &rule.dest_ip)] {
+    match (rule.proto, rule.family) {
+        (Proto::Icmp, Some(family)) => {
+            let _ = write!(m, "meta l4proto {} ", family.icmp());
+        }
+        (Proto::Icmp, None) if plan.has(Family::Ipv6) => {
+            let both = Family::ALL.map(Family::icmp);
+            let _ = write!(
+                m,
+                "meta l4proto {} ",
+                set(both.iter().map(ToString::to_string))
+            );
+        }
+        (proto, _) => {
+            if let Some(proto) = proto.keyword() {
+                let _ = write!(m, "meta l4proto {proto} ");
+            }
+        }
+    }
+    let family = rule.family.unwrap_or(Family::Ipv4).nft();
+    for (key, cidrs) in [("saddr", &rule.src_ip), ("daddr", &rule.dest_ip)] {
         if !cidrs.is_empty() {
-            let _ = write!(m, "{key} {} ", set(cidrs.iter().map(ToString::to_string)));
+            let _ = write!(
+                m,
+                "{family} {key} {} ",
+                set(cidrs.iter().map(ToString::to_string))
+            );
         }
     }
     for (key, ports) in [("th sport", &rule.src_port), ("th dport", &rule.dest_port)] {
@@ -544,15 +654,19 @@ fn classify(plan: &Plan, rule: &Rule) -> Vec<String> {
     if rule.dest_set.is_none() && rule.src_set.is_none() {
         return vec![m + &verdict];
     }
-    let families: &[bool] = if v4_only { &[false] } else { &[false, true] };
+    let families: Vec<Family> = match rule.family {
+        Some(family) => vec![family],
+        None if addressed => vec![Family::Ipv4],
+        None => Family::ALL.into_iter().filter(|f| plan.has(*f)).collect(),
+    };
     families
-        .iter()
-        .map(|&v6| {
-            let proto = if v6 { "ip6" } else { "ip" };
+        .into_iter()
+        .map(|family| {
             let mut line = m.clone();
             for (dir, set) in [("saddr", &rule.src_set), ("daddr", &rule.dest_set)] {
                 if let Some(name) = set {
-                    let _ = write!(line, "{proto} {dir} @{} ", set_name(name, v6));
+                    let kernel = set_name(name, family == Family::Ipv6);
+                    let _ = write!(line, "{} {dir} @{kernel} ", family.nft());
                 }
             }
             line + &verdict
@@ -598,6 +712,19 @@ mod tests {
         assert_eq!(
             policy_update(&tiers_plan([false, false, false])),
             "flush chain inet connmark_lb policy_main\nadd rule inet connmark_lb policy_main goto last_blackhole\n"
+        );
+    }
+
+    #[test]
+    fn policy_update_refills_the_prefix_pins_with_the_live_links() {
+        use crate::plan::tests::dual_plan;
+        assert_eq!(
+            policy_update(&dual_plan([true, false, true])),
+            "flush chain inet connmark_lb prefixes\n\
+             add rule inet connmark_lb prefixes ip6 saddr { 2001:db8:2::/56 } goto mark_wanb6\n\
+             flush chain inet connmark_lb policy_balanced\n\
+             add rule inet connmark_lb policy_balanced meta nfproto ipv4 goto mark_wan\n\
+             add rule inet connmark_lb policy_balanced meta nfproto ipv6 goto mark_wanb6\n"
         );
     }
 }

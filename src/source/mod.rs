@@ -92,7 +92,10 @@ pub fn resolve_links(config: &Config, socket: &Path) -> (Vec<LinkState>, Vec<Str
                     )),
                 }
             }
-            let status = match client.as_mut().map(|c| netifd::link_status(c, name)) {
+            let status = match client
+                .as_mut()
+                .map(|c| netifd::link_status(c, name, iface.family))
+            {
                 Some(Ok(status)) => status,
                 Some(Err(e)) => {
                     warnings.push(format!(
@@ -104,10 +107,17 @@ pub fn resolve_links(config: &Config, socket: &Path) -> (Vec<LinkState>, Vec<Str
                 }
                 None => netifd::NetifdLink::default(),
             };
+            let mut prefixes = iface.prefixes.clone();
+            for prefix in status.prefixes {
+                if !prefixes.contains(&prefix) {
+                    prefixes.push(prefix);
+                }
+            }
             state = LinkState {
                 device: iface.device.clone().or(status.device),
                 gateway: iface.gateway.or(status.gateway),
                 source: iface.source.or(status.address),
+                prefixes,
                 up: status.up,
             };
         }

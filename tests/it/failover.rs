@@ -31,7 +31,7 @@ const ATTEMPT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 const SLOW_CONNECT: Duration = Duration::from_millis(500);
 /// What measured detection and recovery times may exceed the configured bound by: rule
 /// update, connection spacing and scheduling on a busy machine.
-const SLACK: Duration = Duration::from_millis(500);
+pub const SLACK: Duration = Duration::from_millis(500);
 
 /// `connmark-lb run` inside the router; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
@@ -75,7 +75,7 @@ impl Daemon {
     }
 
     /// The status entry of link `link` (1-based).
-    fn link(&self, link: usize) -> Value {
+    pub fn link(&self, link: usize) -> Value {
         let status = self.status().expect("status.json");
         status["links"][link - 1].clone()
     }
@@ -188,7 +188,7 @@ impl Drop for Daemon {
 /// matters: the daemon stops first, then the servers, then the namespaces go.
 pub struct Lab {
     pub daemon: Daemon,
-    _servers: [Server; 2],
+    _servers: Vec<Server>,
     /// Lines `ACTION INTERFACE DEVICE $1 $2` written by the hook script.
     hook_log: PathBuf,
     pub topo: Topology,
@@ -196,7 +196,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(config: &LbConfig) -> Lab {
-        let topo = Topology::new(config.links.len());
+        let topo = Topology::for_config(config);
         let servers = servers(&topo);
         let hook_log = topo.dir.path().join("hook.log");
         let hook = topo.dir.write(
@@ -217,7 +217,7 @@ impl Lab {
         }
     }
 
-    fn hook_lines(&self) -> Vec<String> {
+    pub fn hook_lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.hook_log)
             .unwrap_or_default()
             .lines()
@@ -324,20 +324,20 @@ fn one_attempt() -> Attempt {
 
 /// The health options of one measured configuration and the bounds they promise (see
 /// src/daemon/health.rs).
-struct Timing {
-    interval: Duration,
-    timeout: Duration,
-    down: u32,
-    up: u32,
+pub struct Timing {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub down: u32,
+    pub up: u32,
 }
 
 impl Timing {
-    fn detection_bound(&self) -> Duration {
+    pub fn detection_bound(&self) -> Duration {
         self.interval + self.interval.max(self.timeout) * (self.down - 1) + self.timeout
     }
 
     /// Without the round trip time, which is well under a millisecond here.
-    fn recovery_bound(&self) -> Duration {
+    pub fn recovery_bound(&self) -> Duration {
         self.interval.max(self.timeout) + self.interval * (self.up - 1)
     }
 }

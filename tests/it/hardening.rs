@@ -51,6 +51,9 @@ fn sorted_state(topo: &Topology) -> RouterState {
         iptables: sort(s.iptables),
         rules: sort(s.rules),
         routes: sort(s.routes),
+        ip6tables: sort(s.ip6tables),
+        rules6: sort(s.rules6),
+        routes6: sort(s.routes6),
     }
 }
 
