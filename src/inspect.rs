@@ -1,19 +1,22 @@
-//! The read-only questions the LuCI app asks the daemon over its ubus object: `check` (is the
-//! saved config valid, and what would apply load) as one JSON reply, so the web page needs no
-//! ACL beyond the `connmark-lb` object. The answer is the one `connmark-lb check` prints.
+//! The read-only questions the LuCI app asks the daemon over its ubus object, each answered
+//! with one JSON reply so the web pages need no ACL beyond the `connmark-lb` object: `check`
+//! (is the saved config valid, and what would apply load: what `connmark-lb check` prints) and
+//! `explain` (which way a new connection would go: what `connmark-lb explain --json` prints).
 
 use serde_json::{Map, Value, json};
 
 use crate::apply::Backend;
-use crate::cli::{Args, check_text_for};
+use crate::cli::{Args, check_text_for, explain_now};
 use crate::daemon::Question;
 use crate::error::Error;
+use crate::explain::Query;
 use crate::source::resolve_links;
 
 /// The reply to one of the daemon's read-only ubus methods.
-pub fn answer(args: &Args, question: Question, _params: &Map<String, Value>) -> Map<String, Value> {
+pub fn answer(args: &Args, question: Question, params: &Map<String, Value>) -> Map<String, Value> {
     let reply = match question {
         Question::Check => check(args),
+        Question::Explain => explain(args, params),
     };
     match reply {
         Value::Object(members) => members,
@@ -47,6 +50,34 @@ pub fn check(args: &Args) -> Value {
     })
 }
 
+/// `explain` of `{"source", "destination", "protocol", "port"}` (the last two may be missing or
+/// null): the object `connmark-lb explain --json` prints for the same words, or
+/// `{"error": why}` for a question it refuses.
+pub fn explain(args: &Args, params: &Map<String, Value>) -> Value {
+    let word = |key: &str| match params.get(key) {
+        Some(Value::String(text)) if !text.is_empty() => Some(text.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let words: Vec<Option<String>> = ["source", "destination", "protocol", "port"]
+        .iter()
+        .map(|key| word(key))
+        .collect();
+    let given = words
+        .iter()
+        .rposition(Option::is_some)
+        .map_or(0, |last| last + 1);
+    let words: Option<Vec<String>> = words[..given.max(2)].iter().cloned().collect();
+    let answer = match words {
+        None => Err(Error::Usage(
+            "explain: source and destination are needed, and protocol before port".into(),
+        )),
+        Some(words) => Query::parse(&words)
+            .and_then(|query| explain_now(args, &query).map(|(a, plan)| a.to_json(&plan, &query))),
+    };
+    answer.unwrap_or_else(|error| json!({ "error": error.to_string() }))
+}
+
 /// One message per independent failure.
 fn messages(error: &Error) -> Vec<String> {
     match error {
@@ -67,6 +98,8 @@ mod tests {
             config: None,
             uci: Some(uci),
             ubus_socket: Some(PathBuf::from("/nonexistent/ubus.sock")),
+            operands: Vec::new(),
+            json: false,
             state_dir: PathBuf::from("/nonexistent"),
             hook: PathBuf::from("/nonexistent"),
         }
@@ -123,5 +156,32 @@ mod tests {
             errors[1].starts_with("interface 'wanb' option 'gateway'"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn explain_refuses_incomplete_or_bad_questions_with_a_message() {
+        let args = args(PathBuf::from("/nonexistent.uci"));
+        for (params, expected) in [
+            (
+                json!({"source": "192.168.1.2"}),
+                "source and destination are needed",
+            ),
+            (
+                json!({"source": "192.168.1.2", "destination": "10.0.0.1", "port": 80}),
+                "protocol before port",
+            ),
+            (
+                json!({"source": "192.168.1.2", "destination": "x"}),
+                "DST \"x\" is not an IP address",
+            ),
+            (
+                json!({"source": "192.168.1.2", "destination": "10.0.0.1", "protocol": "icmp", "port": 80}),
+                "DPORT needs PROTO tcp or udp",
+            ),
+        ] {
+            let reply = explain(&args, params.as_object().unwrap());
+            let error = reply["error"].as_str().unwrap_or_default();
+            assert!(error.contains(expected), "{params}: {reply}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The daemon's ubus object `connmark-lb`: `status` (what status.json holds, plus the backend
 //! and live per-link counters) and `reload` (what SIGHUP does), for LuCI and scripts; and the
-//! read-only `check` that LuCI's Check page shows, answered by the caller's
+//! read-only `check` and `explain` that LuCI's Check and Explain pages show, answered by the caller's
 //! [`Options::inspect`](super::Options).
 //!
 //! The connection lives in the daemon's poll loop and never blocks it (see
@@ -19,7 +19,7 @@ use crate::source::ubus::{self, Call, ObjectConnection, Status};
 
 /// The object's name on ubus.
 pub const OBJECT: &str = "connmark-lb";
-const METHODS: [&str; 3] = ["status", "reload", "check"];
+const METHODS: [&str; 4] = ["status", "reload", "check", "explain"];
 /// How long to wait before connecting again after ubusd went away or was not there.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -37,6 +37,9 @@ pub enum Request {
 pub enum Question {
     /// The saved config checked as `connmark-lb check` does (the Check page).
     Check,
+    /// Which way a new connection would go, as `connmark-lb explain --json` says (the
+    /// Explain page).
+    Explain,
 }
 
 /// The object's connection, or when to try again.
@@ -106,6 +109,7 @@ impl Bus {
                             "status" => Some(Request::Status),
                             "reload" => Some(Request::Reload),
                             "check" => Some(Request::Inspect(Question::Check)),
+                            "explain" => Some(Request::Inspect(Question::Explain)),
                             _ => None,
                         };
                         (call, request)

@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::checks::{servers, tcp_target};
-use crate::netns::{SERVICE, Topology, link_addr, link_gateway, run_command};
+use crate::netns::{LAN_HOST, SERVICE, Topology, link_addr, link_gateway, run_command};
 use crate::owrt::{self, Stack, root_init_with};
 use crate::packaging::{EPOCH, TempDir, crate_version, package_binary, repo, run_ok};
 use crate::traffic::{short_connection, spawn_in};
@@ -367,6 +367,21 @@ fn luci_pages_in_a_real_browser() {
         "status": kit(&["ubus", &state, "call", "connmark-lb", "status"]),
         "drop": ip_netns(topo.isp(2).name(), "nft add rule inet isp loss counter name lost drop"),
         "down_link": "wan2",
+        "explain": {
+            "source": LAN_HOST.to_string(),
+            "destination": SERVICE.to_string(),
+            "protocol": "tcp",
+            "port": tcp_target().port(),
+            "argv": in_view(&[
+                "connmark-lb",
+                "explain",
+                "--json",
+                &LAN_HOST.to_string(),
+                &SERVICE.to_string(),
+                "tcp",
+                &tcp_target().port().to_string(),
+            ]),
+        },
     });
     let spec_file = topo.dir.write("browser.json", &spec.to_string());
     // New LAN connections about every 40 ms while the browser works, for the Status page's
@@ -500,6 +515,26 @@ fn luci_pages_in_a_real_browser() {
     );
     let row = down["row"].as_str().unwrap_or_default();
     assert!(row.contains("down for"), "{row}");
+
+    // The Explain page answers what `connmark-lb explain --json` answers: with wan2 down,
+    // rule `everything`, policy `balanced`, link wan1 with its address.
+    let explain = step(&steps, "explain");
+    let (page, cli) = (&explain["page"], &explain["cli"]);
+    assert!(cli.is_object(), "connmark-lb explain failed: {explain}");
+    for (shown, key) in [
+        ("decision", "decision"),
+        ("interface", "interface"),
+        ("source-address", "source_address"),
+        ("rule", "rule"),
+        ("policy", "policy"),
+    ] {
+        assert_eq!(
+            page[shown], cli[key],
+            "Explain page {shown} differs: {explain}"
+        );
+    }
+    assert_eq!(cli["interface"], "wan1", "{explain}");
+    assert_eq!(cli["source_address"], link_addr(1).to_string(), "{explain}");
 
     let done = step(&steps, "done");
     assert_eq!(done["errors"], json!([]), "JavaScript errors: {done}");

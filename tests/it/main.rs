@@ -27,12 +27,13 @@ macro_rules! for_both_backends {
 }
 
 mod checks;
+mod classes;
 mod dualstack;
 mod e2e;
 mod failover;
 mod failover_ipv6;
-mod fw4;
 mod fuzz;
+mod fw4;
 mod golden;
 mod hardening;
 mod lbconfig;
