@@ -22,6 +22,7 @@ mod balance;
 mod daemon;
 mod dataplane;
 mod footprint;
+mod ipv6;
 mod measure;
 mod nft_cost;
 mod report;
