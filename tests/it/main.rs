@@ -35,6 +35,7 @@ mod golden;
 mod hardening;
 mod lbconfig;
 mod luci;
+mod netifd6;
 mod netns;
 mod owrt;
 mod packaging;
