@@ -31,6 +31,7 @@ mod dualstack;
 mod e2e;
 mod failover;
 mod failover_ipv6;
+mod fuzz;
 mod golden;
 mod hardening;
 mod lbconfig;
