@@ -134,6 +134,9 @@ impl Daemon<'_> {
             if self.retry_at.is_some_and(|at| at <= now) {
                 self.update_rules(self.pending);
             }
+            if self.hook.deadline().is_some_and(|at| at <= now) {
+                self.hook.reap();
+            }
 
             let mut fds = vec![
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
@@ -181,7 +184,7 @@ impl Daemon<'_> {
         }
     }
 
-    /// Until the nearest link deadline or rules retry; forever when there is none.
+    /// Until the nearest link deadline, rules retry or hook timeout; forever when there is none.
     fn poll_timeout(&self) -> PollTimeout {
         let next = self
             .links
@@ -189,6 +192,7 @@ impl Daemon<'_> {
             .filter_map(Link::deadline)
             .chain(self.retry_at)
             .chain(self.bus.deadline())
+            .chain(self.hook.deadline())
             .min();
         match next {
             None => PollTimeout::NONE,

@@ -32,6 +32,7 @@ mod e2e;
 mod failover;
 mod failover_ipv6;
 mod fw4;
+mod fuzz;
 mod golden;
 mod hardening;
 mod lbconfig;
