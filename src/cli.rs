@@ -29,8 +29,8 @@ pub struct Args {
     /// config in the /etc/config text format
     #[argh(option)]
     pub uci: Option<PathBuf>,
-    /// ubus socket for config and netifd (default /var/run/ubus/ubus.sock, else
-    /// /var/run/ubus.sock); used when neither --config nor --uci is given
+    /// ubus socket (default /var/run/ubus/ubus.sock, else /var/run/ubus.sock): the config
+    /// when neither --config nor --uci is given, netifd's links, and `run`'s ubus object
     #[argh(option)]
     pub ubus_socket: Option<PathBuf>,
     /// directory for applied.json and status.json (default /var/run/connmark-lb)
@@ -162,6 +162,7 @@ pub fn run(args: &Args) -> Result<()> {
                 link_states: &resolve,
                 state_dir: &args.state_dir,
                 hook: &args.hook,
+                ubus_socket: args.ubus_socket.as_deref(),
             };
             match daemon::run(&options)? {
                 daemon::Exit::Signal(_) => Ok(()),
