@@ -39,6 +39,7 @@ mod hardening;
 mod lbconfig;
 mod luci;
 mod netifd;
+mod netifd6;
 mod netns;
 mod owrt;
 mod packaging;
