@@ -163,6 +163,9 @@ pub fn run(args: &Args) -> Result<()> {
                 state_dir: &args.state_dir,
                 hook: &args.hook,
                 ubus_socket: args.ubus_socket.as_deref(),
+                check: &|config, states| {
+                    check_text_for(config, Backend::resolve(config.globals.backend), states)
+                },
             };
             match daemon::run(&options)? {
                 daemon::Exit::Signal(_) => Ok(()),

@@ -17,7 +17,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::bus::{Bus, Request};
+use super::bus::{Bus, Request, check_reply};
 use super::conntrack;
 use super::counters;
 use super::devices::{DeviceMonitor, running_devices};
@@ -48,6 +48,8 @@ pub struct Options<'a> {
     pub hook: &'a Path,
     /// The ubusd socket our object `connmark-lb` registers on; None: the system's.
     pub ubus_socket: Option<&'a Path>,
+    /// What `check` prints for a config and its link states (the ubus `check` answer).
+    pub check: &'a dyn Fn(&Config, &[LinkState]) -> String,
 }
 
 /// Why the daemon returned.
@@ -374,6 +376,16 @@ impl Daemon<'_> {
                 let exit = self.reload("ubus reload");
                 self.bus.answer(call, Some(&Default::default()));
                 exit
+            }
+            Some(Request::Check) => {
+                // The config read and links resolved as a reload would; nothing changes.
+                let outcome = (self.options.load_config)().map(|config| {
+                    let states = (self.options.link_states)(&config);
+                    let output = (self.options.check)(&config, &states);
+                    (config.warnings, output)
+                });
+                self.bus.answer(call, Some(&check_reply(outcome)));
+                None
             }
             None => {
                 self.bus.answer(call, None);

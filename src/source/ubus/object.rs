@@ -232,11 +232,13 @@ impl ObjectConnection {
             }
             MSG_INVOKE => {
                 let (mut object, mut method, mut no_reply) = (None, None, false);
+
                 for attr in Attrs::new(&message.body) {
                     let attr = attr?;
                     match attr.id {
                         ATTR_OBJID => object = Some(attr.u32()?),
                         ATTR_METHOD => method = Some(c_string(attr.payload)?),
+
                         ATTR_NO_REPLY => no_reply = attr.payload.first().is_some_and(|b| *b != 0),
                         _ => {}
                     }
