@@ -23,6 +23,7 @@ mod classes;
 mod daemon;
 mod dataplane;
 mod footprint;
+mod ipv6;
 mod measure;
 mod nft_cost;
 mod report;

@@ -371,6 +371,12 @@ fn mark_chain(plan: &Plan, mark: u32) -> String {
     format!("MARK_{}", mark >> plan.footprint.mask.trailing_zeros())
 }
 
+/// The full name of the chain that marks a new connection with `mark`: its first rule's packet
+/// counter is the number of new connections given to that link since the last apply.
+pub fn mark_chain_name(plan: &Plan, mark: u32) -> String {
+    format!("{}{}", crate::names::IPT_PREFIX, mark_chain(plan, mark))
+}
+
 /// The rules of one family's choice in a policy chain: statistic matches taking each link's
 /// share of what the rules before them left over, the last link taking the rest.
 fn choice_rules(plan: &Plan, balance: Balance, choice: &Choice) -> Vec<String> {

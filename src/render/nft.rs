@@ -185,10 +185,12 @@ fn chains(plan: &Plan) -> String {
     for link in &plan.links {
         let set_ct = format!("ct mark set ct mark & {} | {}", hex(keep), hex(link.mark));
         let packet = set_packet(link.mark);
+        // Only a new connection's first packet passes here: the counter is the number of new
+        // connections given to the link since this apply (the ubus status reads it).
         chain(
             &mut out,
-            &format!("mark_{}", link.name),
-            &[&packet, &set_ct],
+            &mark_chain(&link.name),
+            &[&format!("counter {packet}"), &set_ct],
         );
         chain(&mut out, &format!("restore_{}", link.name), &[&packet]);
     }
@@ -317,6 +319,11 @@ fn chains(plan: &Plan) -> String {
     }
     out.push_str("\t}\n}\n");
     out
+}
+
+/// The chain that gives link `link` its mark, entered once per new connection.
+pub fn mark_chain(link: &str) -> String {
+    format!("mark_{link}")
 }
 
 /// The chain that pins new connections from a link's own prefixes to that link.
