@@ -27,6 +27,7 @@ macro_rules! for_both_backends {
 }
 
 mod checks;
+mod classes;
 mod dualstack;
 mod e2e;
 mod failover;
@@ -38,6 +39,7 @@ mod hardening;
 mod lbconfig;
 mod luci;
 mod netifd;
+mod netifd6;
 mod netns;
 mod owrt;
 mod packaging;
