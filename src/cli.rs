@@ -181,7 +181,10 @@ pub fn run(args: &Args) -> Result<()> {
                 state_dir: &args.state_dir,
                 hook: &args.hook,
                 ubus_socket: args.ubus_socket.as_deref(),
-                inspect: &|question, params| inspect::answer(args, question, params),
+                check: &|config, states| {
+                    check_text_for(config, Backend::resolve(config.globals.backend), states)
+                },
+                explain: &|params| inspect::explain(args, params),
             };
             match daemon::run(&options)? {
                 daemon::Exit::Signal(_) => Ok(()),

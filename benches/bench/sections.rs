@@ -11,8 +11,8 @@ type Measure = fn(&Options) -> Section;
 
 /// Every added section: its key and how to measure it.
 const ALL: &[(&str, Measure)] = &[
-    ("classes", crate::classes::measure),
     ("ipv6", crate::ipv6::measure),
+    ("classes", crate::classes::measure),
 ];
 
 /// The keys `--only` accepts.

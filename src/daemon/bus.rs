@@ -1,7 +1,7 @@
 //! The daemon's ubus object `connmark-lb`: `status` (what status.json holds, plus the backend
-//! and live per-link counters) and `reload` (what SIGHUP does), for LuCI and scripts; and the
-//! read-only `check` and `explain` that LuCI's Check and Explain pages show, answered by the caller's
-//! [`Options::inspect`](super::Options).
+//! and live per-link counters), `reload` (what SIGHUP does), `check` (what `connmark-lb
+//! check` would say of the config now) and `explain` (what `connmark-lb explain --json`
+//! says of a new connection, for LuCI's Explain page), for LuCI and scripts.
 //!
 //! The connection lives in the daemon's poll loop and never blocks it (see
 //! [`ObjectConnection`]). Without ubusd, or when ubusd restarts, the daemon connects and
@@ -15,6 +15,7 @@ use nix::poll::{PollFd, PollFlags};
 use serde_json::{Map, Value};
 
 use super::{log, log_error};
+use crate::error::{Error, Result};
 use crate::source::ubus::{self, Call, ObjectConnection, Status};
 
 /// The object's name on ubus.
@@ -28,18 +29,30 @@ const RETRY: Duration = Duration::from_secs(2);
 pub enum Request {
     Status,
     Reload,
-    /// A read-only question that the daemon's caller answers.
-    Inspect(Question),
+    Check,
+    /// Its arguments: `source`, `destination`, `protocol`, `port`.
+    Explain,
 }
 
-/// The read-only questions of the LuCI app's pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Question {
-    /// The saved config checked as `connmark-lb check` does (the Check page).
-    Check,
-    /// Which way a new connection would go, as `connmark-lb explain --json` says (the
-    /// Explain page).
-    Explain,
+/// The answer to `check`: `valid`, `errors` (one per problem), `warnings` and, when valid,
+/// `output` (what `connmark-lb check` prints), from the config's warnings and that output or
+/// the error reading it.
+pub fn check_reply(outcome: Result<(Vec<String>, String)>) -> Map<String, Value> {
+    let (errors, warnings, output) = match outcome {
+        Ok((warnings, output)) => (Vec::new(), warnings, Some(output)),
+        Err(Error::Many(errors)) => (
+            errors.iter().map(ToString::to_string).collect(),
+            Vec::new(),
+            None,
+        ),
+        Err(e) => (vec![e.to_string()], Vec::new(), None),
+    };
+    let mut reply = Map::new();
+    reply.insert("valid".into(), Value::Bool(errors.is_empty()));
+    reply.insert("errors".into(), errors.into());
+    reply.insert("warnings".into(), warnings.into());
+    reply.insert("output".into(), output.into());
+    reply
 }
 
 /// The object's connection, or when to try again.
@@ -108,8 +121,8 @@ impl Bus {
                         let request = match call.method.as_str() {
                             "status" => Some(Request::Status),
                             "reload" => Some(Request::Reload),
-                            "check" => Some(Request::Inspect(Question::Check)),
-                            "explain" => Some(Request::Inspect(Question::Explain)),
+                            "check" => Some(Request::Check),
+                            "explain" => Some(Request::Explain),
                             _ => None,
                         };
                         (call, request)

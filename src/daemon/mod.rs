@@ -13,7 +13,6 @@ pub mod status;
 #[cfg(test)]
 mod testns;
 
-pub use bus::Question;
 pub use run::{Exit, Options, run};
 
 /// Writes one line about a normal event (started, reloaded, a link's state change) to stdout,

@@ -17,7 +17,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::bus::{Bus, Question, Request};
+use super::bus::{Bus, Request, check_reply};
 use super::conntrack;
 use super::counters;
 use super::devices::{DeviceMonitor, running_devices};
@@ -49,9 +49,11 @@ pub struct Options<'a> {
     pub hook: &'a Path,
     /// The ubusd socket our object `connmark-lb` registers on; None: the system's.
     pub ubus_socket: Option<&'a Path>,
-    /// Answers the object's read-only questions for the LuCI app (`check`): the same as the
-    /// command line's, from the same config source.
-    pub inspect: &'a dyn Fn(Question, &Table) -> Table,
+    /// What `check` prints for a config and its link states (the ubus `check` answer).
+    pub check: &'a dyn Fn(&Config, &[LinkState]) -> String,
+    /// What `explain --json` says of the connection a call's arguments describe (the ubus
+    /// `explain` answer, for LuCI's Explain page).
+    pub explain: &'a dyn Fn(&Table) -> Table,
 }
 
 /// A ubus message's table: a call's arguments, a reply.
@@ -382,9 +384,19 @@ impl Daemon<'_> {
                 self.bus.answer(call, Some(&Default::default()));
                 exit
             }
-            Some(Request::Inspect(question)) => {
-                let reply = (self.options.inspect)(question, &call.args);
-                self.bus.answer(call, Some(&reply));
+            Some(Request::Check) => {
+                // The config read and links resolved as a reload would; nothing changes.
+                let outcome = (self.options.load_config)().map(|config| {
+                    let states = (self.options.link_states)(&config);
+                    let output = (self.options.check)(&config, &states);
+                    (config.warnings, output)
+                });
+                self.bus.answer(call, Some(&check_reply(outcome)));
+                None
+            }
+            Some(Request::Explain) => {
+                self.bus
+                    .answer(call, Some(&(self.options.explain)(&call.args)));
                 None
             }
             None => {

@@ -3,7 +3,7 @@
 //! resilient hash balancing, address sets filled by the real dnsmasq, the router's own
 //! traffic, and `explain` checked against what the kernel then does.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,10 +11,11 @@ use connmark_lb::explain::Facts;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::checks::{LinkLoad, tcp_target, udp_target};
+use crate::checks::{LinkLoad, tcp_target, tcp6_target, udp_target};
+use crate::e2e;
 use crate::failover::{Lab, tracked};
-use crate::lbconfig::{Backend, LbConfig};
-use crate::netns::{LAN_HOST, Loss, Netns, Topology, link_addr, srv_addr_towards};
+use crate::lbconfig::{Backend, Balance, LbConfig};
+use crate::netns::{LAN_HOST, Loss, Netns, Topology, link_addr, srv_addr_towards, v6};
 use crate::traffic::{
     Bound, Server, spawn_in, tcp_bound_each, tcp_connections, tcp_from_each, udp_flows,
 };
@@ -497,4 +498,113 @@ fn router_traffic_nftables() {
 #[test]
 fn router_traffic_iptables() {
     router_traffic_spreads_and_fails_over(Backend::Iptables);
+}
+
+const DUAL_CLASSES: &str = "
+config member 'm1'
+	option interface 'wan1'
+
+config member 'm2'
+	option interface 'wan2'
+
+config member 'm1_6'
+	option interface 'wan1_6'
+
+config member 'm2_6'
+	option interface 'wan2_6'
+
+config policy 'both'
+	list use_member 'm1'
+	list use_member 'm2'
+	list use_member 'm1_6'
+	list use_member 'm2_6'
+
+config policy 'hashed'
+	list use_member 'm1'
+	list use_member 'm2'
+	list use_member 'm1_6'
+	list use_member 'm2_6'
+	option balance 'hash'
+
+config rule 'sticky6'
+	option src_ip 'fd77::10/127'
+	option sticky '1'
+	option use_policy 'both'
+
+config rule 'rest'
+	option use_policy 'hashed'
+";
+
+/// The IPv6 link (NAT66 address) the server saw.
+fn link6_of(seen: &Result<IpAddr, String>) -> usize {
+    let addr = seen
+        .as_ref()
+        .unwrap_or_else(|e| panic!("connection failed: {e}"));
+    (1..=9)
+        .find(|&l| IpAddr::from(v6::link_addr(l)) == *addr)
+        .unwrap_or_else(|| panic!("{addr} is no IPv6 link's address"))
+}
+
+/// IPv6 sources stick and hash like IPv4 ones (sets and maps of the IPv6 family), and
+/// `explain` names the link the kernel then uses for an IPv6 source.
+#[test]
+fn ipv6_sources_stick_and_hash() {
+    let config = LbConfig::new(Backend::Nftables, Balance::RoundRobin, &[1, 1])
+        .with_ipv6(&[1, 1])
+        .with_sections(DUAL_CLASSES);
+    let lab = e2e::Lab::new(&config);
+    let topo = &lab.topo;
+    let sources: Vec<Ipv6Addr> = (0x10..0x30)
+        .map(|i| Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, i))
+        .collect();
+    let script: String = sources
+        .iter()
+        .map(|a| format!("addr add {a}/64 dev eth0 nodad\n"))
+        .collect();
+    topo.lan.ip_batch(&script);
+    let links = |sequence: &[Ipv6Addr]| -> Vec<usize> {
+        let sockets: Vec<Bound> = sequence.iter().map(|&a| Bound::Address(a.into())).collect();
+        tcp_bound_each(&topo.lan, &sockets, tcp6_target())
+            .iter()
+            .map(link6_of)
+            .collect()
+    };
+    let (a, b) = (sources[0], sources[1]);
+    let seen = links(&[a, b].repeat(10));
+    let (held_a, held_b) = (seen[0], seen[1]);
+    assert_ne!(
+        held_a, held_b,
+        "the sticky chain's rotation gives b the other link"
+    );
+    assert!(
+        seen.chunks(2).all(|pair| pair == [held_a, held_b]),
+        "IPv6 sticky sources moved: {seen:?}"
+    );
+    let sticky_set = format!("sticky_sticky6_wan{held_a}_6");
+    assert!(facts(topo).contains(&sticky_set, a.into()), "{sticky_set}");
+
+    let hashed = &sources[2..];
+    let first = links(hashed);
+    assert_eq!(links(hashed), first, "a hashed IPv6 source changed link");
+    assert!(first.contains(&1) && first.contains(&2), "{first:?}");
+    let file = &lab.config;
+    for (source, &link) in
+        std::iter::once((&a, &held_a)).chain(hashed.iter().zip(&first).step_by(5))
+    {
+        let mut args = vec!["explain", "--json", file.flag(), file.path_str()];
+        let query = format!("{source} {} tcp {}", v6::SERVICE, tcp6_target().port());
+        args.extend(query.split_whitespace());
+        let output = topo.lb(&args);
+        let answer: Value = serde_json::from_slice(&output.stdout).expect("explain JSON");
+        let expected = if *source == a { "sticky" } else { "hashed" };
+        assert_eq!(answer["decision"], expected, "{answer}");
+        assert_eq!(
+            answer["interface"].as_str(),
+            Some(format!("wan{link}_6").as_str()),
+            "{source}: {answer}"
+        );
+    }
+    eprintln!(
+        "FIGURE ipv6 classes: sticky {a} on link {held_a}, {b} on {held_b}; 30 hashed sources {first:?}"
+    );
 }
