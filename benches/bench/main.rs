@@ -19,9 +19,11 @@ mod traffic;
 
 mod apply_cost;
 mod balance;
+mod classes;
 mod daemon;
 mod dataplane;
 mod footprint;
+mod ipv6;
 mod measure;
 mod nft_cost;
 mod report;

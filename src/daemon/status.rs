@@ -17,6 +17,8 @@ use crate::state;
 pub struct Status {
     /// The daemon's process id (for signals).
     pub pid: u32,
+    /// `nftables` or `iptables`: the backend the rules are loaded with.
+    pub backend: String,
     pub links: Vec<LinkStatus>,
 }
 
@@ -69,7 +71,7 @@ impl Status {
                 })
             })
             .collect();
-        json!({ "pid": self.pid, "links": links })
+        json!({ "pid": self.pid, "backend": self.backend, "links": links })
     }
 }
 
@@ -143,6 +145,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cmlb-status-{}", std::process::id()));
         let status = Status {
             pid: 42,
+            backend: "nftables".into(),
             links: vec![LinkStatus {
                 interface: "wanb".into(),
                 family: "ipv4".into(),
