@@ -4,7 +4,7 @@
 //! ours and obsolete: re-apply is a no-op, and foreign rules are never touched.
 
 use crate::error::{Error, Result};
-use crate::plan::{IpRule, Route, RuleAction, Selector};
+use crate::plan::{DeviceName, IpRule, Route, RuleAction, Selector};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -103,7 +103,6 @@ fn parse_rule(r: &Value) -> Option<IpRule> {
     if r.get("src").and_then(Value::as_str) != Some("all")
         || r.get("dst").is_some()
         || r.get("iif").is_some()
-        || r.get("oif").is_some()
         || r.get("not").is_some()
     {
         return None;
@@ -112,13 +111,16 @@ fn parse_rule(r: &Value) -> Option<IpRule> {
         let text = r.get(key)?.as_str()?;
         u32::from_str_radix(text.trim_start_matches("0x"), 16).ok()
     };
-    let selector = match (hex("fwmark"), hex("fwmask")) {
-        (Some(mark), Some(mask)) => Selector::Fwmark { mark, mask },
-        (Some(mark), None) => Selector::Fwmark {
+    let oif = r.get("oif").and_then(Value::as_str);
+    let selector = match (hex("fwmark"), hex("fwmask"), oif) {
+        (Some(mark), Some(mask), None) => Selector::Fwmark { mark, mask },
+        (Some(mark), None, None) => Selector::Fwmark {
             mark,
             mask: u32::MAX,
         },
-        (None, _) => Selector::All,
+        (None, _, None) => Selector::All,
+        (None, _, Some(device)) => Selector::Oif(DeviceName::new(device)?),
+        (Some(_), _, Some(_)) => return None,
     };
     let action = match (
         r.get("action").and_then(Value::as_str),

@@ -19,6 +19,7 @@ mod traffic;
 
 mod apply_cost;
 mod balance;
+mod classes;
 mod daemon;
 mod dataplane;
 mod footprint;

@@ -27,6 +27,7 @@ macro_rules! for_both_backends {
 }
 
 mod checks;
+mod classes;
 mod dualstack;
 mod e2e;
 mod failover;
