@@ -7,6 +7,11 @@ use std::time::Duration;
 use super::value::SectionReader;
 use crate::error::Result;
 
+/// `failure_interval` unless set (or `interval` is shorter): once a round was lost, the next
+/// ones follow quickly, each waiting only as long as the link's own replies take (see
+/// `daemon::health`), so a dead link is out within 3 s with the other defaults.
+pub const DEFAULT_FAILURE_INTERVAL: Duration = Duration::from_millis(300);
+
 /// The typed tracking options of one link; the defaults are the ones whose detection and
 /// recovery bounds `daemon::health` works out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +67,7 @@ impl Default for TrackConfig {
             count: 3,
             timeout: Duration::from_secs(1),
             interval: Duration::from_secs(1),
-            failure_interval: Duration::from_secs(1),
+            failure_interval: DEFAULT_FAILURE_INTERVAL,
             recovery_interval: Duration::from_secs(1),
             down: 3,
             up: 5,
@@ -73,9 +78,11 @@ impl Default for TrackConfig {
     }
 }
 
-/// The tracking options. `failure_interval` and `recovery_interval` default to `interval`
-/// (as in mwan3), and `timeout` to 1 s or the shortest interval if that is shorter, so a lost
-/// round never delays the next one unless the user asks for it.
+/// The tracking options. `recovery_interval` defaults to `interval` (as in mwan3),
+/// `failure_interval` to [`DEFAULT_FAILURE_INTERVAL`] or `interval` if that is shorter, and
+/// `timeout` to 1 s or the shorter of `interval` and `recovery_interval`, so a lost round never
+/// delays the next one unless the user asks for it (a round while failing waits less, see
+/// `daemon::health`).
 pub(super) fn read_track(r: &mut SectionReader) -> Result<TrackConfig> {
     let d = TrackConfig::default();
     let mut track_ip: Vec<Ipv4Addr> = Vec::new();
@@ -100,13 +107,11 @@ pub(super) fn read_track(r: &mut SectionReader) -> Result<TrackConfig> {
     }
     let count = r.int("count", d.count, 1, 100)?;
     let interval = r.seconds("interval", d.interval)?;
-    let failure_interval = r.seconds("failure_interval", interval)?;
+    let failure_interval = r.seconds("failure_interval", interval.min(d.failure_interval))?;
     let recovery_interval = r.seconds("recovery_interval", interval)?;
-    let shortest = interval.min(failure_interval).min(recovery_interval);
-    let timeout = r.seconds("timeout", d.timeout.min(shortest))?;
+    let timeout = r.seconds("timeout", d.timeout.min(interval).min(recovery_interval))?;
     for (option, value) in [
         ("interval", interval),
-        ("failure_interval", failure_interval),
         ("recovery_interval", recovery_interval),
     ] {
         if timeout > value {

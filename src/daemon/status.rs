@@ -17,6 +17,9 @@ use crate::state;
 pub struct Status {
     /// The daemon's process id (for signals).
     pub pid: u32,
+    /// Times the daemon applied again because its rules, ip rules or routes were changed
+    /// behind its back.
+    pub reapplies: u64,
     pub links: Vec<LinkStatus>,
 }
 
@@ -66,7 +69,7 @@ impl Status {
                 })
             })
             .collect();
-        json!({ "pid": self.pid, "links": links })
+        json!({ "pid": self.pid, "reapplies": self.reapplies, "links": links })
     }
 }
 
@@ -117,6 +120,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cmlb-status-{}", std::process::id()));
         let status = Status {
             pid: 42,
+            reapplies: 1,
             links: vec![LinkStatus {
                 interface: "wanb".into(),
                 device: Some("eth2".into()),
