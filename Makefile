@@ -25,7 +25,7 @@ rust_target = $(strip \
 	$(error ARCH=$(1): use x86_64 or aarch64_*; other routers build with the OpenWrt SDK))))
 static_bin = target/$(1)/release/connmark-lb
 
-.PHONY: build static cross ipk dist deps kit test lint demo bench
+.PHONY: build static cross ipk apk dist deps kit test lint demo bench
 
 # The real OpenWrt userland (ubusd, rpcd, netifd, procd, fw4, opkg, apk, LuCI) the tests run,
 # built from ../shared/openwrt-userland into target/ (a re-run with nothing changed costs
@@ -55,6 +55,14 @@ ipk:
 	$(MAKE) cross TARGET=$(call rust_target,$(ARCH))
 	cross/mkipk.sh $(ARCH) $(call static_bin,$(call rust_target,$(ARCH))) $(DIST)
 
+# An .apk of the same binary and files for OpenWrt 25.12 and later (apk-tools v3, packed
+# by the kit's `apk mkpkg`): $(DIST)/ARCH/connmark-lb-VERSION-r1.apk, the file name
+# OpenWrt's SDK gives it.
+apk: kit
+	$(MAKE) cross TARGET=$(call rust_target,$(ARCH))
+	APK=$(OWRT_PREFIX)/bin/apk cross/mkapk.sh $(ARCH) \
+		$(call static_bin,$(call rust_target,$(ARCH))) $(DIST)/$(ARCH)
+
 # The source tarball for the packages feed (PKG_SOURCE) and its PKG_HASH.
 dist:
 	mkdir -p $(DIST)
@@ -78,6 +86,8 @@ test: deps lint kit
 		tar -xzf - -C $(DIST)/aarch64-check ./usr/sbin/connmark-lb
 	qemu-aarch64-static $(DIST)/aarch64-check/usr/sbin/connmark-lb $(SELFTEST) | \
 		grep -q 'table inet connmark_lb {'
+	$(MAKE) apk ARCH=x86_64
+	scripts/apk-install-check.sh $(DIST)/x86_64/connmark-lb-$(VERSION)-r1.apk
 
 # Apply cost, data-plane cost, balance quality and footprint against the seed recipe and
 # plain forwarding, measured on the shipped static binary; writes BENCH.md and

@@ -2,12 +2,14 @@
 # Installs what `make test` needs on a Debian/Ubuntu machine (as root): the
 # network tools the tests drive, qemu for the aarch64 binary, busybox (ash,
 # the shell OpenWrt runs our scripts with), shellcheck, strace (the bench counts
-# the processes an apply starts with it), the musl targets, and the clippy and
-# rustfmt components `make lint` uses.
+# the processes an apply starts with it), chromium and Playwright (the LuCI
+# app's browser test drives Debian's chromium; no browser download), the musl
+# targets, and the clippy and rustfmt components `make lint` uses.
 # Silent and quick when everything is already there.
 set -euo pipefail
 
-apt_packages=(nftables iptables conntrack iproute2 qemu-user-static iperf3 busybox shellcheck strace)
+apt_packages=(nftables iptables conntrack iproute2 qemu-user-static iperf3 busybox shellcheck strace
+	chromium python3-pip)
 rust_targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
 missing=()
@@ -20,6 +22,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Playwright's Python package only; `playwright install` (a browser download) is never run.
+if ! python3 -c 'import playwright' 2>/dev/null; then
+	echo "install-deps: installing playwright (PyPI)"
+	python3 -m pip install -q --break-system-packages playwright ||
+		python3 -m pip install -q playwright
 fi
 
 installed_targets=$(rustup target list --installed)

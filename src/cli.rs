@@ -108,7 +108,7 @@ fn warn(warnings: &[String]) {
     }
 }
 
-/// Link states from fixed config values only (what `check` shows: nothing is asked).
+/// Link states from fixed config values only (nothing is asked).
 pub fn link_states(config: &Config) -> Vec<LinkState> {
     config
         .interfaces
@@ -122,10 +122,11 @@ pub fn run(args: &Args) -> Result<()> {
     match args.verb {
         Verb::Check => {
             let config = args.load_config()?;
-            print!(
-                "{}",
-                check_text(&config, Backend::resolve(config.globals.backend))
-            );
+            // Links resolved exactly as apply resolves them (netifd's read-only `status`), so
+            // check prints what apply would load now.
+            let states = args.link_states(&config);
+            let backend = Backend::resolve(config.globals.backend);
+            print!("{}", check_text_for(&config, backend, &states));
             Ok(())
         }
         Verb::Apply => {
@@ -166,14 +167,19 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// `globals.enabled 0`: apply and run remove our rules instead of installing them.
 fn remove_disabled(args: &Args, config: &Config) -> Result<()> {
-    eprintln!("connmark-lb: disabled in globals: removing our rules");
+    println!("connmark-lb: disabled in globals: removing our rules");
     apply::stop(&footprints(args, Some(config)), &args.state_dir)
 }
 
-/// Everything `apply` would load, as text: firewall rules, ip batch (from an empty state) and
-/// sysctls. Pure: used by `check` and the golden tests.
+/// Everything `apply` would load with links known only from the config, as text: firewall
+/// rules, ip batch (from an empty state) and sysctls. Pure: used by the golden tests.
 pub fn check_text(config: &Config, backend: Backend) -> String {
-    let plan = Plan::build(config, &link_states(config));
+    check_text_for(config, backend, &link_states(config))
+}
+
+/// [`check_text`] for the given link states (what `check` resolved, as apply would).
+pub fn check_text_for(config: &Config, backend: Backend, states: &[LinkState]) -> String {
+    let plan = Plan::build(config, states);
     let firewall = match backend {
         Backend::Nftables => nft::ruleset(&plan, &[]),
         Backend::Iptables => iptables::ruleset(&plan, &IptablesState::default()),

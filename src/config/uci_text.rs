@@ -260,7 +260,6 @@ impl Builder {
                 ),
             ));
         }
-        self.close_current();
         let existing = (!name.is_empty())
             .then(|| self.sections.iter().position(|s| s.name == name))
             .flatten();
@@ -279,10 +278,16 @@ impl Builder {
                 Ok(())
             }
             None => {
+                let anonymous = name.is_empty();
+                let name = if anonymous {
+                    anonymous_name(self.sections.len() + 1, kind)
+                } else {
+                    name.to_string()
+                };
                 self.sections.push(RawSection {
                     kind: kind.to_string(),
-                    name: name.to_string(),
-                    anonymous: name.is_empty(),
+                    anonymous,
+                    name,
                     options: Vec::new(),
                     type_index: 0,
                 });
@@ -341,29 +346,7 @@ impl Builder {
         Ok(())
     }
 
-    /// Gives the open section its `cfgNNHHHH` name once its options are known, as uci does
-    /// when the next section starts.
-    fn close_current(&mut self) {
-        let Some(index) = self.current.take() else {
-            return;
-        };
-        let section = &self.sections[index];
-        if !section.anonymous || !section.name.is_empty() {
-            return;
-        }
-        let mut hash = content_hash(section);
-        let name = loop {
-            let candidate = format!("cfg{index:02x}{hash:04x}");
-            if !self.sections.iter().any(|s| s.name == candidate) {
-                break candidate;
-            }
-            hash = (hash + 1) & 0xffff;
-        };
-        self.sections[index].name = name;
-    }
-
-    fn finish(mut self) -> RawConfig {
-        self.close_current();
+    fn finish(self) -> RawConfig {
         let mut config = RawConfig {
             sections: self.sections,
         };
@@ -372,25 +355,17 @@ impl Builder {
     }
 }
 
-/// A 16-bit FNV-1a digest of a section's type and options, so generated names are stable
-/// for the same content.
-fn content_hash(section: &RawSection) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    let mut feed = |text: &str| {
-        for byte in text.bytes().chain([0]) {
-            hash ^= u32::from(byte);
-            hash = hash.wrapping_mul(0x0100_0193);
-        }
-    };
-    feed(&section.kind);
-    for (name, value) in &section.options {
-        feed(name);
-        match value {
-            RawValue::Single(text) => feed(text),
-            RawValue::List(items) => items.iter().for_each(|item| feed(item)),
-        }
-    }
-    (hash ^ (hash >> 16)) & 0xffff
+/// The name libuci gives an anonymous section when it is declared (`uci_add_section`):
+/// `cfg`, the package's section count including this one, and the low 16 bits of a djb hash
+/// of the type (its options are not there yet). rpcd's `uci get` shows these names, so a file
+/// read with `--uci` must use the same ones.
+fn anonymous_name(count: usize, kind: &str) -> String {
+    let hash = kind.bytes().fold(5381u32, |hash, byte| {
+        // libuci adds `char`s, which are signed on most targets.
+        let byte = byte as i8 as u32;
+        hash.wrapping_mul(33).wrapping_add(byte)
+    }) & 0x7fff_ffff;
+    format!("cfg{count:02x}{:04x}", hash & 0xffff)
 }
 
 #[cfg(test)]
@@ -456,36 +431,16 @@ mod tests {
     }
 
     #[test]
-    fn anonymous_sections_get_stable_uci_style_names() {
-        let text = "config rule\n\toption proto 'tcp'\nconfig rule\n\toption proto 'udp'\n";
-        let first = parse(text).unwrap();
-        let names: Vec<_> = first.sections.iter().map(|s| s.name.clone()).collect();
-        for (position, name) in names.iter().enumerate() {
-            assert_eq!(name.len(), 9, "{name}");
-            assert!(name.starts_with(&format!("cfg{position:02x}")), "{name}");
-            assert!(name[3..].bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
-        }
-        assert_ne!(
-            names[0][5..],
-            names[1][5..],
-            "different content, different hash"
-        );
-        assert_eq!(parse(text).unwrap(), first, "names are deterministic");
-        let renamed = parse("config rule\n\toption proto 'icmp'\n").unwrap();
-        assert_ne!(renamed.sections[0].name, names[0]);
-    }
-
-    #[test]
-    fn generated_name_never_takes_an_existing_name() {
-        // The name an empty `rule` gets at position 1, taken by a named section first.
-        let alone = parse("config member 'm'\nconfig rule\n").unwrap();
-        let taken = alone.sections[1].name.clone();
-        let config = parse(&format!("config rule '{taken}'\nconfig rule\n")).unwrap();
-        assert_eq!(config.sections.len(), 2);
-        assert_eq!(config.sections[0].name, taken);
-        assert!(config.sections[1].anonymous);
-        assert!(config.sections[1].name.starts_with("cfg01"));
-        assert_ne!(config.sections[1].name, taken);
+    fn anonymous_sections_get_the_names_libuci_gives_them() {
+        // What `uci show` of the kit's libuci prints for this file.
+        let text = "config globals 'globals'\nconfig rule\n\toption proto 'tcp'\nconfig rule\n\toption proto 'udp'\nconfig policy\n";
+        let names: Vec<_> = parse(text)
+            .unwrap()
+            .sections
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["globals", "cfg0292bd", "cfg0392bd", "cfg046ff5"]);
     }
 
     #[test]
@@ -823,7 +778,7 @@ config rule
             "interface": "wanb", "metric": "1", "weight": "1"},
         "balanced": {".anonymous": false, ".type": "policy", ".name": "balanced", ".index": 5,
             "use_member": ["wana_m1", "wanb_m1"], "last_resort": "unreachable"},
-        "cfg06e4f1": {".anonymous": true, ".type": "rule", ".name": "cfg06e4f1", ".index": 6,
+        "cfg0792bd": {".anonymous": true, ".type": "rule", ".name": "cfg0792bd", ".index": 6,
             "proto": "tcp", "dest_port": "443", "src_ip": "192.168.1.0/24",
             "use_policy": "balanced"}
     }}"#;
@@ -837,9 +792,7 @@ config rule
             assert_eq!(ours.kind, theirs.kind);
             assert_eq!(ours.anonymous, theirs.anonymous);
             assert_eq!(ours.type_index, theirs.type_index);
-            if !ours.anonymous {
-                assert_eq!(ours.name, theirs.name);
-            }
+            assert_eq!(ours.name, theirs.name);
             // JSON objects carry no option order; compare as sets of (name, value).
             let sorted = |section: &RawSection| {
                 let mut options = section.options.clone();
@@ -850,7 +803,6 @@ config rule
         }
         let rule = &text.sections[6];
         assert_eq!(rule.label(), "@rule[0]");
-        assert!(rule.name.starts_with("cfg06"), "{}", rule.name);
         assert_eq!(rule.get("use_policy"), Some(&single("balanced")));
     }
 }

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::health::{LinkHealth, RoundSummary, TrackConfig, Transition};
-use super::log;
+use super::log_error;
 use super::probe::{LinkRoute, Prober, Round, RoundReport};
 use super::status::{self, LinkStatus};
 use crate::config::FlushEvent;
@@ -356,7 +356,7 @@ impl Link {
     fn note_problem(&mut self, problem: Option<String>) {
         if let Some(text) = &problem {
             if self.problem.as_ref() != Some(text) {
-                log(&format!("{}: cannot probe: {text}", self.name));
+                log_error(&format!("{}: cannot probe: {text}", self.name));
             }
         }
         self.problem = problem;

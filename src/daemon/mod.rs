@@ -17,9 +17,16 @@ mod testns;
 
 pub use run::{Exit, Options, run};
 
-/// Writes one line to stderr (procd passes it to logd); a closed stderr must not stop the
-/// daemon, so a failed write is ignored.
+/// Writes one line about a normal event (started, reloaded, a link's state change) to stdout,
+/// which procd logs at info level. A closed stdout must not stop the daemon, so a failed write
+/// is ignored.
 fn log(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "connmark-lb: {message}");
+}
+
+/// Writes one line about a failure to stderr, which procd logs as `daemon.err`.
+fn log_error(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "connmark-lb: {message}");
 }

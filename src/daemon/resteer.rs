@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::conntrack::{Sweep, Which};
 use super::link::{Link, Outcome};
-use super::log;
+use super::{log, log_error};
 use crate::config::FlushEvent;
 
 /// One sweep under way and what it is for, for the log.
@@ -63,7 +63,7 @@ impl Sweeps {
                     sweep,
                 });
             }
-            Err(e) => log(&format!(
+            Err(e) => log_error(&format!(
                 "{}: deleting its conntrack entries failed: {e}",
                 link.name
             )),
@@ -99,7 +99,7 @@ impl Sweeps {
                     false
                 }
                 Err(e) => {
-                    log(&format!(
+                    log_error(&format!(
                         "{}: deleting its conntrack entries failed: {e}",
                         active.link
                     ));

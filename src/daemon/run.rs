@@ -19,12 +19,12 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::devices::{DeviceMonitor, running_devices};
 use super::hook::{Hook, HookEvent};
 use super::link::{Cause, Link, Outcome};
-use super::log;
 use super::passive::{LinkWatch, PassiveWatcher};
 use super::probe::LinkRoute;
 use super::resteer::Sweeps;
 use super::selfheal::{SelfHeal, Verdict};
 use super::status::{self, Status};
+use super::{log, log_error};
 use crate::apply::{self, Backend};
 use crate::config::{Config, FlushEvent};
 use crate::error::{Context, Error, Result};
@@ -124,14 +124,14 @@ pub fn run(options: &Options) -> Result<Exit> {
     .context("applying the config")?;
     let (backend, footprint) = daemon.ours();
     daemon.heal = SelfHeal::open(backend, footprint)
-        .map_err(|e| log(&format!("cannot watch for changes to our rules: {e}")))
+        .map_err(|e| log_error(&format!("cannot watch for changes to our rules: {e}")))
         .ok();
     daemon.watch_passively();
     log(&format!("started: {}", daemon.summary()));
     daemon.save_status();
     let exit = daemon.event_loop(&signals, &monitor);
     if let Err(e) = status::remove(options.state_dir) {
-        log(&e.to_string());
+        log_error(&e.to_string());
     }
     exit
 }
@@ -209,13 +209,13 @@ impl Daemon<'_> {
             }
             if let (true, Some(passive)) = (ready.contains(&Source::Passive), &mut self.passive) {
                 if let Err(e) = passive.drain(now) {
-                    log(&format!("passive health stopped: {e}"));
+                    log_error(&format!("passive health stopped: {e}"));
                     self.passive = None;
                 }
             }
             if let (true, Some(heal)) = (ready.contains(&Source::Heal), &mut self.heal) {
                 if let Err(e) = heal.read(now) {
-                    log(&format!("watching our rules stopped: {e}"));
+                    log_error(&format!("watching our rules stopped: {e}"));
                     self.heal = None;
                 }
             }
@@ -271,7 +271,7 @@ impl Daemon<'_> {
         };
         match heal.check(now) {
             Verdict::Nothing => {}
-            Verdict::Paused(why) => log(&why),
+            Verdict::Paused(why) => log_error(&why),
             Verdict::Reapply(what) => {
                 log(&format!(
                     "our rules changed behind our back ({what}): applying again"
@@ -312,7 +312,7 @@ impl Daemon<'_> {
             Some(passive) => passive.reset(mask, watches),
             None => {
                 self.passive = PassiveWatcher::open(mask, watches)
-                    .map_err(|e| log(&format!("passive health is off: {e}")))
+                    .map_err(|e| log_error(&format!("passive health is off: {e}")))
                     .ok();
             }
         }
@@ -351,7 +351,7 @@ impl Daemon<'_> {
     fn on_devices(&mut self) {
         let running = match running_devices() {
             Ok(running) => running,
-            Err(e) => return log(&format!("reading device states: {e}")),
+            Err(e) => return log_error(&format!("reading device states: {e}")),
         };
         let now = Instant::now();
         let resolved = &self.resolved;
@@ -376,7 +376,7 @@ impl Daemon<'_> {
         let config = match (self.options.load_config)() {
             Ok(config) => config,
             Err(e) => {
-                log(&format!("reload failed, keeping the running config: {e}"));
+                log_error(&format!("reload failed, keeping the running config: {e}"));
                 return None;
             }
         };
@@ -386,7 +386,7 @@ impl Daemon<'_> {
         let running = match running_devices() {
             Ok(running) => running,
             Err(e) => {
-                log(&format!("reload failed, keeping the running config: {e}"));
+                log_error(&format!("reload failed, keeping the running config: {e}"));
                 return None;
             }
         };
@@ -408,7 +408,7 @@ impl Daemon<'_> {
         );
         self.after_own_apply();
         if let Err(e) = applied {
-            log(&format!("reload failed, keeping the running config: {e}"));
+            log_error(&format!("reload failed, keeping the running config: {e}"));
             return None;
         }
         self.config = config;
@@ -480,7 +480,7 @@ impl Daemon<'_> {
                 let backend = Backend::resolve(self.config.globals.backend);
                 let plan = Plan::build(&self.config, &states);
                 backend.load(&backend.policy_update(&plan)).or_else(|e| {
-                    log(&format!(
+                    log_error(&format!(
                         "updating the policy chains failed, applying everything: {e}"
                     ));
                     apply::apply(&self.config, states, self.options.state_dir).map(drop)
@@ -497,7 +497,7 @@ impl Daemon<'_> {
                 self.retry_at = None;
             }
             Err(e) => {
-                log(&format!(
+                log_error(&format!(
                     "updating the rules failed, trying again in {} s: {e}",
                     RULES_RETRY.as_secs()
                 ));
@@ -514,7 +514,7 @@ impl Daemon<'_> {
             links: self.links.iter().map(Link::status).collect(),
         };
         if let Err(e) = status::save(self.options.state_dir, &status) {
-            log(&format!("writing the status: {e}"));
+            log_error(&format!("writing the status: {e}"));
         }
     }
 
@@ -662,6 +662,6 @@ fn run_hook(hook: &mut Hook, link: &Link, outcome: &Outcome) {
         state: outcome.transition.to.as_str(),
     };
     if let Err(e) = hook.run(&event) {
-        log(&format!("{}: hook: {e}", link.name));
+        log_error(&format!("{}: hook: {e}", link.name));
     }
 }

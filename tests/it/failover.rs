@@ -54,7 +54,8 @@ impl Daemon {
             .arg("--hook")
             .arg(hook)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Events go to stdout, errors to stderr: the log holds both, in order.
+            .stdout(stderr.try_clone().expect("daemon log file"))
             .stderr(stderr)
             .spawn()
             .expect("start connmark-lb run");

@@ -1,0 +1,104 @@
+# shellcheck shell=bash
+# The variables below are read by the scripts that source this file; root and
+# binary are theirs.
+# shellcheck disable=SC2034,SC2154
+# The maintainer scripts are written literally (their variables expand on the router).
+# shellcheck disable=SC2016
+#
+# Sourced by mkipk.sh and mkapk.sh (bash): what the connmark-lb package holds
+# and says about itself, written once so the .ipk and the .apk cannot drift
+# apart. The tree, modes and conffiles are those of Package/connmark-lb in the
+# feed Makefile; the maintainer scripts are the ones OpenWrt's
+# include/package-pack.mk generates for a package without scripts of its own
+# (a test compares both formats with the Makefile and runs them with the real
+# opkg and apk).
+#
+# The caller sets: root (the project tree), binary (the executable to ship).
+# Files must be owned by root in the package: without root, the caller runs
+# again as root of a user namespace (its own files then belong to uid 0).
+if [ "$(id -u)" != 0 ]; then
+	exec unshare --map-root-user --setuid 0 --setgid 0 "$0" "$@"
+fi
+
+pkg_name=connmark-lb
+pkg_release=${RELEASE:-1}
+# The crate version in Cargo.toml is the one version of the project.
+pkg_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n1)
+pkg_epoch=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
+pkg_license=GPL-2.0-only
+pkg_section=net
+# The feed's nftables variant (openwrt/connmark-lb/Makefile DEPENDS).
+pkg_depends=(nftables kmod-nft-core kmod-nft-nat kmod-nf-conntrack-netlink ip-full)
+pkg_conffiles=("/etc/config/$pkg_name")
+pkg_summary="Multi-WAN connmark load balancer (static build)."
+pkg_details="Balances new connections from the LAN over several WAN links by weight
+and keeps each connection on its link for its whole life."
+
+[ -n "$pkg_version" ] || { echo "$0: no version in $root/Cargo.toml" >&2; exit 1; }
+case $pkg_release in '' | *[!0-9]*) echo "$0: RELEASE must be an integer" >&2; exit 2 ;; esac
+[ -x "$binary" ] || { echo "$0: $binary is not an executable" >&2; exit 1; }
+
+# Installs the package's files under DIR, owned by root, with OpenWrt's modes
+# (INSTALL_BIN 0755, INSTALL_CONF 0600, INSTALL_DATA 0644) and SOURCE_DATE_EPOCH
+# mtimes.
+pkg_stage() {
+	local dir=$1
+	install -d -m 0755 "$dir/usr/sbin" "$dir/etc/config" "$dir/etc/init.d" \
+		"$dir/etc/hotplug.d/iface"
+	install -m 0755 "$binary" "$dir/usr/sbin/$pkg_name"
+	install -m 0600 "$root/files/etc/config/$pkg_name" "$dir/etc/config/$pkg_name"
+	install -m 0755 "$root/files/etc/init.d/$pkg_name" "$dir/etc/init.d/$pkg_name"
+	install -m 0644 "$root/files/etc/hotplug.d/iface/30-$pkg_name" \
+		"$dir/etc/hotplug.d/iface/30-$pkg_name"
+	chown -R 0:0 "$dir"
+	find "$dir" -exec touch -h -d "@$pkg_epoch" {} +
+}
+
+# Every generated script starts with this guard: an image build or an offline
+# root without base-files has no functions.sh, and the script then does
+# nothing.
+pkg_guard() {
+	cat <<'GUARD'
+[ -s "${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
+. "${IPKG_INSTROOT}/lib/functions.sh"
+GUARD
+}
+
+# opkg's postinst/prerm: base-files' default_postinst enables and starts every
+# shipped init script (only enables it in an image build; keeps the user's
+# enable/disable choice on upgrade), default_prerm disables and stops it.
+pkg_ipk_postinst() {
+	cat <<'HEAD'
+#!/bin/sh
+[ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
+HEAD
+	pkg_guard
+	echo 'default_postinst "$0" "$@"'
+}
+pkg_ipk_prerm() {
+	echo '#!/bin/sh'
+	pkg_guard
+	echo 'default_prerm "$0" "$@"'
+}
+
+# apk's scripts do the same; apk passes no script arguments, so the package
+# name and root are exported for base-files, and an upgrade runs the install
+# script with PKG_UPGRADE=1.
+pkg_apk_exports() {
+	echo 'export root="${IPKG_INSTROOT}"'
+	echo "export pkgname=\"$pkg_name\""
+}
+pkg_apk_post_install() {
+	pkg_ipk_postinst | sed '$d'
+	pkg_apk_exports
+	printf 'add_group_and_user\ndefault_postinst\n'
+}
+pkg_apk_post_upgrade() {
+	printf '#!/bin/sh\nexport PKG_UPGRADE=1\n'
+	pkg_apk_post_install | sed '1d'
+}
+pkg_apk_pre_deinstall() {
+	pkg_ipk_prerm | sed '$d'
+	pkg_apk_exports
+	echo 'default_prerm'
+}

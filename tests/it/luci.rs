@@ -1,0 +1,416 @@
+//! luci-app-connmark-lb in a real browser against the real LuCI: the kit's uhttpd, rpcd and LuCI
+//! serve `openwrt/luci-app-connmark-lb`, procd runs our init script with the real binary in the
+//! router namespace of the usual topology, and headless Chromium (Playwright, `tests/luci/
+//! browser.py`) logs in, opens every page, changes a weight, Saves & Applies, watches a link go
+//! down and asks the Explain page. This test builds the world and asserts what the browser saw
+//! against what the router and the binary say.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::netns::{SERVICE, Topology, link_addr, link_gateway, run_command};
+
+/// The repository, where the LuCI app and the browser driver live.
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kit's `owrt.sh` (built by `make kit` into OWRT_PREFIX, default target/owrt).
+fn owrt_sh() -> PathBuf {
+    let prefix = std::env::var_os("OWRT_PREFIX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/owrt"));
+    let script = prefix.join("bin/owrt.sh");
+    assert!(
+        script.exists(),
+        "{} is missing: run `make kit` (make test does)",
+        script.display()
+    );
+    script
+}
+
+/// One OpenWrt userland (ubusd, rpcd, procd view, LuCI) on a STATE directory; stopped on drop.
+struct Owrt {
+    script: PathBuf,
+    state: PathBuf,
+}
+
+impl Owrt {
+    fn new(state: PathBuf) -> Self {
+        fs::create_dir_all(state.join("etc-config")).expect("mkdir etc-config");
+        Owrt {
+            script: owrt_sh(),
+            state,
+        }
+    }
+
+    /// `owrt.sh COMMAND STATE ARGS...` as a command line, for the browser driver to run.
+    fn argv(&self, command: &str, args: &[&str]) -> Vec<String> {
+        let mut argv = vec![
+            self.script.display().to_string(),
+            command.to_string(),
+            self.state.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    }
+
+    fn output(&self, command: &str, args: &[&str]) -> Output {
+        let argv = self.argv(command, args);
+        run_command(Command::new(&argv[0]).args(&argv[1..]), None)
+    }
+
+    /// Runs an owrt.sh command that must succeed; returns its stdout.
+    fn ok(&self, command: &str, args: &[&str]) -> String {
+        let output = self.output(command, args);
+        assert!(
+            output.status.success(),
+            "owrt.sh {command} {args:?} failed:\n{}{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn config(&self) -> String {
+        fs::read_to_string(self.state.join("etc-config/connmark-lb")).expect("read config")
+    }
+
+    /// The daemon's and the web server's logs, for a failure report.
+    fn logs(&self) -> String {
+        ["procd-syslog.log", "procd.log", "rpcd.log", "uhttpd.log"]
+            .iter()
+            .map(|name| {
+                let text =
+                    fs::read_to_string(self.state.join("log").join(name)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("=== {name}:\n{}\n", tail.join("\n"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Owrt {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for command in ["luci-stop", "ubus-stop"] {
+            let output = self.output(command, &[]);
+            if !output.status.success() {
+                eprintln!(
+                    "cleanup: owrt.sh {command}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// Two tracked links with fixed devices, balanced 1:1 by the implicit policy; probes every
+/// 0.5 s so a dead link is down within about 2 s.
+fn router_config() -> String {
+    config_with("", "", "")
+}
+
+/// [`router_config`] with `option` of `section` (globals, wan1 or wan2) set to `value` (a
+/// `list` for `lan`), replacing the option's usual value.
+fn config_with(section: &str, option: &str, value: &str) -> String {
+    let mut sections = vec![(
+        "globals".to_string(),
+        "globals",
+        vec![
+            ("enabled", "1".to_string()),
+            ("backend", "nftables".into()),
+            ("lan", "eth0".into()),
+        ],
+    )];
+    for link in 1..=2 {
+        sections.push((
+            format!("wan{link}"),
+            "interface",
+            vec![
+                ("device", format!("wan{link}")),
+                ("gateway", link_gateway(link).to_string()),
+                ("source", link_addr(link).to_string()),
+                ("weight", "1".into()),
+                ("track_ip", SERVICE.to_string()),
+                ("interval", "0.5".into()),
+                ("down", "2".into()),
+                ("up", "2".into()),
+            ],
+        ));
+    }
+    let mut text = String::new();
+    for (name, kind, mut options) in sections {
+        if name == section {
+            match options.iter_mut().find(|(o, _)| *o == option) {
+                Some(existing) => existing.1 = value.to_string(),
+                None => options.push((option, value.to_string())),
+            }
+        }
+        text.push_str(&format!("config {kind} '{name}'\n"));
+        for (o, v) in options {
+            let keyword = if matches!(o, "lan" | "track_ip") {
+                "list"
+            } else {
+                "option"
+            };
+            text.push_str(&format!("\t{keyword} {o} '{v}'\n"));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// Values typed into the forms, by section: each is accepted or refused by the binary, and
+/// the form must agree. Chosen at the edges of every rule the config reader has.
+const GLOBALS_CASES: &[(&str, &str)] = &[
+    ("mark_mask", "0x3F00"),
+    ("mark_mask", "0xff"),
+    ("mark_mask", "0x3F01"),
+    ("mark_mask", "0x100"),
+    ("mark_mask", "768"),
+    ("mark_mask", "mask"),
+    ("table_base", "255"),
+    ("table_base", "256"),
+    ("table_base", "2147418112"),
+    ("table_base", "2147418113"),
+    ("priority_base", "0"),
+    ("priority_base", "32253"),
+    ("priority_base", "32254"),
+    ("lan", "br-lan"),
+    ("lan", "a-very-long-devname"),
+];
+const INTERFACE_CASES: &[(&str, &str)] = &[
+    ("weight", "0"),
+    ("weight", "1000"),
+    ("weight", "1001"),
+    ("weight", "0x10"),
+    ("weight", "+5"),
+    ("weight", "2.5"),
+    ("weight", "x"),
+    ("metric", "1"),
+    ("metric", "-1"),
+    ("count", "100"),
+    ("count", "101"),
+    ("down", "0"),
+    ("up", "1000"),
+    ("timeout", "0.5"),
+    ("timeout", "0"),
+    ("interval", "3600"),
+    ("interval", "3600.1"),
+    ("interval", ".5"),
+    ("interval", "1e3"),
+    ("failure_interval", "0.000000001"),
+    ("recovery_interval", "1.0000000001"),
+    ("gateway", "10.0.1.1"),
+    ("gateway", "10.0.1.256"),
+    ("gateway", "010.0.1.1"),
+    ("source", "10.0.1.2"),
+    ("source", "host"),
+    ("device", "eth0.2"),
+    ("device", "a-very-long-devname"),
+    ("device", "eth\"0"),
+];
+
+/// Whether `connmark-lb check` accepts `option` = `value` in `section` of the test's config;
+/// a refusal must name that option.
+fn binary_accepts(dir: &Path, section: &str, option: &str, value: &str) -> bool {
+    let text = config_with(section, option, value);
+    let file = dir.join("case.uci");
+    fs::write(&file, &text).expect("write case");
+    let output = run_command(
+        Command::new(env!("CARGO_BIN_EXE_connmark-lb"))
+            .args(["check", "--uci"])
+            .arg(&file),
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(0) => true,
+        Some(2) if stderr.contains(&format!("option '{option}'")) => false,
+        _ => panic!(
+            "check of {option} '{value}' in {section}: {}\n{stderr}\n{text}",
+            output.status
+        ),
+    }
+}
+
+/// The lines the browser driver printed, one JSON object per step.
+fn steps(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
+    steps
+        .iter()
+        .find(|s| s["step"] == name)
+        .unwrap_or_else(|| panic!("the browser driver reported no step {name:?}: {steps:?}"))
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn luci_pages_in_a_real_browser() {
+    let started = Instant::now();
+    let topo = Topology::new(2);
+    let sbin = topo.dir.path().join("sbin");
+    fs::create_dir_all(&sbin).expect("mkdir sbin");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_connmark-lb"), sbin.join("connmark-lb"))
+        .expect("symlink binary");
+    let owrt = Owrt::new(topo.dir.path().join("owrt"));
+    fs::write(owrt.state.join("etc-config/connmark-lb"), router_config()).expect("write config");
+
+    // procd runs init scripts by path: an executable copy of ours.
+    let initd = topo.dir.path().join("init.d");
+    fs::create_dir_all(&initd).expect("mkdir init.d");
+    fs::copy(
+        repo().join("files/etc/init.d/connmark-lb"),
+        initd.join("connmark-lb"),
+    )
+    .expect("copy init script");
+    fs::set_permissions(initd.join("connmark-lb"), fs::Permissions::from_mode(0o755))
+        .expect("chmod init script");
+    let path = |p: &Path| p.display().to_string();
+    owrt.ok("ubus-start", &[]);
+    owrt.ok(
+        "procd-start",
+        &[
+            topo.router.name(),
+            "--initd",
+            &path(&initd),
+            "--sbin",
+            &path(&sbin),
+        ],
+    );
+    owrt.ok("procd-exec", &["/etc/init.d/connmark-lb", "start"]);
+    let ruleset = || {
+        topo.router
+            .output("nft", &["list", "table", "inet", "connmark_lb"], None)
+    };
+    wait_for("the daemon's first apply", || ruleset().status.success());
+    let app = repo().join("openwrt/luci-app-connmark-lb");
+    owrt.ok("luci-start", &[topo.router.name(), "--app", &path(&app)]);
+    let url = fs::read_to_string(owrt.state.join("luci/url")).expect("read luci/url");
+
+    let shots = std::env::var_os("LUCI_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| topo.dir.path().join("shots"));
+    fs::create_dir_all(&shots).expect("mkdir shots");
+    let pages: Vec<String> = [
+        "status",
+        "interfaces",
+        "members",
+        "policies",
+        "rules",
+        "globals",
+        "explain",
+        "check",
+    ]
+    .iter()
+    .map(|p| format!("admin/network/connmark-lb/{p}"))
+    .collect();
+    let nft = |args: &[&str]| {
+        let mut argv = vec!["ip", "netns", "exec", topo.router.name(), "nft"];
+        argv.extend(args);
+        argv.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let spec = json!({
+        "url": url.trim(),
+        "password": "openwrt-kit",
+        "shots": shots,
+        "pages": pages,
+        "weight": {"section": "wan2", "value": 3},
+        "ruleset": nft(&["list", "table", "inet", "connmark_lb"]),
+        "validation": {"globals": GLOBALS_CASES, "interface": INTERFACE_CASES},
+    });
+    let spec_file = topo.dir.write("browser.json", &spec.to_string());
+    let output = run_command(
+        Command::new("python3")
+            .arg(repo().join("tests/luci/browser.py"))
+            .arg(&spec_file),
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser driver failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let steps = steps(&stdout);
+
+    for page in steps.iter().filter(|s| s["step"] == "page") {
+        assert_eq!(page["errors"], json!([]), "JavaScript errors on {page}");
+        assert!(
+            !page["title"].as_str().unwrap_or_default().is_empty(),
+            "page without a title: {page}"
+        );
+    }
+    assert_eq!(
+        steps.iter().filter(|s| s["step"] == "page").count(),
+        pages.len()
+    );
+    let results = &step(&steps, "validation")["results"];
+    let mut disagreements = Vec::new();
+    for (section, key) in [("globals", "globals"), ("wan2", "interface")] {
+        for case in results[key].as_array().expect("validation results") {
+            let (option, value) = (case[0].as_str().unwrap(), case[1].as_str().unwrap());
+            let form = case[2].as_bool().expect("a verdict");
+            if form != binary_accepts(topo.dir.path(), section, option, value) {
+                disagreements.push(format!(
+                    "{section} {option} '{value}': form accepts: {form}"
+                ));
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "the forms and the binary disagree:\n{}",
+        disagreements.join("\n")
+    );
+    assert_eq!(
+        step(&steps, "invalid_weight")["refused"],
+        true,
+        "weight 1001 was not refused in the form"
+    );
+    let apply = step(&steps, "apply");
+    assert_eq!(apply["applied"], true, "Save & Apply: {apply}");
+    // Save & Apply wrote the new weight and nothing else (no defaults spelled out).
+    assert_eq!(
+        owrt.config().trim(),
+        config_with("wan2", "weight", "3").trim(),
+        "/etc/config/connmark-lb after Save & Apply"
+    );
+    let after = apply["ruleset_after"].as_str().unwrap_or_default();
+    assert!(
+        after.contains("numgen inc mod 4 vmap { 0 : goto mark_wan1, 1-3 : goto mark_wan2 }"),
+        "the running daemon did not load the new weights:\n{after}"
+    );
+    let done = step(&steps, "done");
+    assert_eq!(done["errors"], json!([]), "JavaScript errors: {done}");
+    eprintln!(
+        "luci browser test: {:.1} s in the browser, {:.1} s in total",
+        done["seconds"].as_f64().unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+}
