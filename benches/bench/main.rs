@@ -5,6 +5,9 @@
 //! every measurement still works; `make test` runs it so the bench cannot rot.
 
 #[allow(dead_code, unused_imports)]
+#[path = "../../tests/it/busy.rs"]
+mod busy;
+#[allow(dead_code, unused_imports)]
 #[path = "../../tests/it/checks.rs"]
 mod checks;
 #[allow(dead_code, unused_imports)]
@@ -22,6 +25,7 @@ mod balance;
 mod daemon;
 mod dataplane;
 mod footprint;
+mod hitless;
 mod measure;
 mod nft_cost;
 mod report;

@@ -156,7 +156,7 @@ fn read_quality(r: &mut SectionReader, timeout: Duration) -> Result<Option<Quali
     let d = Quality::default();
     let on = r.bool("check_quality", false)?;
     let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-    let max_ms = 3_600_000;
+    let max_ms = 60_000;
     let failure_ms = r.int("failure_latency", millis(d.failure_latency), 1, max_ms)?;
     let recovery_ms = r.int("recovery_latency", millis(d.recovery_latency), 1, max_ms)?;
     let failure_loss = r.int("failure_loss", d.failure_loss, 0, 100)?;

@@ -99,11 +99,6 @@ impl Sweep {
         })
     }
 
-    /// Whether the dump has ended and every delete was sent.
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-
     /// Reads what the dump has queued and deletes it, for at most [`SLICE`]; returns whether
     /// the sweep is finished.
     pub fn advance(&mut self) -> Result<bool> {
@@ -134,10 +129,10 @@ impl Sweep {
                             ));
                         }
                     }
-                    _ if message.kind == ct_type(IPCTNL_MSG_CT_NEW) => {
-                        if queue_delete(&mut self.batch, self.which, message.payload) {
-                            self.deleted += 1;
-                        }
+                    _ if message.kind == ct_type(IPCTNL_MSG_CT_NEW)
+                        && queue_delete(&mut self.batch, self.which, message.payload) =>
+                    {
+                        self.deleted += 1;
                     }
                     _ => {}
                 }

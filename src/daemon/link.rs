@@ -301,16 +301,25 @@ impl Link {
     fn conclude_burst(&mut self, started: Instant, report: &RoundReport, now: Instant) -> Outcome {
         let summary = report.summary();
         let transition = self.health.on_confirmation(&summary);
-        self.next_start = transition
-            .next_round
-            .map(|delay| (started + delay).max(now));
+        self.schedule(&transition, started, now);
         self.record(
             transition,
             Cause::Burst {
                 answered: summary.answered,
-                targets: u32::try_from(self.track.track_ip.len()).unwrap_or(u32::MAX),
+                targets: self.targets(),
             },
         )
+    }
+
+    /// The next round starts its state's delay after `started`, or now if that has passed.
+    fn schedule(&mut self, transition: &Transition, started: Instant, now: Instant) {
+        self.next_start = transition
+            .next_round
+            .map(|delay| (started + delay).max(now));
+    }
+
+    fn targets(&self) -> u32 {
+        u32::try_from(self.track.track_ip.len()).unwrap_or(u32::MAX)
     }
 
     /// Feeds a finished round to health and schedules the next one.
@@ -332,14 +341,12 @@ impl Link {
         };
         let transition = self.health.on_round(&summary, loss_percent);
         self.last_loss = Some(loss_percent);
-        self.next_start = transition
-            .next_round
-            .map(|delay| (started + delay).max(now));
+        self.schedule(&transition, started, now);
         self.record(
             transition,
             Cause::Round {
                 answered: summary.answered,
-                targets: u32::try_from(self.track.track_ip.len()).unwrap_or(u32::MAX),
+                targets: self.targets(),
                 loss_percent,
             },
         )

@@ -62,8 +62,10 @@ pub const SETTLE: Duration = Duration::from_millis(100);
 /// At most this many re-applies within [`PERIOD`].
 pub const BUDGET: usize = 5;
 pub const PERIOD: Duration = Duration::from_secs(60);
-/// Descriptions kept for one log line.
-const MAX_NOTES: usize = 8;
+/// Distinct descriptions kept.
+const MAX_NOTES: usize = 64;
+/// Descriptions shown in one log line.
+const SHOWN: usize = 4;
 const NFT_NAME: &str = "nftables event socket";
 const ROUTE_NAME: &str = "rtnetlink route and rule event socket";
 
@@ -76,7 +78,7 @@ pub struct SelfHeal {
     backend: Backend,
     footprint: Footprint,
     /// What went missing or changed since the last re-apply, for the log.
-    notes: Vec<String>,
+    notes: Vec<Note>,
     /// More changes than [`MAX_NOTES`] were seen.
     more: usize,
     /// When to apply again.
@@ -87,6 +89,15 @@ pub struct SelfHeal {
     pub reapplies: u64,
     /// Whether the pause after an exhausted budget has been logged.
     paused: bool,
+}
+
+/// One thing that went missing or changed: `whole` when it is a whole table, which then
+/// stands for everything in it (`scope`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Note {
+    scope: String,
+    whole: bool,
+    text: String,
 }
 
 /// What to do after reading the sockets.
@@ -153,7 +164,11 @@ impl SelfHeal {
                 let len = match netlink::receive(fd, &mut self.buffer, name)? {
                     Received::Empty => break,
                     Received::Overrun => {
-                        self.note(format!("{name} overflowed: some changes unknown"));
+                        self.note(Note {
+                            scope: name.to_string(),
+                            whole: false,
+                            text: format!("{name} overflowed: some changes unknown"),
+                        });
                         continue;
                     }
                     Received::Data(len) => len,
@@ -229,16 +244,31 @@ impl SelfHeal {
     }
 
     fn summary(&self) -> String {
-        let mut text = self.notes.join(", ");
-        if self.more > 0 {
-            text.push_str(&format!(" and {} more", self.more));
+        let texts: Vec<&str> = self
+            .notes
+            .iter()
+            .take(SHOWN)
+            .map(|n| n.text.as_str())
+            .collect();
+        let mut text = texts.join(", ");
+        let more = self.notes.len().saturating_sub(SHOWN) + self.more;
+        if more > 0 {
+            text.push_str(&format!(" and {more} more"));
         }
         text
     }
 
-    fn note(&mut self, note: String) {
-        if self.notes.contains(&note) {
+    fn note(&mut self, note: Note) {
+        if self
+            .notes
+            .iter()
+            .any(|n| *n == note || (n.whole && n.scope == note.scope))
+        {
             return;
+        }
+        if note.whole {
+            self.notes.retain(|n| n.scope != note.scope);
+            self.more = 0;
         }
         if self.notes.len() < MAX_NOTES {
             self.notes.push(note);
@@ -248,7 +278,7 @@ impl SelfHeal {
     }
 
     /// What an nf_tables announcement changed of ours, if anything.
-    fn nft_change(&self, kind: u16, payload: &[u8]) -> Option<String> {
+    fn nft_change(&self, kind: u16, payload: &[u8]) -> Option<Note> {
         if kind >> 8 != NFNL_SUBSYS_NFTABLES {
             return None;
         }
@@ -270,20 +300,27 @@ impl SelfHeal {
                 | NFT_MSG_DELSET
                 | NFT_MSG_DELSETELEM
         );
+        let whole = matches!(message, NFT_MSG_NEWTABLE | NFT_MSG_DELTABLE);
         let what = match (message, &chain) {
-            (NFT_MSG_NEWTABLE | NFT_MSG_DELTABLE, _) => "table".to_string(),
-            (NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN, Some(chain)) => format!("chain {chain}"),
-            (NFT_MSG_NEWRULE | NFT_MSG_DELRULE, Some(chain)) => format!("rules of chain {chain}"),
-            (NFT_MSG_DELSET | NFT_MSG_DELSETELEM, _) => "sets".to_string(),
+            _ if whole => String::new(),
+            (NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN, Some(chain)) => format!("chain {chain} of "),
+            (NFT_MSG_NEWRULE | NFT_MSG_DELRULE, Some(chain)) => {
+                format!("rules of chain {chain} of ")
+            }
+            (NFT_MSG_DELSET | NFT_MSG_DELSETELEM, _) => "sets of ".to_string(),
             _ => return None,
+        };
+        let verb = if deleted { "deleted" } else { "changed" };
+        let note = |scope: String| Note {
+            text: format!("{what}{scope} {verb}"),
+            scope,
+            whole,
         };
         match self.backend {
             Backend::Nftables => {
                 let ours = NFT_TABLE.strip_prefix("inet ").unwrap_or(NFT_TABLE);
-                (family == NFPROTO_INET && table == ours).then(|| {
-                    let verb = if deleted { "deleted" } else { "changed" };
-                    format!("{what} of nft table {NFT_TABLE} {verb}")
-                })
+                (family == NFPROTO_INET && table == ours)
+                    .then(|| note(format!("nft table {NFT_TABLE}")))
             }
             Backend::Iptables => {
                 // Other programs add to these tables all the time; only a removal can be ours.
@@ -295,13 +332,13 @@ impl SelfHeal {
                 });
                 let table_ours = JUMPS.iter().any(|(t, _, _)| *t == table);
                 (family == NFPROTO_IPV4 && deleted && table_ours && ours)
-                    .then(|| format!("{what} of iptables table {table} deleted"))
+                    .then(|| note(format!("iptables table {table}")))
             }
         }
     }
 
     /// What an rtnetlink route or rule announcement changed of ours, if anything.
-    fn route_change(&self, kind: u16, payload: &[u8]) -> Option<String> {
+    fn route_change(&self, kind: u16, payload: &[u8]) -> Option<Note> {
         let header = payload.get(..RT_HEADER_LEN)?;
         let attrs = payload.get(RT_HEADER_LEN..)?;
         let table = netlink::attr(attrs, RTA_TABLE)
@@ -314,7 +351,11 @@ impl SelfHeal {
                 } else {
                     "changed"
                 };
-                Some(format!("route in table {table} {verb}"))
+                Some(Note {
+                    scope: format!("table {table}"),
+                    whole: false,
+                    text: format!("route in table {table} {verb}"),
+                })
             }
             RTM_NEWRULE | RTM_DELRULE => {
                 let priority = netlink::attr(attrs, FRA_PRIORITY)?.ne32()?;
@@ -324,7 +365,11 @@ impl SelfHeal {
                     } else {
                         "added"
                     };
-                    format!("ip rule {priority} {verb}")
+                    Note {
+                        scope: "ip rules".to_string(),
+                        whole: false,
+                        text: format!("ip rule {priority} {verb}"),
+                    }
                 })
             }
             _ => None,
@@ -365,6 +410,10 @@ mod tests {
         out
     }
 
+    fn text(note: Option<Note>) -> Option<String> {
+        note.map(|n| n.text)
+    }
+
     fn kind(message: u8) -> u16 {
         NFNL_SUBSYS_NFTABLES << 8 | u16::from(message)
     }
@@ -374,8 +423,8 @@ mod tests {
         let h = heal(Backend::Nftables);
         let ours = nft(NFPROTO_INET, "connmark_lb", None);
         assert_eq!(
-            h.nft_change(kind(NFT_MSG_DELTABLE), &ours).as_deref(),
-            Some("table of nft table inet connmark_lb deleted")
+            text(h.nft_change(kind(NFT_MSG_DELTABLE), &ours)).as_deref(),
+            Some("nft table inet connmark_lb deleted")
         );
         let rule = nft(
             NFPROTO_INET,
@@ -383,7 +432,7 @@ mod tests {
             Some((NFTA_RULE_CHAIN, "prerouting")),
         );
         assert_eq!(
-            h.nft_change(kind(NFT_MSG_NEWRULE), &rule).as_deref(),
+            text(h.nft_change(kind(NFT_MSG_NEWRULE), &rule)).as_deref(),
             Some("rules of chain prerouting of nft table inet connmark_lb changed")
         );
         assert_eq!(
@@ -405,7 +454,7 @@ mod tests {
             Some((NFTA_RULE_CHAIN, "PREROUTING")),
         );
         assert_eq!(
-            h.nft_change(kind(NFT_MSG_DELRULE), &jump).as_deref(),
+            text(h.nft_change(kind(NFT_MSG_DELRULE), &jump)).as_deref(),
             Some("rules of chain PREROUTING of iptables table mangle deleted")
         );
         assert_eq!(
@@ -423,7 +472,7 @@ mod tests {
         let at = rule.len() - 4;
         rule[at..].copy_from_slice(&4001u32.to_ne_bytes());
         assert_eq!(
-            h.route_change(RTM_DELRULE, &rule).as_deref(),
+            text(h.route_change(RTM_DELRULE, &rule)).as_deref(),
             Some("ip rule 4001 deleted")
         );
         rule[at..].copy_from_slice(&32766u32.to_ne_bytes());
@@ -433,11 +482,26 @@ mod tests {
         let at = route.len() - 4;
         route[at..].copy_from_slice(&4002u32.to_ne_bytes());
         assert_eq!(
-            h.route_change(RTM_DELROUTE, &route).as_deref(),
+            text(h.route_change(RTM_DELROUTE, &route)).as_deref(),
             Some("route in table 4002 deleted")
         );
         route[at..].copy_from_slice(&254u32.to_ne_bytes());
         assert_eq!(h.route_change(RTM_DELROUTE, &route), None);
+    }
+
+    #[test]
+    fn a_deleted_table_stands_for_everything_in_it() {
+        let mut h = heal(Backend::Nftables);
+        for (message, chain) in [
+            (NFT_MSG_DELRULE, Some((NFTA_RULE_CHAIN, "prerouting"))),
+            (NFT_MSG_DELCHAIN, Some((NFTA_CHAIN_NAME, "prerouting"))),
+            (NFT_MSG_DELTABLE, None),
+            (NFT_MSG_DELCHAIN, Some((NFTA_CHAIN_NAME, "output"))),
+        ] {
+            let note = h.nft_change(kind(message), &nft(NFPROTO_INET, "connmark_lb", chain));
+            h.note(note.unwrap());
+        }
+        assert_eq!(h.summary(), "nft table inet connmark_lb deleted");
     }
 
     #[test]
@@ -448,7 +512,11 @@ mod tests {
         let mut paused = Vec::new();
         for round in 0..20u32 {
             let now = t0 + Duration::from_secs(u64::from(round));
-            h.note(format!("change {round}"));
+            h.note(Note {
+                scope: String::new(),
+                whole: false,
+                text: format!("change {round}"),
+            });
             h.due.get_or_insert(now + SETTLE);
             assert_eq!(h.check(now), Verdict::Nothing, "settling");
             match h.check(now + SETTLE) {

@@ -18,6 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use crate::busy;
 use crate::checks::{LinkLoad, servers, tcp_target};
 use crate::lbconfig::{Backend, Balance, ConfigFile, LbConfig};
 use crate::netns::{Loss, SERVICE, Topology, link_addr, link_device};
@@ -34,7 +35,7 @@ const SLOW_CONNECT: Duration = Duration::from_millis(500);
 const SLACK: Duration = Duration::from_millis(500);
 
 /// `connmark-lb run` inside the router; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon {
+pub struct Daemon {
     child: Child,
     log: PathBuf,
     status: PathBuf,
@@ -69,20 +70,20 @@ impl Daemon {
     }
 
     /// The parsed status.json, if it is there.
-    fn status(&self) -> Option<Value> {
+    pub fn status(&self) -> Option<Value> {
         let text = std::fs::read_to_string(&self.status).ok()?;
         serde_json::from_str(&text).ok()
     }
 
     /// The status entry of link `link` (1-based).
-    fn link(&self, link: usize) -> Value {
+    pub fn link(&self, link: usize) -> Value {
         let status = self.status().expect("status.json");
         status["links"][link - 1].clone()
     }
 
     /// Polls status.json every 10 ms until `done` holds; fails when the daemon exits or
     /// `timeout` passes. Returns how long it took.
-    fn wait_for(
+    pub fn wait_for(
         &mut self,
         what: &str,
         timeout: Duration,
@@ -113,7 +114,7 @@ impl Daemon {
 
     /// Waits until every link reports `state` and, if it is tracked, answered probes in its
     /// last round (when `state` is up) or lost them all (when down).
-    fn wait_all(&mut self, state: &str, timeout: Duration) -> Duration {
+    pub fn wait_all(&mut self, state: &str, timeout: Duration) -> Duration {
         let loss = if state == "up" { 0 } else { 100 };
         self.wait_for(&format!("every link {state}"), timeout, |s| {
             s["links"].as_array().is_some_and(|links| {
@@ -125,7 +126,7 @@ impl Daemon {
     }
 
     /// Waits until link `link` reports `state`.
-    fn wait_link(&mut self, link: usize, state: &str, timeout: Duration) -> Duration {
+    pub fn wait_link(&mut self, link: usize, state: &str, timeout: Duration) -> Duration {
         self.wait_for(&format!("link {link} {state}"), timeout, |s| {
             s["links"][link - 1]["state"] == state
         })
@@ -157,8 +158,21 @@ impl Daemon {
         }
     }
 
+    /// Waits (bounded) until the log holds `text`.
+    pub fn wait_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Everything the daemon logged so far.
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -186,16 +200,16 @@ impl Drop for Daemon {
 
 /// A topology with TCP and UDP servers and the daemon running on the router. Field order
 /// matters: the daemon stops first, then the servers, then the namespaces go.
-struct Lab {
-    daemon: Daemon,
+pub struct Lab {
+    pub daemon: Daemon,
     _servers: [Server; 2],
     /// Lines `ACTION INTERFACE DEVICE $1 $2` written by the hook script.
     hook_log: PathBuf,
-    topo: Topology,
+    pub topo: Topology,
 }
 
 impl Lab {
-    fn new(config: &LbConfig) -> Lab {
+    pub fn new(config: &LbConfig) -> Lab {
         let topo = Topology::new(config.links.len());
         let servers = servers(&topo);
         let hook_log = topo.dir.path().join("hook.log");
@@ -227,7 +241,7 @@ impl Lab {
 }
 
 /// `links` links of weight 1, each tracking the server, with `options` on every link.
-fn tracked(backend: Backend, links: usize, options: &[(&str, &str)]) -> LbConfig {
+pub fn tracked(backend: Backend, links: usize, options: &[(&str, &str)]) -> LbConfig {
     let mut config = LbConfig::new(backend, Balance::RoundRobin, &vec![1; links]);
     for link in 1..=links {
         config = config.with_option(&link_device(link), "track_ip", &SERVICE.to_string());
@@ -292,22 +306,12 @@ fn attempts_around(
 
 fn one_attempt() -> Attempt {
     let started = Instant::now();
-    let link = TcpStream::connect_timeout(&tcp_target().into(), ATTEMPT_CONNECT_TIMEOUT)
-        .map_err(|e| format!("connect: {e}"))
-        .and_then(|stream| {
-            let took = started.elapsed();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .map_err(|e| e.to_string())?;
-            let mut line = String::new();
-            BufReader::new(&stream)
-                .read_line(&mut line)
-                .map_err(|e| format!("read: {e}"))?;
-            let addr: Ipv4Addr = line.trim().parse().map_err(|e| format!("{line:?}: {e}"))?;
-            link_of(addr)
-                .map(|link| (link, took))
-                .ok_or(format!("unknown address {addr}"))
-        });
+    let link = busy::greeting(tcp_target(), ATTEMPT_CONNECT_TIMEOUT).and_then(|(took, line)| {
+        let addr: Ipv4Addr = line.trim().parse().map_err(|e| format!("{line:?}: {e}"))?;
+        link_of(addr)
+            .map(|link| (link, took))
+            .ok_or(format!("unknown address {addr}"))
+    });
     match link {
         Ok((link, took)) => Attempt {
             started,
@@ -326,14 +330,17 @@ fn one_attempt() -> Attempt {
 /// src/daemon/health.rs).
 struct Timing {
     interval: Duration,
+    failure_interval: Duration,
     timeout: Duration,
     down: u32,
     up: u32,
 }
 
 impl Timing {
+    /// A failing round waits 0.3 s here (three round trips are far less).
     fn detection_bound(&self) -> Duration {
-        self.interval + self.interval.max(self.timeout) * (self.down - 1) + self.timeout
+        let failing = self.failure_interval.max(Duration::from_millis(300));
+        self.interval + self.timeout + failing * (self.down - 1)
     }
 
     /// Without the round trip time, which is well under a millisecond here.
@@ -493,10 +500,12 @@ impl LongConnection {
 
 #[test]
 fn silent_failure_with_defaults_is_detected_and_healed() {
-    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    // Passive health off: this measures the probes alone (tests/it/hitless.rs has both).
+    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[("passive", "0")]));
     let long = LongConnection::on_link_1(&lab.topo);
     let timing = Timing {
         interval: Duration::from_secs(1),
+        failure_interval: Duration::from_millis(300),
         timeout: Duration::from_secs(1),
         down: 3,
         up: 5,
@@ -519,7 +528,7 @@ fn silent_failure_with_defaults_is_detected_and_healed() {
     for line in [
         "wan2 (wan2): up -> failing (0/1 targets answered, 100% lost)",
         "wan2 (wan2): failing -> down (0/1 targets answered, 100% lost); new connections avoid it",
-        "wan2: deleted its conntrack entries (disconnected)",
+        "wan2: deleting its conntrack entries (disconnected)",
         "wan2 (wan2): down -> recovering (1/1 targets answered, 0% lost)",
         "wan2 (wan2): recovering -> up (1/1 targets answered, 0% lost); new connections use it again",
     ] {
@@ -533,9 +542,14 @@ fn silent_failure_with_defaults_is_detected_and_healed() {
 
 #[test]
 fn silent_failure_with_half_second_interval() {
-    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[("interval", "0.5")]));
+    let mut lab = Lab::new(&tracked(
+        Backend::Nftables,
+        2,
+        &[("interval", "0.5"), ("passive", "0")],
+    ));
     let timing = Timing {
         interval: Duration::from_millis(500),
+        failure_interval: Duration::from_millis(300),
         timeout: Duration::from_millis(500),
         down: 3,
         up: 5,
@@ -619,6 +633,11 @@ fn only_the_dead_links_conntrack_entries_are_deleted() {
     topo.add_loss(3, Loss::All);
     lab.daemon.wait_link(2, "down", Duration::from_secs(10));
     lab.daemon.wait_link(3, "down", Duration::from_secs(10));
+    // The deleting runs in the daemon's loop after the state change: wait for its report.
+    lab.daemon
+        .wait_log("wan2: deleted ", Duration::from_secs(5));
+    lab.daemon
+        .wait_log("wan3: deleted 0 conntrack entries", Duration::from_secs(5));
     let after = lan_entries_per_link(&lab.topo);
     assert_eq!(
         after,
@@ -627,10 +646,14 @@ fn only_the_dead_links_conntrack_entries_are_deleted() {
     );
     let log = lab.daemon.log();
     assert!(
-        log.contains("wan2: deleted its conntrack entries (disconnected)"),
+        log.contains("wan2: deleting its conntrack entries (disconnected)"),
         "{log}"
     );
-    assert!(!log.contains("wan3: deleted"), "{log}");
+    assert!(!log.contains("wan3: deleting its conntrack"), "{log}");
+    assert!(
+        log.contains("wan3: deleting its unanswered connections"),
+        "a link leaving use always loses its unanswered connections:\n{log}"
+    );
 }
 
 #[test]

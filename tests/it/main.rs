@@ -4,10 +4,12 @@
 //! a server that reports which address it sees; they run as root under plain `cargo test`, and
 //! a missing tool or privilege fails them.
 
+mod busy;
 mod checks;
 mod e2e;
 mod failover;
 mod golden;
+mod hitless;
 mod lbconfig;
 mod luci;
 mod netns;
