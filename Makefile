@@ -50,18 +50,21 @@ cross:
 	grep -q 'table inet connmark_lb {' target/selftest-$(TARGET).txt
 	@ls -l $(call static_bin,$(TARGET))
 
-# An .ipk of the static binary and files/ for a router of architecture ARCH.
+# An .ipk of the static binary and files/ for a router of architecture ARCH, and the
+# architecture-independent LuCI app beside it ($(DIST)/luci-app-connmark-lb_VERSION-r1_all.ipk).
 ipk:
 	$(MAKE) cross TARGET=$(call rust_target,$(ARCH))
 	cross/mkipk.sh $(ARCH) $(call static_bin,$(call rust_target,$(ARCH))) $(DIST)
+	PACKAGE=luci-app-connmark-lb cross/mkipk.sh all - $(DIST)
 
 # An .apk of the same binary and files for OpenWrt 25.12 and later (apk-tools v3, packed
 # by the kit's `apk mkpkg`): $(DIST)/ARCH/connmark-lb-VERSION-r1.apk, the file name
-# OpenWrt's SDK gives it.
+# OpenWrt's SDK gives it, and the LuCI app's noarch .apk beside it.
 apk: kit
 	$(MAKE) cross TARGET=$(call rust_target,$(ARCH))
 	APK=$(OWRT_PREFIX)/bin/apk cross/mkapk.sh $(ARCH) \
 		$(call static_bin,$(call rust_target,$(ARCH))) $(DIST)/$(ARCH)
+	APK=$(OWRT_PREFIX)/bin/apk PACKAGE=luci-app-connmark-lb cross/mkapk.sh all - $(DIST)/$(ARCH)
 
 # The source tarball for the packages feed (PKG_SOURCE) and its PKG_HASH.
 dist:

@@ -14,6 +14,8 @@
 # Prints the path of the package. RELEASE (default 1) is the package release;
 # APK names the apk-tools v3 binary (default: `apk` on PATH, else the one
 # `make kit` builds, $OWRT_PREFIX/bin/apk).
+# PACKAGE=luci-app-connmark-lb builds the LuCI app instead (ARCH all, packed
+# as noarch; BINARY is not used).
 set -euo pipefail
 
 if [ "$#" -ne 3 ]; then
@@ -42,10 +44,12 @@ meta=$files/lib/apk/packages
 install -d -m 0755 "$files/lib" "$files/lib/apk" "$meta"
 (cd "$files" && find . -type f,l -printf '/%P\n' | LC_ALL=C sort) >"$work/list"
 mv "$work/list" "$meta/$pkg_name.list"
-printf '%s\n' "${pkg_conffiles[@]}" >"$meta/$pkg_name.conffiles"
-for file in "${pkg_conffiles[@]}"; do
-	echo "$file $(sha256sum <"$files$file" | cut -d' ' -f1)"
-done >"$meta/$pkg_name.conffiles_static"
+if [ "${#pkg_conffiles[@]}" -gt 0 ]; then
+	printf '%s\n' "${pkg_conffiles[@]}" >"$meta/$pkg_name.conffiles"
+	for file in "${pkg_conffiles[@]}"; do
+		echo "$file $(sha256sum <"$files$file" | cut -d' ' -f1)"
+	done >"$meta/$pkg_name.conffiles_static"
+fi
 chmod 0644 "$meta"/*
 chown -R 0:0 "$files/lib"
 find "$files/lib" -exec touch -h -d "@$pkg_epoch" {} +
@@ -55,12 +59,15 @@ pkg_apk_post_upgrade >"$scripts/post-upgrade"
 pkg_apk_pre_deinstall >"$scripts/pre-deinstall"
 
 version=$pkg_version-r$pkg_release
+# Architecture-independent packages (PKGARCH all) are apk's noarch.
+apk_arch=$arch
+[ "$arch" != all ] || apk_arch=noarch
 apkfile=$outdir/$pkg_name-$version.apk
 "$apk" mkpkg \
 	--info "name:$pkg_name" \
 	--info "version:$version" \
 	--info "description:$pkg_summary $(tr '\n' ' ' <<<"$pkg_details" | sed 's/ $//')" \
-	--info "arch:$arch" \
+	--info "arch:$apk_arch" \
 	--info "license:$pkg_license" \
 	--info "origin:feeds/connmark_lb/$pkg_name" \
 	--info "provider-priority:100" \

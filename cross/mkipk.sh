@@ -12,6 +12,8 @@
 #   BINARY  the connmark-lb executable to ship as /usr/sbin/connmark-lb
 #   OUTDIR  where connmark-lb_<version>-r<release>_<ARCH>.ipk is written
 # Prints the path of the package. RELEASE (default 1) is the package release.
+# PACKAGE=luci-app-connmark-lb builds the LuCI app instead (ARCH all; BINARY
+# is not used).
 set -euo pipefail
 
 if [ "$#" -ne 3 ]; then
@@ -48,11 +50,18 @@ Description: $pkg_summary
  ${pkg_details//$'\n'/$'\n' }
 CONTROL
 
-printf '%s\n' "${pkg_conffiles[@]}" >"$control/conffiles"
+if [ "${#pkg_conffiles[@]}" -gt 0 ]; then
+	printf '%s\n' "${pkg_conffiles[@]}" >"$control/conffiles"
+fi
 pkg_ipk_postinst >"$control/postinst"
 pkg_ipk_prerm >"$control/prerm"
-chmod 0644 "$control/control" "$control/conffiles"
-chmod 0755 "$control/postinst" "$control/prerm"
+body=$(pkg_postinst_body)
+if [ -n "$body" ]; then
+	printf '#!/bin/sh\n%s\n' "$body" >"$control/postinst-pkg"
+fi
+chmod 0644 "$control/control"
+[ ! -e "$control/conffiles" ] || chmod 0644 "$control/conffiles"
+chmod 0755 "$control"/postinst* "$control/prerm"
 (cd "$control" && tar "${tar_opts[@]}" --sort=name -cf - .) | gzip -n -9 >"$work/control.tar.gz"
 
 echo "2.0" >"$work/debian-binary"

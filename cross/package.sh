@@ -13,14 +13,16 @@
 # (a test compares both formats with the Makefile and runs them with the real
 # opkg and apk).
 #
-# The caller sets: root (the project tree), binary (the executable to ship).
+# The caller sets: root (the project tree), binary (the executable to ship),
+# and PACKAGE to describe luci-app-connmark-lb instead (cross/package-luci.sh;
+# it needs no binary).
 # Files must be owned by root in the package: without root, the caller runs
 # again as root of a user namespace (its own files then belong to uid 0).
 if [ "$(id -u)" != 0 ]; then
 	exec unshare --map-root-user --setuid 0 --setgid 0 "$0" "$@"
 fi
 
-pkg_name=connmark-lb
+pkg_name=${PACKAGE:-connmark-lb}
 pkg_release=${RELEASE:-1}
 # The crate version in Cargo.toml is the one version of the project.
 pkg_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n1)
@@ -36,7 +38,11 @@ and keeps each connection on its link for its whole life."
 
 [ -n "$pkg_version" ] || { echo "$0: no version in $root/Cargo.toml" >&2; exit 1; }
 case $pkg_release in '' | *[!0-9]*) echo "$0: RELEASE must be an integer" >&2; exit 2 ;; esac
-[ -x "$binary" ] || { echo "$0: $binary is not an executable" >&2; exit 1; }
+case $pkg_name in
+connmark-lb) [ -x "$binary" ] || { echo "$0: $binary is not an executable" >&2; exit 1; } ;;
+luci-app-connmark-lb) ;;
+*) echo "$0: PACKAGE must be connmark-lb or luci-app-connmark-lb" >&2; exit 2 ;;
+esac
 
 # Installs the package's files under DIR, owned by root, with OpenWrt's modes
 # (INSTALL_BIN 0755, INSTALL_CONF 0600, INSTALL_DATA 0644) and SOURCE_DATE_EPOCH
@@ -92,6 +98,14 @@ pkg_apk_post_install() {
 	pkg_ipk_postinst | sed '$d'
 	pkg_apk_exports
 	printf 'add_group_and_user\ndefault_postinst\n'
+	pkg_postinst_body
+}
+
+# A package's own postinst (OpenWrt's Package/NAME/postinst): the .ipk ships it
+# as postinst-pkg, which default_postinst runs; the .apk's post-install ends
+# with it. connmark-lb has none.
+pkg_postinst_body() {
+	:
 }
 pkg_apk_post_upgrade() {
 	printf '#!/bin/sh\nexport PKG_UPGRADE=1\n'
@@ -102,3 +116,8 @@ pkg_apk_pre_deinstall() {
 	pkg_apk_exports
 	echo 'default_prerm'
 }
+
+if [ "$pkg_name" = luci-app-connmark-lb ]; then
+	# shellcheck source=cross/package-luci.sh
+	. "$root/cross/package-luci.sh"
+fi

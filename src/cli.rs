@@ -1,15 +1,14 @@
 //! The command line: one verb plus where the config comes from.
 
-use crate::apply::{self, Backend};
-use crate::config::{Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE};
+use crate::apply::{self, Backend, sysctl};
+use crate::config::{Config, Family};
 use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
 use crate::live::{IpState, IptablesState};
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
-use crate::plan::{Footprint, LinkState, Plan};
+use crate::plan::{LinkState, Plan};
 use crate::render::{ip, iptables, nft};
 use crate::source::{ConfigSource, resolve_links, ubus};
-use crate::state;
 use argh::FromArgs;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -139,7 +138,7 @@ pub fn run(args: &Args) -> Result<()> {
         Verb::Stop => {
             // Only the footprint matters here: no warnings about a config we are leaving.
             let config = args.source().and_then(|s| s.load()).ok();
-            apply::stop(&footprints(args, config.as_ref()), &args.state_dir).context("stop")
+            apply::stop(config.as_ref(), &args.state_dir).context("stop")
         }
         Verb::Run => {
             let load_config = || args.load_config();
@@ -168,7 +167,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// `globals.enabled 0`: apply and run remove our rules instead of installing them.
 fn remove_disabled(args: &Args, config: &Config) -> Result<()> {
     println!("connmark-lb: disabled in globals: removing our rules");
-    apply::stop(&footprints(args, Some(config)), &args.state_dir)
+    apply::stop(Some(config), &args.state_dir)
 }
 
 /// Everything `apply` would load with links known only from the config, as text: firewall
@@ -180,44 +179,28 @@ pub fn check_text(config: &Config, backend: Backend) -> String {
 /// [`check_text`] for the given link states (what `check` resolved, as apply would).
 pub fn check_text_for(config: &Config, backend: Backend, states: &[LinkState]) -> String {
     let plan = Plan::build(config, states);
-    let firewall = match backend {
-        Backend::Nftables => nft::ruleset(&plan, &[]),
-        Backend::Iptables => iptables::ruleset(&plan, &IptablesState::default()),
-    };
-    let ops = ip::diff(&plan, &IpState::default(), &[]);
-    let mut sysctls = String::from("net.ipv4.ip_forward = 1\n");
-    for dev in std::iter::once("all").chain(plan.wan_devices().map(|(_, d)| d)) {
-        sysctls.push_str(&format!(
-            "net.ipv4.conf.{dev}.rp_filter = 2 (only if it is 1)\n"
-        ));
-    }
-    format!(
-        "# {} rules\n{firewall}# ip -batch\n{}# sysctl\n{sysctls}",
-        backend.name(),
-        ip::batch(&ops)
-    )
-}
-
-/// Every footprint we may have used: the last apply's, the config's, and the defaults.
-fn footprints(args: &Args, config: Option<&Config>) -> Vec<Footprint> {
-    let mut out: Vec<Footprint> = Vec::new();
-    let candidates = state::load_applied(&args.state_dir)
-        .map(|a| a.footprint)
-        .into_iter()
-        .chain(config.map(|c| Footprint {
-            mask: c.globals.mark_mask,
-            priority_base: c.globals.priority_base,
-            table_base: c.globals.table_base,
-        }))
-        .chain(std::iter::once(Footprint {
-            mask: DEFAULT_MARK_MASK,
-            priority_base: DEFAULT_PRIORITY_BASE,
-            table_base: DEFAULT_TABLE_BASE,
-        }));
-    for f in candidates {
-        if !out.contains(&f) {
-            out.push(f);
+    let mut out = String::new();
+    match backend {
+        Backend::Nftables => {
+            out.push_str("# nftables rules\n");
+            out.push_str(&nft::ruleset(&plan, &[]));
+        }
+        Backend::Iptables => {
+            for family in Family::ALL.into_iter().filter(|f| plan.has(*f)) {
+                out.push_str(&format!("# {} rules\n", family.iptables()));
+                out.push_str(&iptables::ruleset(&plan, family, &IptablesState::default()));
+            }
         }
     }
+    for family in Family::ALL.into_iter().filter(|f| plan.has(*f)) {
+        let ops = ip::diff(&plan, family, &IpState::default(), &[]);
+        let flag = match family {
+            Family::Ipv4 => "",
+            Family::Ipv6 => " -6",
+        };
+        out.push_str(&format!("# ip{flag} -batch\n{}", ip::batch(&ops)));
+    }
+    out.push_str("# sysctl\n");
+    out.push_str(&sysctl::describe(&plan));
     out
 }

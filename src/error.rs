@@ -32,16 +32,49 @@ pub enum Error {
     Many(Vec<Error>),
 }
 
+/// The longest config error message shown: a value can be as long as the input.
+pub const MAX_MESSAGE: usize = 300;
+
+/// Cuts `text` to [`MAX_MESSAGE`] bytes (on a character boundary), saying how much was left out.
+fn clip(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = text.len() - end;
+        text.truncate(end);
+        text.push_str(&format!("... ({cut} more bytes)"));
+    }
+    text
+}
+
+/// `text` with control characters other than newline and tab escaped (`\0`, `\u{1b}`), so
+/// input echoed in a message cannot hide in or drive the terminal or log.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\0' => out.push_str("\\0"),
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// A config error for `section`, `option`: the shape every validation message takes.
+    /// Values from the config are echoed in it, so it is cut to [`MAX_MESSAGE`] bytes.
     pub fn config(section: &str, option: Option<&str>, message: impl Into<String>) -> Self {
         Error::Config {
-            section: section.to_string(),
-            option: option.map(str::to_string),
-            message: message.into(),
+            section: clip(section.to_string()),
+            option: option.map(|o| clip(o.to_string())),
+            message: clip(message.into()),
         }
     }
 
@@ -156,6 +189,20 @@ mod tests {
             "interface 'wanb' option 'weight': expected an integer 1..1000, got \"x\""
         );
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn long_values_are_cut_and_control_characters_escaped() {
+        let value = "x".repeat(10_000);
+        let e = Error::config(
+            "interface 'wan'",
+            Some("weight"),
+            format!("got \"{value}\""),
+        );
+        let text = e.to_string();
+        assert!(text.len() < MAX_MESSAGE + 100, "{}", text.len());
+        assert!(text.ends_with("... (9706 more bytes)"), "{text}");
+        assert_eq!(printable("a\0b\x1b[2J\tc\n"), "a\\0b\\u{1b}[2J\tc\n");
     }
 
     #[test]

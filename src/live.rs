@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::plan::{IpRule, Route, RuleAction, Selector};
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// A route found in one of our tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,22 +28,32 @@ pub struct IpState {
     pub routes: Vec<LiveRoute>,
 }
 
-/// The commands that produce the text [`IpState::parse`] reads, in one `ip -4 -j -batch -`.
+/// The commands that produce the text [`IpState::parse`] reads, in one `ip -4 -j -batch -`:
+/// devices, then the family's rules and routes.
 pub const IP_READ_BATCH: &str = "link show\nrule show\nroute show table all\n";
 
+/// The same without devices, for the other family's `ip -6 -j -batch -` (devices are shared).
+pub const IP_READ_RULES_ROUTES: &str = "rule show\nroute show table all\n";
+
 impl IpState {
-    /// Parses the three JSON arrays printed by [`IP_READ_BATCH`], keeping the routes of numbered
-    /// tables (which of them are ours is decided against a footprint later).
+    /// Parses the JSON arrays printed by [`IP_READ_BATCH`] (or [`IP_READ_RULES_ROUTES`]: no
+    /// devices), keeping the routes of numbered tables (which of them are ours is decided against
+    /// a footprint later).
     pub fn parse(text: &str) -> Result<IpState> {
         let docs: Vec<Value> = serde_json::Deserializer::from_str(text)
             .into_iter::<Value>()
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::Protocol(format!("unexpected output of ip -j: {e}")))?;
-        let [links, rules, routes] = docs.as_slice() else {
-            return Err(Error::Protocol(format!(
-                "expected 3 JSON lists from ip -j -batch, got {}",
-                docs.len()
-            )));
+        let empty = Value::Array(Vec::new());
+        let (links, rules, routes) = match docs.as_slice() {
+            [links, rules, routes] => (links, rules, routes),
+            [rules, routes] => (&empty, rules, routes),
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "expected 2 or 3 JSON lists from ip -j -batch, got {}",
+                    docs.len()
+                )));
+            }
         };
         let items = |v: &Value| v.as_array().cloned().unwrap_or_default();
         let mut state = IpState {
@@ -72,7 +82,7 @@ impl IpState {
                     gateway: r
                         .get("gateway")
                         .and_then(Value::as_str)
-                        .and_then(|g| g.parse::<Ipv4Addr>().ok()),
+                        .and_then(|g| g.parse::<IpAddr>().ok()),
                 }),
                 _ => None,
             };
@@ -166,9 +176,59 @@ impl IptablesState {
     }
 }
 
+/// Which of `candidates` (tables of nft family `family`, `ip` or `ip6`) hold nothing in
+/// `nft -j list ruleset FAMILY`: no rule, set or other object, only chains with policy accept.
+/// iptables-nft leaves such tables behind with their base chains, a hook every packet still
+/// crosses.
+pub fn empty_ip_tables(listing: &str, family: &str, candidates: &[&str]) -> Result<Vec<String>> {
+    let value: Value = serde_json::from_str(listing)
+        .map_err(|e| Error::Protocol(format!("unexpected output of nft -j: {e}")))?;
+    let items = value["nftables"].as_array().cloned().unwrap_or_default();
+    let mut empty = Vec::new();
+    for &table in candidates {
+        let mut exists = false;
+        let mut holds = false;
+        for item in items.iter().filter_map(Value::as_object) {
+            for (kind, object) in item {
+                if object["family"] != family {
+                    continue;
+                }
+                match kind.as_str() {
+                    "table" if object["name"] == table => exists = true,
+                    "chain" if object["table"] == table => {
+                        holds |= object.get("policy").is_some_and(|p| p != "accept");
+                    }
+                    _ if object["table"] == table => holds = true,
+                    _ => {}
+                }
+            }
+        }
+        if exists && !holds {
+            empty.push(table.to_string());
+        }
+    }
+    Ok(empty)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_tables_left_with_empty_accepting_chains() {
+        let listing = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "ip", "name": "mangle", "handle": 1}},
+            {"chain": {"family": "ip", "table": "mangle", "name": "PREROUTING", "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+            {"rule": {"family": "ip", "table": "mangle", "chain": "PREROUTING", "handle": 2, "expr": []}},
+            {"table": {"family": "ip", "name": "nat", "handle": 2}},
+            {"chain": {"family": "ip", "table": "nat", "name": "POSTROUTING", "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+            {"table": {"family": "ip", "name": "filter", "handle": 3}},
+            {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}}]}"#;
+        assert_eq!(
+            empty_ip_tables(listing, "ip", &["mangle", "nat", "filter", "raw"]).unwrap(),
+            ["nat"]
+        );
+    }
 
     #[test]
     fn parses_ip_batch_output() {
@@ -204,7 +264,7 @@ mod tests {
             Some(Route {
                 table: 4001,
                 device: "wan1".into(),
-                gateway: Some(Ipv4Addr::new(10, 0, 1, 1))
+                gateway: Some(IpAddr::from([10, 0, 1, 1]))
             })
         );
         assert_eq!(s.routes[1].route, None);

@@ -6,8 +6,11 @@ pub const NFT_TABLE: &str = "inet connmark_lb";
 pub const IPT_PREFIX: &str = "CMLB_";
 /// Where apply and the daemon keep their state unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/run/connmark-lb";
-/// What apply installed (backend and footprint), so stop and failover know what is ours.
+/// What apply installed (backend, footprint, links, chains), so the next apply and stop know
+/// exactly what is ours.
 pub const APPLIED_FILE: &str = "applied.json";
+/// The lock file every change of the system takes (`flock`), holding the holder's pid.
+pub const LOCK_FILE: &str = "lock";
 /// The daemon's per-link status for `status`, LuCI and scripts.
 pub const STATUS_FILE: &str = "status.json";
 /// The user's event script, run by the daemon on every link state change (mwan3.user's role).

@@ -4,16 +4,18 @@
 //! (its device, whether it is alive). Renderers turn it into tool input; nothing here touches
 //! the system, so it is tested with plain values.
 
-use crate::config::{Balance, Config, Interface, LastResort, Rule};
-use std::net::Ipv4Addr;
+use crate::config::{Balance, Cidr, Config, Family, Interface, LastResort, Rule};
+use std::net::IpAddr;
 
 /// What is known at apply time about one configured interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkState {
     /// The kernel device, when known (a netifd interface that is down has none).
     pub device: Option<String>,
-    pub gateway: Option<Ipv4Addr>,
-    pub source: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
+    pub source: Option<IpAddr>,
+    /// The link's IPv6 prefixes: configured ones plus those netifd delegated.
+    pub prefixes: Vec<Cidr>,
     /// Alive: device present and health tracking (if any) says up.
     pub up: bool,
 }
@@ -25,6 +27,7 @@ impl LinkState {
             device: iface.device.clone(),
             gateway: iface.gateway,
             source: iface.source,
+            prefixes: iface.prefixes.clone(),
             up: iface.enabled && iface.device.is_some(),
         }
     }
@@ -34,9 +37,14 @@ impl LinkState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub name: String,
+    pub family: Family,
     pub device: Option<String>,
-    pub gateway: Option<Ipv4Addr>,
-    pub source: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
+    pub source: Option<IpAddr>,
+    /// Whether traffic leaving the link is SNATed (to `source`) or masqueraded.
+    pub nat: bool,
+    /// IPv6 prefixes of the link: sources in them are pinned to it and never NATed.
+    pub prefixes: Vec<Cidr>,
     /// Mark value inside the mask (packet mark and conntrack mark).
     pub mark: u32,
     pub table: u32,
@@ -60,11 +68,12 @@ pub enum Choice {
     Fallback(LastResort),
 }
 
-/// A policy after liveness has been applied.
+/// A policy after liveness has been applied: one choice per family it has members of. A family
+/// without members is not balanced by the policy (its traffic keeps the main table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyPlan {
     pub name: String,
-    pub choice: Choice,
+    pub choices: Vec<(Family, Choice)>,
 }
 
 /// Which ip rule selector: everything, or our mark under our mask.
@@ -97,7 +106,7 @@ pub struct IpRule {
 pub struct Route {
     pub table: u32,
     pub device: String,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
 }
 
 /// The kernel objects we may own: used to find ours among everyone's rules and tables.
@@ -125,101 +134,58 @@ pub struct Plan {
     pub blackhole_mark: u32,
 }
 
+/// The routing objects one apply owns: exactly the ip rules and link tables of these link
+/// numbers under this footprint. Recorded after every apply, so a later apply or `stop` removes
+/// what was ours and nothing else, whatever else lives at nearby priorities or tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    pub footprint: Footprint,
+    /// Interface numbers (1-based config order) of the enabled IPv4 links.
+    pub links: Vec<u32>,
+    /// The same for the IPv6 links, whose rules and tables are in the kernel's IPv6 lists.
+    pub links6: Vec<u32>,
+}
+
 impl Footprint {
-    /// The span of ip rule priorities we own.
-    pub fn priorities(&self) -> std::ops::Range<u32> {
-        self.priority_base..self.priority_base + crate::config::PRIORITY_SPAN
+    /// The packet mark of link number `id`.
+    pub fn mark(&self, id: u32) -> u32 {
+        id << self.mask.trailing_zeros()
     }
 
-    /// The span of routing tables we own.
-    pub fn tables(&self) -> std::ops::RangeInclusive<u32> {
-        self.table_base + 1..=self.table_base + crate::config::MAX_LINKS
+    /// The routing table of link number `id`.
+    pub fn table(&self, id: u32) -> u32 {
+        self.table_base + id
     }
 
-    /// Whether an ip rule (as listed by the kernel) is one of ours.
-    pub fn owns_rule(&self, rule: &IpRule) -> bool {
-        self.priorities().contains(&rule.priority)
-            && match rule.selector {
-                Selector::Fwmark { mask, .. } => mask == self.mask,
-                Selector::All => rule.action == RuleAction::MainWithoutDefault,
-            }
+    /// The mark sent to the `unreachable` rule when a policy has no live link: the highest
+    /// value under the mask.
+    pub fn unreachable_mark(&self) -> u32 {
+        self.mask
+    }
+
+    /// The mark sent to the `blackhole` rule: the value below [`Footprint::unreachable_mark`].
+    pub fn blackhole_mark(&self) -> u32 {
+        self.mask - self.mark(1)
     }
 }
 
-impl Plan {
-    /// Builds the plan from the config and one [`LinkState`] per interface section.
-    pub fn build(config: &Config, states: &[LinkState]) -> Plan {
-        let g = &config.globals;
-        let shift = g.mark_mask.trailing_zeros();
-        let top = g.mark_mask >> shift;
-        let mut links = Vec::new();
-        let mut link_of_interface = vec![None; config.interfaces.len()];
-        for (i, iface) in config.interfaces.iter().enumerate() {
-            if !iface.enabled {
-                continue;
-            }
-            let state = states
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| LinkState::from_config(iface));
-            link_of_interface[i] = Some(links.len());
-            links.push(Link {
-                name: iface.name.clone(),
-                up: state.up && state.device.is_some(),
-                device: state.device,
-                gateway: state.gateway,
-                source: state.source,
-                mark: iface.id << shift,
-                table: g.table_base + iface.id,
-            });
-        }
-        let policies = config
-            .policies
-            .iter()
-            .map(|p| {
-                let live: Vec<(usize, u32, u32)> = p
-                    .members
-                    .iter()
-                    .filter_map(|m| {
-                        let link = link_of_interface[m.interface]?;
-                        links[link].up.then_some((link, m.metric, m.weight))
-                    })
-                    .collect();
-                let choice = match live.iter().map(|(_, metric, _)| *metric).min() {
-                    None => Choice::Fallback(p.last_resort),
-                    Some(tier) => Choice::Spread(reduce(
-                        live.iter()
-                            .filter(|(_, metric, _)| *metric == tier)
-                            .map(|&(link, _, weight)| Share { link, weight })
-                            .collect(),
-                    )),
-                };
-                PolicyPlan {
-                    name: p.name.clone(),
-                    choice,
-                }
-            })
-            .collect();
-        Plan {
-            footprint: Footprint {
-                mask: g.mark_mask,
-                priority_base: g.priority_base,
-                table_base: g.table_base,
-            },
-            links,
-            lan: g.lan.clone(),
-            balance: g.balance,
-            policies,
-            rules: config.rules.clone(),
-            unreachable_mark: top << shift,
-            blackhole_mark: (top - 1) << shift,
+impl Routing {
+    /// The link numbers of `family`.
+    pub fn ids(&self, family: Family) -> &[u32] {
+        match family {
+            Family::Ipv4 => &self.links,
+            Family::Ipv6 => &self.links6,
         }
     }
 
-    /// The ip rules we want: main-without-default first, then the two last-resort marks, then
-    /// per link a lookup followed by an `unreachable` that catches its marked packets when its
-    /// table is empty (device gone), so they never leak out another link.
-    pub fn ip_rules(&self) -> Vec<IpRule> {
+    /// The ip rules of `family`: main-without-default first, then the two last-resort marks,
+    /// then per link a lookup followed by an `unreachable` that catches its marked packets when
+    /// its table is empty (device gone), so they never leak out another link. None for a family
+    /// without links.
+    pub fn rules(&self, family: Family) -> Vec<IpRule> {
+        if self.ids(family).is_empty() {
+            return Vec::new();
+        }
         let f = &self.footprint;
         let base = f.priority_base;
         let fwmark = |mark| Selector::Fwmark { mark, mask: f.mask };
@@ -231,36 +197,164 @@ impl Plan {
             },
             IpRule {
                 priority: base + 1,
-                selector: fwmark(self.unreachable_mark),
+                selector: fwmark(f.unreachable_mark()),
                 action: RuleAction::Unreachable,
             },
             IpRule {
                 priority: base + 2,
-                selector: fwmark(self.blackhole_mark),
+                selector: fwmark(f.blackhole_mark()),
                 action: RuleAction::Blackhole,
             },
         ];
-        for link in &self.links {
-            let id = link.table - f.table_base;
+        for &id in self.ids(family) {
             rules.push(IpRule {
                 priority: base + 1 + 2 * id,
-                selector: fwmark(link.mark),
-                action: RuleAction::Lookup(link.table),
+                selector: fwmark(f.mark(id)),
+                action: RuleAction::Lookup(f.table(id)),
             });
             rules.push(IpRule {
                 priority: base + 2 + 2 * id,
-                selector: fwmark(link.mark),
+                selector: fwmark(f.mark(id)),
                 action: RuleAction::Unreachable,
             });
         }
         rules
     }
 
-    /// One default route per link whose device is known (a down link with a present device
-    /// keeps its route: it only leaves the choice, its pinned connections still need it).
-    pub fn routes(&self) -> Vec<Route> {
-        self.links
+    /// Whether `table` is one of the link tables of `family`.
+    pub fn has_table(&self, family: Family, table: u32) -> bool {
+        self.ids(family)
             .iter()
+            .any(|&id| self.footprint.table(id) == table)
+    }
+}
+
+impl Plan {
+    /// Builds the plan from the config and one [`LinkState`] per interface section.
+    pub fn build(config: &Config, states: &[LinkState]) -> Plan {
+        let g = &config.globals;
+        let footprint = Footprint {
+            mask: g.mark_mask,
+            priority_base: g.priority_base,
+            table_base: g.table_base,
+        };
+        let mut links = Vec::new();
+        let mut link_of_interface = vec![None; config.interfaces.len()];
+        for (i, iface) in config.interfaces.iter().enumerate() {
+            if !iface.enabled {
+                continue;
+            }
+            let state = states
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| LinkState::from_config(iface));
+            link_of_interface[i] = Some(links.len());
+            let mut prefixes = state.prefixes;
+            prefixes.dedup();
+            links.push(Link {
+                name: iface.name.clone(),
+                family: iface.family,
+                up: state.up && state.device.is_some(),
+                device: state.device,
+                gateway: state.gateway,
+                source: state.source,
+                nat: iface.nat,
+                prefixes,
+                mark: footprint.mark(iface.id),
+                table: footprint.table(iface.id),
+            });
+        }
+        let policies = config
+            .policies
+            .iter()
+            .map(|p| PolicyPlan {
+                name: p.name.clone(),
+                choices: Family::ALL
+                    .into_iter()
+                    .filter_map(|family| {
+                        let members: Vec<(usize, u32, u32)> = p
+                            .members
+                            .iter()
+                            .filter_map(|m| {
+                                let link = link_of_interface[m.interface]?;
+                                (links[link].family == family).then_some((link, m.metric, m.weight))
+                            })
+                            .collect();
+                        (!members.is_empty())
+                            .then(|| (family, choose(&links, &members, p.last_resort)))
+                    })
+                    .collect(),
+            })
+            .collect();
+        Plan {
+            footprint,
+            links,
+            lan: g.lan.clone(),
+            balance: g.balance,
+            policies,
+            rules: config.rules.clone(),
+            unreachable_mark: footprint.unreachable_mark(),
+            blackhole_mark: footprint.blackhole_mark(),
+        }
+    }
+
+    /// Whether any link carries `family`: a family without links is left to the main table
+    /// entirely, and nothing of ours is installed for it.
+    pub fn has(&self, family: Family) -> bool {
+        self.links.iter().any(|l| l.family == family)
+    }
+
+    /// The only family with links, when there is just one.
+    pub fn single_family(&self) -> Option<Family> {
+        match (self.has(Family::Ipv4), self.has(Family::Ipv6)) {
+            (true, false) => Some(Family::Ipv4),
+            (false, true) => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+
+    /// Usable links with prefixes of their own: new connections from those prefixes are pinned
+    /// to them. A link that is not usable pins nothing, so its hosts are balanced (and NATed)
+    /// over the live links until it returns.
+    pub fn pins(&self) -> impl Iterator<Item = &Link> {
+        self.links.iter().filter(|l| l.up && !l.prefixes.is_empty())
+    }
+
+    /// Whether the ruleset has a prefix-pinning stage (some link has prefixes, usable or not),
+    /// so a link state change only rewrites its contents.
+    pub fn pins_prefixes(&self) -> bool {
+        self.links.iter().any(|l| !l.prefixes.is_empty())
+    }
+
+    /// The links of `family`.
+    pub fn links_of(&self, family: Family) -> impl Iterator<Item = &Link> {
+        self.links.iter().filter(move |l| l.family == family)
+    }
+
+    /// The routing objects this plan owns: its footprint and link numbers per family.
+    pub fn routing(&self) -> Routing {
+        let ids = |family| {
+            self.links_of(family)
+                .map(|l| l.table - self.footprint.table_base)
+                .collect()
+        };
+        Routing {
+            footprint: self.footprint,
+            links: ids(Family::Ipv4),
+            links6: ids(Family::Ipv6),
+        }
+    }
+
+    /// The ip rules we want (see [`Routing::rules`]).
+    pub fn ip_rules(&self, family: Family) -> Vec<IpRule> {
+        self.routing().rules(family)
+    }
+
+    /// One default route per link of `family` whose device is known (a down link with a
+    /// present device keeps its route: it only leaves the choice, its pinned connections still
+    /// need it).
+    pub fn routes(&self, family: Family) -> Vec<Route> {
+        self.links_of(family)
             .filter_map(|link| {
                 Some(Route {
                     table: link.table,
@@ -276,6 +370,21 @@ impl Plan {
         self.links
             .iter()
             .filter_map(|l| l.device.as_deref().map(|d| (l, d)))
+    }
+}
+
+/// A policy's choice among `members` (link, metric, weight) of one family: the live links of
+/// the lowest live metric by weight, or the last resort.
+fn choose(links: &[Link], members: &[(usize, u32, u32)], last_resort: LastResort) -> Choice {
+    let live: Vec<&(usize, u32, u32)> = members.iter().filter(|(l, _, _)| links[*l].up).collect();
+    match live.iter().map(|(_, metric, _)| *metric).min() {
+        None => Choice::Fallback(last_resort),
+        Some(tier) => Choice::Spread(reduce(
+            live.iter()
+                .filter(|(_, metric, _)| *metric == tier)
+                .map(|&&(link, _, weight)| Share { link, weight })
+                .collect(),
+        )),
     }
 }
 
@@ -333,11 +442,14 @@ pub(crate) mod tests {
         let c = config(TIERS);
         let plan = Plan::build(&c, &states(&c, &[true, true, true]));
         assert_eq!(
-            plan.policies[0].choice,
-            Choice::Spread(vec![
-                Share { link: 0, weight: 2 },
-                Share { link: 1, weight: 1 }
-            ])
+            plan.policies[0].choices,
+            [(
+                Family::Ipv4,
+                Choice::Spread(vec![
+                    Share { link: 0, weight: 2 },
+                    Share { link: 1, weight: 1 }
+                ])
+            )]
         );
         assert_eq!(plan.links[2].mark, 0x300);
         assert_eq!(plan.links[2].table, 4003);
@@ -350,13 +462,16 @@ pub(crate) mod tests {
         let c = config(TIERS);
         let plan = Plan::build(&c, &states(&c, &[false, false, true]));
         assert_eq!(
-            plan.policies[0].choice,
-            Choice::Spread(vec![Share { link: 2, weight: 1 }])
+            plan.policies[0].choices,
+            [(
+                Family::Ipv4,
+                Choice::Spread(vec![Share { link: 2, weight: 1 }])
+            )]
         );
         let plan = Plan::build(&c, &states(&c, &[false, false, false]));
         assert_eq!(
-            plan.policies[0].choice,
-            Choice::Fallback(LastResort::Blackhole)
+            plan.policies[0].choices,
+            [(Family::Ipv4, Choice::Fallback(LastResort::Blackhole))]
         );
     }
 
@@ -366,24 +481,79 @@ pub(crate) mod tests {
         let mut st = states(&c, &[true, true, true]);
         st[2].device = None;
         let plan = Plan::build(&c, &st);
-        let rules = plan.ip_rules();
+        let rules = plan.ip_rules(Family::Ipv4);
+        assert!(plan.ip_rules(Family::Ipv6).is_empty());
         assert_eq!(rules.len(), 3 + 2 * 3);
-        assert!(rules.iter().all(|r| plan.footprint.owns_rule(r)));
+
         let prios: Vec<u32> = rules.iter().map(|r| r.priority).collect();
         assert_eq!(
             prios,
             [4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4008]
         );
-        assert_eq!(plan.routes().len(), 2);
+        assert_eq!(plan.routes(Family::Ipv4).len(), 2);
         assert!(!plan.links[2].up, "a link without a device is never up");
-        let foreign = IpRule {
-            priority: 4003,
-            selector: Selector::Fwmark {
-                mark: 0x1,
-                mask: 0xff,
-            },
-            action: RuleAction::Lookup(100),
-        };
-        assert!(!plan.footprint.owns_rule(&foreign));
+        let routing = plan.routing();
+        assert_eq!(
+            (routing.links.as_slice(), routing.links6.as_slice()),
+            (&[1, 2, 3][..], &[][..])
+        );
+        assert!(routing.has_table(Family::Ipv4, 4003) && !routing.has_table(Family::Ipv4, 4004));
+        assert!(!routing.has_table(Family::Ipv6, 4003));
+    }
+
+    pub(crate) const DUAL: &str = r#"{"values":{
+        "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1"},
+        "wan6":{".type":"interface",".name":"wan6",".index":2,"family":"ipv6","device":"eth1",
+                "prefix":"2001:db8:1::/56"},
+        "wanb6":{".type":"interface",".name":"wanb6",".index":3,"family":"ipv6","device":"eth2",
+                 "weight":"3","prefix":"2001:db8:2::/56"}
+    }}"#;
+
+    /// The [`DUAL`] plan with only the links marked in `up` alive.
+    pub(crate) fn dual_plan(up: [bool; 3]) -> Plan {
+        let c = config(DUAL);
+        Plan::build(&c, &states(&c, &up))
+    }
+
+    #[test]
+    fn each_family_is_balanced_over_its_own_links_and_pins_follow_liveness() {
+        let plan = dual_plan([true, true, true]);
+        assert_eq!(
+            plan.policies[0].choices,
+            [
+                (
+                    Family::Ipv4,
+                    Choice::Spread(vec![Share { link: 0, weight: 1 }])
+                ),
+                (
+                    Family::Ipv6,
+                    Choice::Spread(vec![
+                        Share { link: 1, weight: 1 },
+                        Share { link: 2, weight: 3 }
+                    ])
+                )
+            ]
+        );
+        assert_eq!(plan.single_family(), None);
+        let pinned: Vec<&str> = plan.pins().map(|l| l.name.as_str()).collect();
+        assert_eq!(pinned, ["wan6", "wanb6"]);
+        let rules6 = plan.ip_rules(Family::Ipv6);
+        assert_eq!(rules6.len(), 3 + 2 * 2);
+        assert_eq!(rules6[3].action, RuleAction::Lookup(4002));
+        assert_eq!(plan.routes(Family::Ipv6).len(), 2);
+
+        let plan = dual_plan([true, false, true]);
+        let pinned: Vec<&str> = plan.pins().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            pinned,
+            ["wanb6"],
+            "a dead link's prefix is balanced instead"
+        );
+        assert!(plan.pins_prefixes());
+        let plan = dual_plan([true, false, false]);
+        assert_eq!(
+            plan.policies[0].choices[1],
+            (Family::Ipv6, Choice::Fallback(LastResort::Unreachable))
+        );
     }
 }

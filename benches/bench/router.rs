@@ -157,9 +157,9 @@ impl<'t> Router<'t> {
             setup.label(),
             tally.errors
         );
-        let expected: Vec<_> = match setup {
-            Setup::Plain => vec![link_addr(1)],
-            Setup::Ours(_) | Setup::Seed => (1..=links).map(link_addr).collect(),
+        let expected: Vec<std::net::IpAddr> = match setup {
+            Setup::Plain => vec![link_addr(1).into()],
+            Setup::Ours(_) | Setup::Seed => (1..=links).map(|l| link_addr(l).into()).collect(),
         };
         let seen: Vec<_> = tally.seen.keys().copied().collect();
         assert_eq!(seen, expected, "{}: links used", setup.label());

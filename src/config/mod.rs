@@ -3,14 +3,16 @@
 //! Everything the user can get wrong is caught here, before any rule is rendered, so a bad
 //! config exits 2 and changes nothing.
 
+pub mod family;
 pub mod raw;
 pub mod track;
 pub mod uci_text;
 pub mod value;
 
 use crate::error::{Error, Result};
+pub use family::{Cidr, Family};
 use raw::{RawConfig, RawSection};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use track::{TrackConfig, read_track};
 use value::SectionReader;
 
@@ -90,11 +92,20 @@ pub struct Globals {
 pub struct Interface {
     pub name: String,
     pub enabled: bool,
+    /// Which traffic the link carries: IPv4 (the default) or IPv6.
+    pub family: Family,
     /// Fixed kernel device; None when it is resolved from netifd.
     pub device: Option<String>,
-    pub gateway: Option<Ipv4Addr>,
+    /// Next hop, of the link's family (IPv6 link-local is fine: the route names the device).
+    pub gateway: Option<IpAddr>,
     /// SNAT address; None = masquerade.
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<IpAddr>,
+    /// Whether traffic leaving the link is SNATed/masqueraded at all (`nat 0`: public LAN
+    /// addresses, or NAT done elsewhere).
+    pub nat: bool,
+    /// IPv6 prefixes delegated or routed to this link (`list prefix`; netifd's are added at
+    /// apply time): their sources are pinned to the link and never NATed.
+    pub prefixes: Vec<Cidr>,
     pub weight: u32,
     pub metric: u32,
     /// netifd interface to resolve device/gateway/source from (None: fixed values only).
@@ -126,24 +137,11 @@ pub struct Policy {
     pub last_resort: LastResort,
 }
 
-/// An IPv4 prefix matcher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: Ipv4Addr,
-    pub len: u8,
-}
-
 /// An inclusive port range (a single port has `from == to`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
     pub from: u16,
     pub to: u16,
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
 }
 
 impl PortRange {
@@ -195,6 +193,9 @@ pub enum RuleTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub label: String,
+    /// The only family the rule matches (`family`, or the family of its addresses); None
+    /// matches both.
+    pub family: Option<Family>,
     pub proto: Proto,
     pub src_ip: Vec<Cidr>,
     pub dest_ip: Vec<Cidr>,
@@ -403,9 +404,37 @@ fn read_globals(r: &mut SectionReader) -> Result<Globals> {
 fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
     let name = r.section.name.clone();
     let enabled = r.bool("enabled", true)?;
+    let family = r.choice(
+        "family",
+        Family::Ipv4,
+        &[("ipv4", Family::Ipv4), ("ipv6", Family::Ipv6)],
+    )?;
     let device = r.device("device")?;
-    let gateway = r.ipv4("gateway")?;
-    let source = r.ipv4("source")?;
+    let gateway = r.address("gateway", family)?;
+    let source = r.address("source", family)?;
+    if let Some(source) = source.filter(family::is_link_local) {
+        return Err(r.error(
+            "source",
+            format!("expected a global address, got the link-local {source}"),
+        ));
+    }
+    let nat = r.bool("nat", true)?;
+    let mut prefixes: Vec<Cidr> = Vec::new();
+    for v in r.list("prefix") {
+        match Cidr::parse(v).filter(|p| p.family() == Family::Ipv6) {
+            _ if family != Family::Ipv6 => {
+                return Err(r.error("prefix", "prefixes need option family 'ipv6'"));
+            }
+            Some(p) if !prefixes.contains(&p) => prefixes.push(p),
+            Some(p) => return Err(r.error("prefix", format!("{p} is listed twice"))),
+            None => {
+                return Err(r.error(
+                    "prefix",
+                    format!("expected an IPv6 prefix like 2001:db8:1::/56, got \"{v}\""),
+                ));
+            }
+        }
+    }
     let weight = r.int("weight", 1, 1, 1000)?;
     let metric = r.int("metric", 1, 1, 1000)?;
     // Without a fixed device, the netifd interface of the same name is the default source.
@@ -420,14 +449,17 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
         None if device.is_none() => Some(name.clone()),
         None => None,
     };
-    let track = read_track(r)?;
+    let track = read_track(r, family)?;
     let flush_conntrack = read_flush_conntrack(r)?;
     Ok(Interface {
         name,
         enabled,
+        family,
         device,
         gateway,
         source,
+        nat,
+        prefixes,
         weight,
         metric,
         netifd,
@@ -570,6 +602,7 @@ fn read_rule(r: &mut SectionReader, policies: &[Policy]) -> Result<Rule> {
     };
     let src_ip = cidrs(r, "src_ip")?;
     let dest_ip = cidrs(r, "dest_ip")?;
+    let family = rule_family(r, &src_ip, &dest_ip)?;
     let src_port = ports(r, "src_port")?;
     let dest_port = ports(r, "dest_port")?;
     if (!src_port.is_empty() || !dest_port.is_empty()) && !matches!(proto, Proto::Tcp | Proto::Udp)
@@ -595,6 +628,7 @@ fn read_rule(r: &mut SectionReader, policies: &[Policy]) -> Result<Rule> {
         };
     Ok(Rule {
         label: r.label.clone(),
+        family,
         proto,
         src_ip,
         dest_ip,
@@ -608,16 +642,47 @@ fn cidrs(r: &mut SectionReader, option: &'static str) -> Result<Vec<Cidr>> {
     r.list(option)
         .into_iter()
         .map(|v| {
-            let (addr, len) = v.split_once('/').unwrap_or((v, "32"));
-            match (addr.parse::<Ipv4Addr>(), len.parse::<u8>()) {
-                (Ok(addr), Ok(len)) if len <= 32 => Ok(Cidr { addr, len }),
-                _ => Err(r.error(
+            Cidr::parse(v).ok_or_else(|| {
+                r.error(
                     option,
-                    format!("expected an IPv4 address or prefix, got \"{v}\""),
-                )),
-            }
+                    format!("expected an IPv4 or IPv6 address or prefix, got \"{v}\""),
+                )
+            })
         })
         .collect()
+}
+
+/// A rule's family: `family` (ipv4, ipv6, or any, the default), narrowed by its addresses,
+/// which must all be of one family.
+fn rule_family(r: &mut SectionReader, src: &[Cidr], dest: &[Cidr]) -> Result<Option<Family>> {
+    let chosen = r.choice(
+        "family",
+        None,
+        &[
+            ("any", None),
+            ("ipv4", Some(Family::Ipv4)),
+            ("ipv6", Some(Family::Ipv6)),
+        ],
+    )?;
+    let mut family = chosen;
+    for (option, cidrs) in [("src_ip", src), ("dest_ip", dest)] {
+        for cidr in cidrs {
+            match family {
+                Some(f) if f != cidr.family() => {
+                    return Err(r.error(
+                        option,
+                        format!(
+                            "{cidr} is {}, but the rule matches only {} traffic",
+                            cidr.family().label(),
+                            f.label()
+                        ),
+                    ));
+                }
+                _ => family = Some(cidr.family()),
+            }
+        }
+    }
+    Ok(family)
 }
 
 fn ports(r: &mut SectionReader, option: &'static str) -> Result<Vec<PortRange>> {
@@ -655,11 +720,12 @@ fn check_interfaces(globals: &Globals, interfaces: &[Interface]) -> Result<()> {
             ),
         ));
     }
+    // One device may carry one link per family (wan and wan6 on the same eth1).
     for (i, iface) in interfaces.iter().enumerate() {
         let Some(dev) = &iface.device else { continue };
         if let Some(other) = interfaces[..i]
             .iter()
-            .find(|o| o.device.as_ref() == Some(dev))
+            .find(|o| o.device.as_ref() == Some(dev) && o.family == iface.family)
         {
             return Err(Error::config(
                 &format!("interface '{}'", iface.name),
@@ -858,7 +924,7 @@ mod tests {
         assert_eq!(
             iface.track,
             TrackConfig {
-                track_ip: vec![Ipv4Addr::new(172, 31, 255, 1)],
+                track_ip: vec![std::net::Ipv4Addr::new(172, 31, 255, 1).into()],
                 reliability: 1,
                 count: 2,
                 timeout: Duration::from_millis(250),
@@ -957,6 +1023,61 @@ mod tests {
                 "frobnicator 'x': unknown section type, ignored",
                 "interface 'wan' option 'colour': unknown option, ignored"
             ]
+        );
+    }
+
+    #[test]
+    fn ipv6_links_share_devices_with_ipv4_links_and_carry_prefixes() {
+        let c = config(
+            r#"{"values":{
+            "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1","nat":"0"},
+            "wan6":{".type":"interface",".name":"wan6",".index":2,"family":"ipv6","device":"eth1",
+                    "gateway":"fe80::1","prefix":["2001:db8:1::/56","2001:db8:1:ff::9/64"],
+                    "track_ip":"2001:db8:ffff::53"}}}"#,
+        )
+        .unwrap();
+        let [wan, wan6] = &c.interfaces[..] else {
+            panic!()
+        };
+        assert_eq!(
+            (wan.family, wan.nat, wan6.family),
+            (Family::Ipv4, false, Family::Ipv6)
+        );
+        assert!(wan6.nat, "nat defaults to 1");
+        assert_eq!(wan6.gateway, Some("fe80::1".parse().unwrap()));
+        let prefixes: Vec<String> = wan6.prefixes.iter().map(ToString::to_string).collect();
+        assert_eq!(prefixes, ["2001:db8:1::/56", "2001:db8:1:ff::/64"]);
+        assert_eq!(
+            wan6.track.track_ip,
+            ["2001:db8:ffff::53".parse::<IpAddr>().unwrap()]
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn rule_family_comes_from_the_option_or_the_addresses() {
+        let rule = |options: &str| {
+            config(&format!(
+                r#"{{"values":{{
+                "wan":{{".type":"interface",".name":"wan",".index":1,"device":"eth1"}},
+                "r":{{".type":"rule",".name":"r",".index":2,"use_policy":"default"{options}}}}}}}"#
+            ))
+            .map(|c| c.rules[0].family)
+        };
+        assert_eq!(rule("").unwrap(), None);
+        assert_eq!(rule(r#","family":"any""#).unwrap(), None);
+        assert_eq!(rule(r#","family":"ipv6""#).unwrap(), Some(Family::Ipv6));
+        assert_eq!(
+            rule(r#","dest_ip":"fd00::/8""#).unwrap(),
+            Some(Family::Ipv6)
+        );
+        assert_eq!(
+            rule(r#","src_ip":"10.0.0.0/8""#).unwrap(),
+            Some(Family::Ipv4)
+        );
+        assert_eq!(
+            rule(r#","family":"ip""#).unwrap_err().to_string(),
+            "rule 'r' option 'family': expected one of any|ipv4|ipv6, got \"ip\""
         );
     }
 }

@@ -1,9 +1,10 @@
 //! The health tracking options of one interface, in mwan3's words: the vocabulary the daemon's
 //! state machine (`daemon::health`) and passive watcher are built from.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
+use super::family::Family;
 use super::value::SectionReader;
 use crate::error::Result;
 
@@ -16,7 +17,7 @@ pub const DEFAULT_FAILURE_INTERVAL: Duration = Duration::from_millis(300);
 /// recovery bounds `daemon::health` works out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackConfig {
-    pub track_ip: Vec<Ipv4Addr>,
+    pub track_ip: Vec<IpAddr>,
     pub reliability: u32,
     pub count: u32,
     pub timeout: Duration,
@@ -83,13 +84,16 @@ impl Default for TrackConfig {
 /// `timeout` to 1 s or the shorter of `interval` and `recovery_interval`, so a lost round never
 /// delays the next one unless the user asks for it (a round while failing waits less, see
 /// `daemon::health`).
-pub(super) fn read_track(r: &mut SectionReader) -> Result<TrackConfig> {
+pub(super) fn read_track(r: &mut SectionReader, family: Family) -> Result<TrackConfig> {
     let d = TrackConfig::default();
-    let mut track_ip: Vec<Ipv4Addr> = Vec::new();
+    let mut track_ip: Vec<IpAddr> = Vec::new();
     for v in r.list("track_ip") {
-        let addr: Ipv4Addr = v
-            .parse()
-            .map_err(|_| r.error("track_ip", format!("expected an IPv4 address, got \"{v}\"")))?;
+        let addr = family.parse(v).ok_or_else(|| {
+            r.error(
+                "track_ip",
+                format!("expected an {} address, got \"{v}\"", family.label()),
+            )
+        })?;
         if track_ip.contains(&addr) {
             return Err(r.error("track_ip", format!("{addr} is listed twice")));
         }
@@ -214,7 +218,7 @@ mod tests {
                 .collect(),
         };
         let mut r = SectionReader::new(&section);
-        let track = read_track(&mut r)?;
+        let track = read_track(&mut r, Family::Ipv4)?;
         Ok((track, r.warnings()))
     }
 

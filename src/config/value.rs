@@ -3,9 +3,10 @@
 //! Each reader knows the section label and option name, so every error it returns already
 //! says where the bad value is and what was expected.
 
+use crate::config::family::Family;
 use crate::config::raw::{RawSection, RawValue};
 use crate::error::{Error, Result};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// The longest duration option we accept: an hour between probe rounds is already useless.
@@ -107,14 +108,16 @@ impl<'a> SectionReader<'a> {
         }
     }
 
-    /// An IPv4 address.
-    pub fn ipv4(&mut self, option: &'static str) -> Result<Option<Ipv4Addr>> {
+    /// An address of `family`.
+    pub fn address(&mut self, option: &'static str, family: Family) -> Result<Option<IpAddr>> {
         match self.single(option)? {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| self.error(option, format!("expected an IPv4 address, got \"{v}\""))),
+            Some(v) => family.parse(v).map(Some).ok_or_else(|| {
+                self.error(
+                    option,
+                    format!("expected an {} address, got \"{v}\"", family.label()),
+                )
+            }),
         }
     }
 

@@ -54,7 +54,7 @@ pub enum Which {
     Unreplied,
 }
 
-/// Deleting the IPv4 entries whose `mark & mask == mark`, a slice at a time.
+/// Deleting the entries (IPv4 and IPv6) whose `mark & mask == mark`, a slice at a time.
 #[derive(Debug)]
 pub struct Sweep {
     pub which: Which,
@@ -81,7 +81,9 @@ impl Sweep {
         let len = HEADER_LEN + NFGENMSG_LEN + 16;
         let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
         netlink::push_header(&mut request, len, ct_type(IPCTNL_MSG_CT_GET), flags, 1);
-        request.extend_from_slice(&[libc::AF_INET as u8, NFNETLINK_V0, 0, 0]);
+        // AF_UNSPEC: both families (a link's mark is only ever set on its own family's
+        // connections).
+        request.extend_from_slice(&[libc::AF_UNSPEC as u8, NFNETLINK_V0, 0, 0]);
         netlink::push_be32(&mut request, CTA_MARK, mark);
         netlink::push_be32(&mut request, CTA_MARK_MASK, mask);
         netlink::send_all(&dump, &request, DUMP_NAME)?;
@@ -227,18 +229,23 @@ mod tests {
     use super::*;
     use crate::daemon::testns::Netns;
 
-    /// Inserts a TCP entry from `sport` with `mark` into `ns`'s conntrack table; `replied`
-    /// sets `SEEN_REPLY`.
+    /// Inserts a TCP entry from `sport` with `mark` into `ns`'s conntrack table, IPv6 for odd
+    /// ports; `replied` sets `SEEN_REPLY`.
     fn insert(ns: &Netns, sport: u16, mark: u32, replied: bool) {
+        let (src, dst) = if sport % 2 == 1 {
+            ("fd77::2", "fd99::1")
+        } else {
+            ("10.77.0.2", "10.78.0.1")
+        };
         ns.exec(&[
             "conntrack",
             "-I",
             "-p",
             "tcp",
             "-s",
-            "10.77.0.2",
+            src,
             "-d",
-            "10.78.0.1",
+            dst,
             "--sport",
             &sport.to_string(),
             "--dport",
@@ -254,11 +261,12 @@ mod tests {
         ]);
     }
 
-    /// The marks of the entries in `ns`'s conntrack table, sorted.
+    /// The marks of the entries in `ns`'s conntrack table (both families), sorted.
     fn marks(ns: &Netns) -> Vec<u32> {
-        let mut marks: Vec<u32> = ns
-            .exec(&["conntrack", "-L"])
-            .lines()
+        let listing = ["ipv4", "ipv6"].map(|family| ns.exec(&["conntrack", "-L", "-f", family]));
+        let mut marks: Vec<u32> = listing
+            .iter()
+            .flat_map(|text| text.lines())
             .filter_map(|line| {
                 let value = line
                     .split_whitespace()
@@ -290,13 +298,23 @@ mod tests {
     #[test]
     fn deletes_exactly_the_entries_of_one_link() {
         let ns = Netns::new("ct");
-        let entries = [0u32, 0x100, 0x200, 0x1_0200, 0x200 | 0x4000, 0x300, 0x3f00];
+        // Ports alternate families: IPv6 entries with the link's mark go too.
+        let entries = [
+            0u32,
+            0x200,
+            0x100,
+            0x1_0200,
+            0x200 | 0x4000,
+            0x300,
+            0x3f00,
+            0x300,
+        ];
         for (i, mark) in entries.iter().enumerate() {
             insert(&ns, 40000 + i as u16, *mark, true);
         }
         assert_eq!(marks(&ns).len(), entries.len());
         assert_eq!(sweep(&ns, 0x200, Which::All).deleted, 3);
-        assert_eq!(marks(&ns), [0, 0x100, 0x300, 0x3f00]);
+        assert_eq!(marks(&ns), [0, 0x100, 0x300, 0x300, 0x3f00]);
         assert_eq!(
             sweep(&ns, 0x200, Which::All).deleted,
             0,
@@ -307,10 +325,19 @@ mod tests {
     #[test]
     fn unreplied_sweep_keeps_connections_that_talked() {
         let ns = Netns::new("ct");
-        for (sport, mark, replied) in [(1, 0x200, true), (2, 0x200, false), (3, 0x300, false)] {
+        for (sport, mark, replied) in [
+            (1, 0x200, true),
+            (2, 0x200, false),
+            (3, 0x200, false),
+            (4, 0x300, false),
+        ] {
             insert(&ns, 41000 + sport, mark, replied);
         }
-        assert_eq!(sweep(&ns, 0x200, Which::Unreplied).deleted, 1);
+        assert_eq!(
+            sweep(&ns, 0x200, Which::Unreplied).deleted,
+            2,
+            "one of each family"
+        );
         assert_eq!(marks(&ns), [0x200, 0x300]);
     }
 

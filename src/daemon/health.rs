@@ -367,7 +367,7 @@ mod tests {
 
     fn tracked() -> TrackConfig {
         TrackConfig {
-            track_ip: vec![Ipv4Addr::new(172, 31, 255, 1)],
+            track_ip: vec![Ipv4Addr::new(172, 31, 255, 1).into()],
             ..TrackConfig::default()
         }
     }
@@ -470,8 +470,8 @@ mod tests {
         let mut h = LinkHealth::new(
             TrackConfig {
                 track_ip: vec![
-                    Ipv4Addr::new(172, 31, 255, 1),
-                    Ipv4Addr::new(172, 31, 255, 2),
+                    Ipv4Addr::new(172, 31, 255, 1).into(),
+                    Ipv4Addr::new(172, 31, 255, 2).into(),
                 ],
                 reliability: 2,
                 down: 1,

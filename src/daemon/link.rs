@@ -201,6 +201,7 @@ impl Link {
     pub fn status(&self) -> LinkStatus {
         LinkStatus {
             interface: self.name.clone(),
+            family: self.route.family.name().to_string(),
             device: self.route.device.clone(),
             state: self.health.state().as_str().to_string(),
             usable: self.usable(),
@@ -375,11 +376,11 @@ mod tests {
     use super::*;
     use crate::daemon::health::LinkState;
     use crate::daemon::testns::{Netns, veth};
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
 
-    const TARGET: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 1);
-    const SOURCE: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 2);
+    const TARGET: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 202, 0, 1));
+    const SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 202, 0, 2));
 
     fn fast_track() -> TrackConfig {
         let tick = Duration::from_millis(50);
@@ -393,9 +394,10 @@ mod tests {
         }
     }
 
-    fn link(device: Option<&str>, source: Ipv4Addr) -> Link {
+    fn link(device: Option<&str>, source: IpAddr) -> Link {
         let route = LinkRoute {
             name: "wanb".into(),
+            family: crate::config::Family::Ipv4,
             mark: 0,
             device: device.map(str::to_string),
             source: Some(source),

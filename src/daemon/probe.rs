@@ -1,13 +1,16 @@
-//! ICMP echo probing through one chosen link, from inside the daemon.
+//! ICMP and ICMPv6 echo probing through one chosen link, from inside the daemon.
 //!
-//! Each tracked link gets one raw ICMP socket that carries the link's mark (`SO_MARK`), so the
-//! `ip rule fwmark` of that link routes the probe through it, is bound to the link's device
-//! (`SO_BINDTODEVICE`) and, when known, to the link's source address. No `ping` binary is run,
-//! so tracking costs no fork per probe and works on images without one.
+//! Each tracked link gets one raw ICMP (IPv6 links: ICMPv6) socket that carries the link's mark
+//! (`SO_MARK`), so the `ip rule fwmark` of that link routes the probe through it, is bound to
+//! the link's device (`SO_BINDTODEVICE`) and, when known, to the link's source address. No
+//! `ping` binary is run, so tracking costs no fork per probe and works on images without one.
 //!
-//! A raw ICMP socket sees every echo reply the host receives, so a reply counts only when its
+//! A raw socket sees every echo reply the host receives, so a reply counts only when its
 //! identifier, sequence number, source address and payload token are the ones we sent. The
-//! kernel does not verify the checksum of what it hands to raw sockets; we do.
+//! socket's kernel filter passes echo replies only: on IPv6 links neighbour and router
+//! discovery, which keep flowing while a link is dead upstream, never reach us and can never
+//! count as an answer. The kernel does not verify the checksum of what it hands to raw ICMP
+//! sockets; we do. For ICMPv6 it computes and verifies checksums itself.
 //!
 //! The socket is nonblocking. [`Prober::start`] sends a round and returns at once,
 //! [`Prober::receive`] takes whatever replies are queued, and [`Round::deadline`] says when to
@@ -15,27 +18,35 @@
 //! `poll` for one link. No wait is longer than the round's `timeout`.
 
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, bind, recvfrom, sendto,
-    setsockopt, socket, sockopt,
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrStorage, bind, recvfrom,
+    sendto, setsockopt, socket, sockopt,
 };
 
 use super::health::{RoundSummary, TrackConfig};
+use crate::config::Family;
+use crate::config::family::is_link_local;
 use crate::error::{Error, Result};
 
 /// The ICMP type of an echo request.
 const ECHO_REQUEST: u8 = 8;
 /// The ICMP type of an echo reply.
 const ECHO_REPLY: u8 = 0;
+/// The ICMPv6 type of an echo request.
+const ECHO6_REQUEST: u8 = 128;
+/// The ICMPv6 type of an echo reply.
+const ECHO6_REPLY: u8 = 129;
 /// `ICMP_FILTER` from `<linux/icmp.h>` (not in the libc crate): a bitmask of ICMP types a raw
 /// socket does not want to receive.
 const ICMP_FILTER: libc::c_int = 1;
+/// `ICMP6_FILTER` from `<linux/icmpv6.h>`: 256 bits, one per ICMPv6 type, set = blocked.
+const ICMP6_FILTER: libc::c_int = 1;
 /// ICMP header (type, code, checksum, identifier, sequence).
 const ICMP_HEADER_LEN: usize = 8;
 /// Our payload: the socket's token, then zeros.
@@ -56,10 +67,12 @@ pub struct LinkRoute {
     /// The link's firewall mark (within the configured mask); the link's `ip rule fwmark`
     /// routes marked packets through it.
     pub mark: u32,
+    /// The link's family: which ICMP its probes speak.
+    pub family: Family,
     /// The link's kernel device, when known.
     pub device: Option<String>,
     /// The link's source address, when known; otherwise the kernel picks the route's.
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<IpAddr>,
 }
 
 /// One link's probing socket and the targets it probes.
@@ -67,11 +80,12 @@ pub struct LinkRoute {
 pub struct Prober {
     /// The link's name, for messages.
     link: String,
+    family: Family,
     socket: OwnedFd,
     ident: u16,
     token: [u8; TOKEN_LEN],
     next_seq: u16,
-    targets: Vec<Ipv4Addr>,
+    targets: Vec<SocketAddr>,
     count: u16,
     timeout: Duration,
 }
@@ -90,7 +104,7 @@ pub struct Round {
 
 #[derive(Debug)]
 struct Request {
-    target: Ipv4Addr,
+    target: IpAddr,
     sent: Result<Instant, Errno>,
     rtt: Option<Duration>,
 }
@@ -98,7 +112,7 @@ struct Request {
 /// What one target did in a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetReport {
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     /// Requests that left the socket.
     pub sent: u32,
     /// Requests answered (duplicates count once).
@@ -189,34 +203,53 @@ impl Prober {
                 )
             })?;
         let what = |step: &str| socket_name(&route.name, step);
+        let (domain, protocol) = match route.family {
+            Family::Ipv4 => (AddressFamily::Inet, SockProtocol::Icmp),
+            Family::Ipv6 => (AddressFamily::Inet6, SockProtocol::IcmpV6),
+        };
         let socket = socket(
-            AddressFamily::Inet,
+            domain,
             SockType::Raw,
             SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            SockProtocol::Icmp,
+            protocol,
         )
         .map_err(|e| Error::io(what("socket"), e.into()))?;
         setsockopt(&socket, sockopt::Mark, &route.mark)
             .map_err(|e| Error::io(what(&format!("SO_MARK {:#x}", route.mark)), e.into()))?;
+        let mut scope = 0;
         if let Some(device) = &route.device {
             setsockopt(&socket, sockopt::BindToDevice, &OsString::from(device))
                 .map_err(|e| Error::io(what(&format!("SO_BINDTODEVICE {device}")), e.into()))?;
+            scope = nix::net::if_::if_nametoindex(device.as_str()).unwrap_or(0);
         }
-        only_echo_replies(&socket).map_err(|e| Error::io(what("ICMP_FILTER"), e.into()))?;
+        only_echo_replies(&socket, route.family)
+            .map_err(|e| Error::io(what("ICMP filter"), e.into()))?;
         if let Some(source) = route.source {
             bind(
                 socket.as_raw_fd(),
-                &SockaddrIn::from(SocketAddrV4::new(source, 0)),
+                &SockaddrStorage::from(SocketAddr::new(source, 0)),
             )
             .map_err(|e| Error::io(what(&format!("bind {source}")), e.into()))?;
         }
+        // A link-local target is only meaningful on the link's device.
+        let targets = track
+            .track_ip
+            .iter()
+            .map(|&ip| match (ip, is_link_local(&ip)) {
+                (IpAddr::V6(v6), true) => {
+                    SocketAddr::V6(std::net::SocketAddrV6::new(v6, 0, 0, scope))
+                }
+                _ => SocketAddr::new(ip, 0),
+            })
+            .collect();
         Ok(Prober {
             link: route.name.clone(),
+            family: route.family,
             socket,
             ident: random_u64() as u16,
             token: random_u64().to_be_bytes(),
             next_seq: 0,
-            targets: track.track_ip.clone(),
+            targets,
             count,
             timeout: track.timeout,
         })
@@ -237,9 +270,9 @@ impl Prober {
         let mut requests = Vec::with_capacity(self.targets.len() * count);
         for &target in &self.targets {
             for _ in 0..count {
-                let packet = echo_request(self.ident, self.next_seq, &self.token);
+                let packet = echo_request(self.family, self.ident, self.next_seq, &self.token);
                 self.next_seq = self.next_seq.wrapping_add(1);
-                let destination = SockaddrIn::from(SocketAddrV4::new(target, 0));
+                let destination = SockaddrStorage::from(target);
                 let now = Instant::now();
                 let sent = sendto(
                     self.socket.as_raw_fd(),
@@ -249,7 +282,7 @@ impl Prober {
                 )
                 .map(|_| now);
                 requests.push(Request {
-                    target,
+                    target: target.ip(),
                     sent,
                     rtt: None,
                 });
@@ -269,14 +302,25 @@ impl Prober {
     pub fn receive(&mut self, round: &mut Round) -> Result<()> {
         let mut buffer = [0u8; RECEIVE_BUFFER];
         for _ in 0..RECEIVE_BATCH {
-            let len = match recvfrom::<SockaddrIn>(self.socket.as_raw_fd(), &mut buffer) {
-                Ok((len, _)) => len,
-                Err(Errno::EAGAIN) => return Ok(()),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::io(socket_name(&self.link, "receive"), e.into())),
-            };
+            let (len, from) =
+                match recvfrom::<SockaddrStorage>(self.socket.as_raw_fd(), &mut buffer) {
+                    Ok(received) => received,
+                    Err(Errno::EAGAIN) => return Ok(()),
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        return Err(Error::io(socket_name(&self.link, "receive"), e.into()));
+                    }
+                };
             let now = Instant::now();
-            let Some(reply) = parse_echo_reply(&buffer[..len.min(RECEIVE_BUFFER)]) else {
+            let datagram = &buffer[..len.min(RECEIVE_BUFFER)];
+            let reply = match self.family {
+                Family::Ipv4 => parse_echo_reply(datagram),
+                Family::Ipv6 => from
+                    .as_ref()
+                    .and_then(SockaddrStorage::as_sockaddr_in6)
+                    .and_then(|from| parse_echo6_reply(datagram, IpAddr::V6(from.ip()))),
+            };
+            let Some(reply) = reply else {
                 continue;
             };
             if reply.ident != self.ident || !reply.payload.starts_with(&self.token) {
@@ -336,18 +380,34 @@ fn socket_name(link: &str, step: &str) -> String {
 }
 
 /// Tells the kernel to queue only echo replies on the socket, so the router's other ICMP
-/// traffic does not wake us.
-fn only_echo_replies(socket: &OwnedFd) -> std::result::Result<(), Errno> {
-    let filtered: u32 = !(1u32 << ECHO_REPLY);
-    // SAFETY: the pointer and length describe `filtered`, a live u32, which is the type the
-    // kernel reads for ICMP_FILTER; the fd is owned and open.
+/// traffic (on IPv6: neighbour and router discovery too) does not wake us or count.
+fn only_echo_replies(socket: &OwnedFd, family: Family) -> std::result::Result<(), Errno> {
+    let (level, option, blocked) = match family {
+        Family::Ipv4 => {
+            let mut blocked = [0u32; 8];
+            blocked[0] = !(1u32 << ECHO_REPLY);
+            (libc::SOL_RAW, ICMP_FILTER, blocked)
+        }
+        Family::Ipv6 => {
+            let mut blocked = [u32::MAX; 8];
+            blocked[usize::from(ECHO6_REPLY >> 5)] &= !(1u32 << (ECHO6_REPLY & 31));
+            (libc::IPPROTO_ICMPV6, ICMP6_FILTER, blocked)
+        }
+    };
+    // ICMP_FILTER reads one u32, ICMP6_FILTER all eight.
+    let len = match family {
+        Family::Ipv4 => std::mem::size_of::<u32>(),
+        Family::Ipv6 => std::mem::size_of_val(&blocked),
+    };
+    // SAFETY: the pointer and length describe (a prefix of) `blocked`, a live array of u32,
+    // the type the kernel reads for both options; the fd is owned and open.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_RAW,
-            ICMP_FILTER,
-            (&raw const filtered).cast(),
-            std::mem::size_of::<u32>() as libc::socklen_t,
+            level,
+            option,
+            blocked.as_ptr().cast(),
+            len as libc::socklen_t,
         )
     };
     Errno::result(rc).map(drop)
@@ -376,25 +436,33 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// An echo request of `family`; ICMPv6 checksums cover a pseudo-header only the kernel knows,
+/// so it fills them in.
 fn echo_request(
+    family: Family,
     ident: u16,
     seq: u16,
     token: &[u8; TOKEN_LEN],
 ) -> [u8; ICMP_HEADER_LEN + PAYLOAD_LEN] {
     let mut packet = [0u8; ICMP_HEADER_LEN + PAYLOAD_LEN];
-    packet[0] = ECHO_REQUEST;
     packet[4..6].copy_from_slice(&ident.to_be_bytes());
     packet[6..8].copy_from_slice(&seq.to_be_bytes());
     packet[ICMP_HEADER_LEN..ICMP_HEADER_LEN + TOKEN_LEN].copy_from_slice(token);
-    let sum = checksum(&packet);
-    packet[2..4].copy_from_slice(&sum.to_be_bytes());
+    match family {
+        Family::Ipv4 => {
+            packet[0] = ECHO_REQUEST;
+            let sum = checksum(&packet);
+            packet[2..4].copy_from_slice(&sum.to_be_bytes());
+        }
+        Family::Ipv6 => packet[0] = ECHO6_REQUEST,
+    }
     packet
 }
 
 /// The fields of an echo reply that matching needs.
 #[derive(Debug, PartialEq, Eq)]
 struct EchoReply<'a> {
-    source: Ipv4Addr,
+    source: IpAddr,
     ident: u16,
     seq: u16,
     payload: &'a [u8],
@@ -420,6 +488,20 @@ fn parse_echo_reply(datagram: &[u8]) -> Option<EchoReply<'_>> {
         return None;
     }
     Some(EchoReply {
+        source: IpAddr::V4(source),
+        ident: u16::from_be_bytes([icmp[4], icmp[5]]),
+        seq: u16::from_be_bytes([icmp[6], icmp[7]]),
+        payload: &icmp[ICMP_HEADER_LEN..],
+    })
+}
+
+/// Reads an ICMPv6 message from `source` as received on a raw ICMPv6 socket (no IP header;
+/// the kernel has verified the checksum); `None` unless it is an echo reply.
+fn parse_echo6_reply(icmp: &[u8], source: IpAddr) -> Option<EchoReply<'_>> {
+    if icmp.len() < ICMP_HEADER_LEN || icmp[0] != ECHO6_REPLY || icmp[1] != 0 {
+        return None;
+    }
+    Some(EchoReply {
         source,
         ident: u16::from_be_bytes([icmp[4], icmp[5]]),
         seq: u16::from_be_bytes([icmp[6], icmp[7]]),
@@ -432,8 +514,9 @@ mod tests {
     use super::*;
     use crate::daemon::testns::{Netns, veth};
 
-    const TARGET: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
-    const LINK2_SOURCE: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
+    const TARGET_V4: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
+    const TARGET: IpAddr = IpAddr::V4(TARGET_V4);
+    const LINK2_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 201, 2, 2));
     const LINK2_MARK: u32 = 0x200;
 
     #[test]
@@ -471,10 +554,10 @@ mod tests {
     #[test]
     fn echo_request_is_well_formed_and_its_reply_parses() {
         let token = *b"abcdefgh";
-        let request = echo_request(0x1234, 0xfffe, &token);
+        let request = echo_request(Family::Ipv4, 0x1234, 0xfffe, &token);
         assert_eq!(request[0], ECHO_REQUEST);
         assert_eq!(checksum(&request), 0);
-        let packet = datagram(TARGET, &reply_to(&request));
+        let packet = datagram(TARGET_V4, &reply_to(&request));
         let reply = parse_echo_reply(&packet).unwrap();
         assert_eq!(reply.source, TARGET);
         assert_eq!((reply.ident, reply.seq), (0x1234, 0xfffe));
@@ -483,17 +566,17 @@ mod tests {
 
     #[test]
     fn parse_rejects_what_is_not_a_valid_echo_reply() {
-        let reply = reply_to(&echo_request(7, 1, b"abcdefgh"));
+        let reply = reply_to(&echo_request(Family::Ipv4, 7, 1, b"abcdefgh"));
         let mut bad_sum = reply.clone();
         bad_sum[9] ^= 0xff;
         let mut request = reply.clone();
         request[0] = ECHO_REQUEST;
-        let mut not_icmp = datagram(TARGET, &reply);
+        let mut not_icmp = datagram(TARGET_V4, &reply);
         not_icmp[9] = 17;
-        assert!(parse_echo_reply(&datagram(TARGET, &bad_sum)).is_none());
-        assert!(parse_echo_reply(&datagram(TARGET, &request)).is_none());
+        assert!(parse_echo_reply(&datagram(TARGET_V4, &bad_sum)).is_none());
+        assert!(parse_echo_reply(&datagram(TARGET_V4, &request)).is_none());
         assert!(parse_echo_reply(&not_icmp).is_none());
-        assert!(parse_echo_reply(&datagram(TARGET, &reply[..6])).is_none());
+        assert!(parse_echo_reply(&datagram(TARGET_V4, &reply[..6])).is_none());
         assert!(parse_echo_reply(&[0x45, 0, 0]).is_none());
         assert!(parse_echo_reply(&[]).is_none());
     }
@@ -520,6 +603,7 @@ mod tests {
     fn oversized_round_is_a_config_error() {
         let route = LinkRoute {
             name: "wanb".into(),
+            family: Family::Ipv4,
             mark: LINK2_MARK,
             device: None,
             source: None,
@@ -617,11 +701,12 @@ mod tests {
         ns: &Netns,
         mark: u32,
         device: Option<&str>,
-        source: Option<Ipv4Addr>,
+        source: Option<IpAddr>,
         track: &TrackConfig,
     ) -> Prober {
         let route = LinkRoute {
             name: "test".into(),
+            family: Family::of(&track.track_ip[0]),
             mark,
             device: device.map(str::to_string),
             source,
@@ -754,6 +839,7 @@ mod tests {
         let bed = testbed();
         let route = LinkRoute {
             name: "wanb".into(),
+            family: Family::Ipv4,
             mark: LINK2_MARK,
             device: Some("nosuchdev".into()),
             source: None,

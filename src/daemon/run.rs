@@ -122,8 +122,8 @@ pub fn run(options: &Options) -> Result<Exit> {
         options.state_dir,
     )
     .context("applying the config")?;
-    let (backend, footprint) = daemon.ours();
-    daemon.heal = SelfHeal::open(backend, footprint)
+    let (backend, routing) = daemon.ours();
+    daemon.heal = SelfHeal::open(backend, routing)
         .map_err(|e| log_error(&format!("cannot watch for changes to our rules: {e}")))
         .ok();
     daemon.watch_passively();
@@ -282,12 +282,12 @@ impl Daemon<'_> {
         }
     }
 
-    /// What is ours in the kernel: the backend and the footprint of the running config.
-    fn ours(&self) -> (Backend, crate::plan::Footprint) {
+    /// What is ours in the kernel: the backend, ip rules and tables of the running config.
+    fn ours(&self) -> (Backend, crate::plan::Routing) {
         let plan = Plan::build(&self.config, &self.resolved);
         (
             Backend::resolve(self.config.globals.backend),
-            plan.footprint,
+            plan.routing(),
         )
     }
 
@@ -416,9 +416,9 @@ impl Daemon<'_> {
         self.links = links;
         self.pending = RulesUpdate::Nothing;
         self.retry_at = None;
-        let (backend, footprint) = self.ours();
+        let (backend, routing) = self.ours();
         if let Some(heal) = &mut self.heal {
-            heal.reconfigure(backend, footprint);
+            heal.reconfigure(backend, routing);
         }
         self.watch_passively();
         log(&format!("reloaded: {}", self.summary()));
@@ -479,7 +479,7 @@ impl Daemon<'_> {
             RulesUpdate::Policies => {
                 let backend = Backend::resolve(self.config.globals.backend);
                 let plan = Plan::build(&self.config, &states);
-                backend.load(&backend.policy_update(&plan)).or_else(|e| {
+                apply::update_policies(backend, &plan, self.options.state_dir).or_else(|e| {
                     log_error(&format!(
                         "updating the policy chains failed, applying everything: {e}"
                     ));
@@ -576,6 +576,7 @@ fn build_links(config: &Config, resolved: &[LinkState], running: &[String]) -> V
             let planned = plan.links.iter().find(|l| l.name == iface.name)?;
             let route = LinkRoute {
                 name: iface.name.clone(),
+                family: iface.family,
                 mark: planned.mark,
                 device: planned.device.clone(),
                 source: planned.source,

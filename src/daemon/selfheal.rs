@@ -24,14 +24,15 @@ use nix::sys::socket::SockProtocol;
 
 use super::netlink::{self, NFGENMSG_LEN, Received};
 use crate::apply::Backend;
+use crate::config::Family;
 use crate::names::{IPT_PREFIX, NFT_TABLE};
-use crate::plan::Footprint;
+use crate::plan::Routing;
 use crate::render::iptables::JUMPS;
 
 /// `NFNLGRP_NFTABLES`.
 const NFT_GROUP: u32 = 7;
-/// `RTNLGRP_IPV4_ROUTE` and `RTNLGRP_IPV4_RULE`.
-const ROUTE_GROUPS: [u32; 2] = [7, 8];
+/// `RTNLGRP_IPV4_ROUTE`, `RTNLGRP_IPV4_RULE`, `RTNLGRP_IPV6_ROUTE`, `RTNLGRP_IPV6_RULE`.
+const ROUTE_GROUPS: [u32; 4] = [7, 8, 11, 19];
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// nf_tables message types (low byte) that announce changes.
 const NFT_MSG_NEWTABLE: u8 = 0;
@@ -49,6 +50,7 @@ const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_NEWRULE: u16 = 32;
@@ -76,7 +78,8 @@ pub struct SelfHeal {
     route: OwnedFd,
     buffer: Vec<u8>,
     backend: Backend,
-    footprint: Footprint,
+    /// Exactly the ip rules and link tables the running config owns.
+    routing: Routing,
     /// What went missing or changed since the last re-apply, for the log.
     notes: Vec<Note>,
     /// More changes than [`MAX_NOTES`] were seen.
@@ -111,8 +114,8 @@ pub enum Verdict {
 }
 
 impl SelfHeal {
-    /// Joins the event groups; `backend` and `footprint` say what is ours.
-    pub fn open(backend: Backend, footprint: Footprint) -> crate::error::Result<SelfHeal> {
+    /// Joins the event groups; `backend` and `routing` say what is ours.
+    pub fn open(backend: Backend, routing: Routing) -> crate::error::Result<SelfHeal> {
         Ok(SelfHeal {
             nft: netlink::open(
                 SockProtocol::NetlinkNetFilter,
@@ -128,7 +131,7 @@ impl SelfHeal {
             )?,
             buffer: vec![0; 64 * 1024],
             backend,
-            footprint,
+            routing,
             notes: Vec::new(),
             more: 0,
             due: None,
@@ -139,9 +142,9 @@ impl SelfHeal {
     }
 
     /// A reload may change the backend and what is ours.
-    pub fn reconfigure(&mut self, backend: Backend, footprint: Footprint) {
+    pub fn reconfigure(&mut self, backend: Backend, routing: Routing) {
         self.backend = backend;
-        self.footprint = footprint;
+        self.routing = routing;
     }
 
     /// The two sockets to poll.
@@ -331,7 +334,8 @@ impl SelfHeal {
                             .any(|(t, builtin, _)| *t == table && *builtin == c)
                 });
                 let table_ours = JUMPS.iter().any(|(t, _, _)| *t == table);
-                (family == NFPROTO_IPV4 && deleted && table_ours && ours)
+                let family_ours = family == NFPROTO_IPV4 || family == NFPROTO_IPV6;
+                (family_ours && deleted && table_ours && ours)
                     .then(|| note(format!("iptables table {table}")))
             }
         }
@@ -341,11 +345,16 @@ impl SelfHeal {
     fn route_change(&self, kind: u16, payload: &[u8]) -> Option<Note> {
         let header = payload.get(..RT_HEADER_LEN)?;
         let attrs = payload.get(RT_HEADER_LEN..)?;
+        let family = match i32::from(header[0]) {
+            libc::AF_INET => Family::Ipv4,
+            libc::AF_INET6 => Family::Ipv6,
+            _ => return None,
+        };
         let table = netlink::attr(attrs, RTA_TABLE)
             .and_then(|a| a.ne32())
             .unwrap_or(u32::from(header[4]));
         match kind {
-            RTM_NEWROUTE | RTM_DELROUTE if self.footprint.tables().contains(&table) => {
+            RTM_NEWROUTE | RTM_DELROUTE if self.routing.has_table(family, table) => {
                 let verb = if kind == RTM_DELROUTE {
                     "deleted"
                 } else {
@@ -359,7 +368,12 @@ impl SelfHeal {
             }
             RTM_NEWRULE | RTM_DELRULE => {
                 let priority = netlink::attr(attrs, FRA_PRIORITY)?.ne32()?;
-                self.footprint.priorities().contains(&priority).then(|| {
+                let ours = self
+                    .routing
+                    .rules(family)
+                    .iter()
+                    .any(|r| r.priority == priority);
+                ours.then(|| {
                     let verb = if kind == RTM_DELRULE {
                         "deleted"
                     } else {
@@ -384,10 +398,14 @@ mod tests {
     fn heal(backend: Backend) -> SelfHeal {
         SelfHeal::open(
             backend,
-            Footprint {
-                mask: 0x3f00,
-                priority_base: 4000,
-                table_base: 4000,
+            Routing {
+                footprint: crate::plan::Footprint {
+                    mask: 0x3f00,
+                    priority_base: 4000,
+                    table_base: 4000,
+                },
+                links: vec![1, 2],
+                links6: Vec::new(),
             },
         )
         .unwrap()

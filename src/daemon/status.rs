@@ -27,6 +27,8 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkStatus {
     pub interface: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
     /// The kernel device, when known.
     pub device: Option<String>,
     /// `up`, `failing`, `down` or `recovering`.
@@ -56,6 +58,7 @@ impl Status {
             .map(|l| {
                 json!({
                     "interface": l.interface,
+                    "family": l.family,
                     "device": l.device,
                     "state": l.state,
                     "usable": l.usable,
@@ -85,21 +88,44 @@ pub fn save(dir: &Path, status: &Status) -> Result<()> {
     state::write_atomic(&dir.join(STATUS_FILE), format!("{text}\n").as_bytes())
 }
 
-/// Reads the status file in `dir` as JSON; a missing file means no daemon is running.
+/// Reads the status file in `dir` as JSON. A missing file, or one whose pid is no longer a
+/// running `connmark-lb run` (killed with SIGKILL, or OOM: it had no chance to remove the
+/// file), means no daemon is running.
 pub fn load(dir: &Path) -> Result<Value> {
     let path = dir.join(STATUS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Protocol(format!(
-                "no {}: `connmark-lb run` is not running",
-                path.display()
-            )));
-        }
-        Err(e) => return Err(Error::io(path.display(), e)),
+    let not_running =
+        |why: String| Error::Protocol(format!("{why}: `connmark-lb run` is not running"));
+    let text = state::read(&path)?.ok_or_else(|| not_running(format!("no {}", path.display())))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Protocol(format!("{}: unexpected content: {e}", path.display())))?;
+    match value["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) {
+        Some(pid) if is_daemon(pid) => Ok(value),
+        pid => Err(not_running(format!(
+            "{} is stale (its pid {} is not a live connmark-lb daemon)",
+            path.display(),
+            pid.map_or("?".to_string(), |p| p.to_string())
+        ))),
+    }
+}
+
+/// Whether `pid` is a running `run` of this very program (same executable, verb `run`): a
+/// recycled pid belongs to someone else.
+fn is_daemon(pid: u32) -> bool {
+    let exe = |proc: &str| {
+        std::fs::read_link(format!("/proc/{proc}/exe"))
+            .ok()
+            .map(|p| {
+                let p = p.to_string_lossy().into_owned();
+                p.strip_suffix(" (deleted)")
+                    .map(str::to_string)
+                    .unwrap_or(p)
+            })
     };
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Protocol(format!("{}: unexpected content: {e}", path.display())))
+    let ours = exe("self");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    ours.is_some()
+        && exe(&pid.to_string()) == ours
+        && cmdline.split(|&b| b == 0).any(|arg| arg == b"run")
 }
 
 /// Removes the status file (the daemon is exiting).
@@ -123,6 +149,7 @@ mod tests {
             reapplies: 1,
             links: vec![LinkStatus {
                 interface: "wanb".into(),
+                family: "ipv4".into(),
                 device: Some("eth2".into()),
                 state: "failing".into(),
                 usable: true,
@@ -138,7 +165,11 @@ mod tests {
             }],
         };
         save(&dir, &status).unwrap();
-        assert_eq!(load(&dir).unwrap(), status.to_json());
+        let error = load(&dir).unwrap_err();
+        assert!(
+            error.to_string().contains("pid 42 is not a live"),
+            "{error}"
+        );
         let text = std::fs::read_to_string(dir.join(STATUS_FILE)).unwrap();
         assert!(text.contains("\"loss_percent\": 100"), "{text}");
         assert!(text.contains("\"window_loss_percent\": 25"), "{text}");

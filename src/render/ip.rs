@@ -5,8 +5,9 @@
 //! knows its inverse, so a failed batch can be rolled back line by line.
 
 use super::hex;
+use crate::config::Family;
 use crate::live::{IpState, LiveRoute};
-use crate::plan::{Footprint, IpRule, Plan, Route, RuleAction, Selector};
+use crate::plan::{IpRule, Plan, Route, Routing, RuleAction, Selector};
 use std::fmt;
 
 /// One line of an `ip -batch` script.
@@ -88,11 +89,12 @@ impl fmt::Display for RuleSpec<'_> {
     }
 }
 
-/// The operations that turn `live` into `plan`, plus removal of our objects from `extra`
-/// footprints (left over from an earlier config with other bases or mask).
-pub fn diff(plan: &Plan, live: &IpState, extra: &[Footprint]) -> Vec<IpOp> {
-    let want_rules = plan.ip_rules();
-    let want_routes = plan.routes();
+/// The operations that turn `live` (the routing state of `family`) into `plan`'s, plus
+/// removal of the objects of that family `previous` applies owned that the plan no longer wants
+/// (links dropped, other bases or mask).
+pub fn diff(plan: &Plan, family: Family, live: &IpState, previous: &[Routing]) -> Vec<IpOp> {
+    let want_rules = plan.ip_rules(family);
+    let want_routes = plan.routes(family);
     let mut ops = Vec::new();
     for rule in &want_rules {
         if !live.rules.contains(rule) {
@@ -111,34 +113,36 @@ pub fn diff(plan: &Plan, live: &IpState, extra: &[Footprint]) -> Vec<IpOp> {
             });
         }
     }
-    ops.extend(removal(
-        live,
-        &plan.footprint,
-        extra,
-        &want_rules,
-        &want_routes,
-    ));
+    let mut owned = previous.to_vec();
+    owned.push(plan.routing());
+    ops.extend(removal(live, family, &owned, &want_rules, &want_routes));
     ops
 }
 
-/// Removal of every rule and route of ours that is not wanted (all of them for `stop`).
+/// Removal of every rule and route of `owned` in `family` (whose routing state `live` is) that
+/// is not wanted (all of them for `stop`): a rule only when it is exactly one we render, a
+/// route only when it is the default route of one of our link tables. Other rules at our
+/// priorities and other routes in any table, ours or not, are someone else's.
 pub fn removal(
     live: &IpState,
-    footprint: &Footprint,
-    extra: &[Footprint],
+    family: Family,
+    owned: &[Routing],
     want_rules: &[IpRule],
     want_routes: &[Route],
 ) -> Vec<IpOp> {
-    let ours = |f: &dyn Fn(&Footprint) -> bool| f(footprint) || extra.iter().any(f);
+    let rules: Vec<IpRule> = owned.iter().flat_map(|o| o.rules(family)).collect();
     let mut ops = Vec::new();
     for rule in &live.rules {
-        if ours(&|fp| fp.owns_rule(rule)) && !want_rules.contains(rule) {
+        if rules.contains(rule)
+            && !want_rules.contains(rule)
+            && !ops.contains(&IpOp::RuleDel(*rule))
+        {
             ops.push(IpOp::RuleDel(*rule));
         }
     }
     for LiveRoute { table, dst, route } in &live.routes {
-        let wanted = dst == "default" && want_routes.iter().any(|r| r.table == *table);
-        if ours(&|fp| fp.tables().contains(table)) && !wanted {
+        let wanted = want_routes.iter().any(|r| r.table == *table);
+        if dst == "default" && owned.iter().any(|o| o.has_table(family, *table)) && !wanted {
             ops.push(IpOp::RouteDel {
                 table: *table,
                 dst: dst.clone(),

@@ -5,10 +5,11 @@
 //! stale chains are deleted, so re-apply never duplicates anything.
 
 use super::{hex, policy_slots};
-use crate::config::{Balance, LastResort, Rule, RuleTarget};
+use crate::config::family::ICMPV6_LINK_TYPES;
+use crate::config::{Balance, Family, LastResort, Proto, Rule, RuleTarget};
 use crate::live::IptablesState;
 use crate::names::IPT_PREFIX;
-use crate::plan::{Choice, Plan, PolicyPlan};
+use crate::plan::{Choice, Plan};
 use std::fmt::Write;
 
 /// (table, built-in chain, our chain) jumps we install, at the top of the built-in chain.
@@ -18,14 +19,19 @@ pub const JUMPS: [(&str, &str, &str); 3] = [
     ("nat", "POSTROUTING", "POSTROUTING"),
 ];
 
-/// Text that installs (or rewrites) everything for `plan`, given what is live now.
-pub fn ruleset(plan: &Plan, live: &IptablesState) -> String {
+/// Text for `family`'s tool (`iptables-restore` or `ip6tables-restore`) that installs (or
+/// rewrites) everything of `plan` in that family, given what is live now in it. A family
+/// without links gets only the removal of what is live.
+pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
+    if !plan.has(family) {
+        return removal(live);
+    }
     let mut mangle = Table::new("mangle");
     let mask = hex(plan.footprint.mask);
     let restore = format!(
         "-m connmark ! --mark 0x0/{mask} -j CONNMARK --restore-mark --nfmask {mask} --ctmask {mask}"
     );
-    for link in &plan.links {
+    for link in plan.links_of(family) {
         let chain = mark_chain(plan, link.mark);
         mangle.rule(
             &chain,
@@ -42,13 +48,35 @@ pub fn ruleset(plan: &Plan, live: &IptablesState) -> String {
     ] {
         mangle.rule(chain, &format!("-j MARK --set-xmark {}/{mask}", hex(mark)));
     }
-    add_policies(&mut mangle, plan);
+    let pins = family == Family::Ipv6 && plan.pins_prefixes();
+    if pins {
+        add_pins(&mut mangle, plan);
+    }
+    add_policies(&mut mangle, plan, family);
     mangle.declare("RULES");
-    for rule in &plan.rules {
-        mangle.rule("RULES", &classify(rule));
+    if pins {
+        // A pin's goto returns here once its mark chain has run: a pinned connection is done.
+        mangle.rule("RULES", &format!("-j {IPT_PREFIX}{PINS}"));
+        mangle.rule("RULES", &format!("-m mark ! --mark 0x0/{mask} -j RETURN"));
+    }
+    let rules: Vec<&Rule> = plan
+        .rules
+        .iter()
+        .filter(|r| r.family.is_none_or(|f| f == family))
+        .collect();
+    for rule in &rules {
+        mangle.rule("RULES", &classify(family, rule));
     }
     if plan.rules.is_empty() && !plan.policies.is_empty() {
         mangle.rule("RULES", &format!("-g {IPT_PREFIX}POLICY_1"));
+    }
+    if family == Family::Ipv6 {
+        for (_, icmp_type) in ICMPV6_LINK_TYPES {
+            mangle.rule(
+                "PREROUTING",
+                &format!("-p ipv6-icmp -m icmp6 --icmpv6-type {icmp_type} -j RETURN"),
+            );
+        }
     }
     mangle.rule("PREROUTING", &restore);
     mangle.rule(
@@ -56,13 +84,18 @@ pub fn ruleset(plan: &Plan, live: &IptablesState) -> String {
         &format!("-m connmark ! --mark 0x0/{mask} -j RETURN"),
     );
     mangle.rule("PREROUTING", "-m conntrack ! --ctstate NEW -j RETURN");
-    for (link, dev) in plan.wan_devices() {
+    for (link, dev) in plan.wan_devices().filter(|(l, _)| l.family == family) {
         let target = mark_chain(plan, link.mark);
         mangle.rule("PREROUTING", &format!("-i {dev} -g {IPT_PREFIX}{target}"));
     }
+    // IPv6 has no broadcast, and the kernel refuses to match it.
+    let local_types = match family {
+        Family::Ipv4 => "LOCAL,BROADCAST,MULTICAST",
+        Family::Ipv6 => "LOCAL,MULTICAST",
+    };
     mangle.rule(
         "PREROUTING",
-        "-m addrtype --dst-type LOCAL,BROADCAST,MULTICAST -j RETURN",
+        &format!("-m addrtype --dst-type {local_types} -j RETURN"),
     );
     if plan.lan.is_empty() {
         mangle.rule("PREROUTING", &format!("! -i lo -g {IPT_PREFIX}RULES"));
@@ -74,7 +107,14 @@ pub fn ruleset(plan: &Plan, live: &IptablesState) -> String {
 
     let mut nat = Table::new("nat");
     nat.declare("POSTROUTING");
-    for (link, dev) in plan.wan_devices() {
+    for (link, dev) in plan
+        .wan_devices()
+        .filter(|(l, _)| l.family == family && l.nat)
+    {
+        // Sources in the link's own prefixes leave as they are.
+        for prefix in &link.prefixes {
+            nat.rule("POSTROUTING", &format!("-o {dev} -s {prefix} -j RETURN"));
+        }
         let action = match link.source {
             Some(addr) => format!("-j SNAT --to-source {addr}"),
             None => "-j MASQUERADE".to_string(),
@@ -89,24 +129,95 @@ pub fn ruleset(plan: &Plan, live: &IptablesState) -> String {
     out
 }
 
-/// Only the policy chains, rewritten in place: what a link state change needs, as one small
-/// `iptables-restore --noflush` that leaves every other chain and jump alone.
-pub fn policy_update(plan: &Plan) -> String {
+/// The chain (without prefix) that pins new connections from a link's own prefixes to it.
+const PINS: &str = "PREFIXES";
+
+/// Only the policy chains of `family` (and its prefix pins), rewritten in place: what a link
+/// state change needs, as one small `-restore --noflush` that leaves every other chain and jump
+/// alone. Empty for a family without links.
+pub fn policy_update(plan: &Plan, family: Family) -> String {
+    if !plan.has(family) {
+        return String::new();
+    }
     let mut mangle = Table::new("mangle");
-    add_policies(&mut mangle, plan);
+    if family == Family::Ipv6 && plan.pins_prefixes() {
+        add_pins(&mut mangle, plan);
+    }
+    add_policies(&mut mangle, plan, family);
     let mut out = String::new();
     mangle.write(&mut out, None);
     out
 }
 
-/// One `POLICY_<n>` chain per policy, numbered from 1 in config order.
-fn add_policies(mangle: &mut Table, plan: &Plan) {
+/// The pinning chain: one rule per prefix of every usable link.
+fn add_pins(mangle: &mut Table, plan: &Plan) {
+    mangle.declare(PINS);
+    for link in plan.pins() {
+        let target = mark_chain(plan, link.mark);
+        for prefix in &link.prefixes {
+            mangle.rule(PINS, &format!("-s {prefix} -g {IPT_PREFIX}{target}"));
+        }
+    }
+}
+
+/// One `POLICY_<n>` chain per policy, numbered from 1 in config order, with its choice for
+/// `family` (none: the chain returns and the main table decides).
+fn add_policies(mangle: &mut Table, plan: &Plan, family: Family) {
     for (i, policy) in plan.policies.iter().enumerate() {
         let chain = format!("POLICY_{}", i + 1);
         mangle.declare(&chain);
-        for line in policy_rules(plan, policy) {
-            mangle.rule(&chain, &line);
+        if let Some((_, choice)) = policy.choices.iter().find(|(f, _)| *f == family) {
+            for line in choice_rules(plan, choice) {
+                mangle.rule(&chain, &line);
+            }
         }
+    }
+}
+
+/// Chains every ruleset defines whatever the config, without the prefix.
+const FIXED_CHAINS: [&str; 6] = [
+    "PREROUTING",
+    "OUTPUT",
+    "POSTROUTING",
+    "RULES",
+    "LAST_UNREACHABLE",
+    "LAST_BLACKHOLE",
+];
+
+/// Chains declared by a ruleset text (`:NAME - [0:0]`), in order.
+pub fn chains_in(ruleset: &str) -> Vec<String> {
+    ruleset
+        .lines()
+        .filter_map(|line| line.strip_prefix(':')?.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Only what of `live` is ours: the chains we always define, those in `recorded` (applied or
+/// rendered), and the jumps from built-in chains into our fixed entry chains. Someone else's
+/// chain is not ours merely because its name starts with our prefix.
+pub fn ours(live: IptablesState, recorded: &[String]) -> IptablesState {
+    let fixed = |chain: &str| {
+        chain
+            .strip_prefix(IPT_PREFIX)
+            .is_some_and(|name| FIXED_CHAINS.contains(&name))
+    };
+    let entry = |chain: &str| {
+        JUMPS
+            .iter()
+            .any(|(_, _, ours)| chain.strip_prefix(IPT_PREFIX) == Some(ours))
+    };
+    IptablesState {
+        chains: live
+            .chains
+            .into_iter()
+            .filter(|(_, c)| fixed(c) || recorded.contains(c))
+            .collect(),
+        jumps: live
+            .jumps
+            .into_iter()
+            .filter(|(_, _, c)| entry(c))
+            .collect(),
     }
 }
 
@@ -228,12 +339,12 @@ fn mark_chain(plan: &Plan, mark: u32) -> String {
     format!("MARK_{}", mark >> plan.footprint.mask.trailing_zeros())
 }
 
-/// The rules of one policy chain: statistic matches taking each link's share of what the
-/// rules before them left over, the last link taking the rest.
-fn policy_rules(plan: &Plan, policy: &PolicyPlan) -> Vec<String> {
+/// The rules of one family's choice in a policy chain: statistic matches taking each link's
+/// share of what the rules before them left over, the last link taking the rest.
+fn choice_rules(plan: &Plan, choice: &Choice) -> Vec<String> {
     let goto_link =
         |link: usize| format!("-g {IPT_PREFIX}{}", mark_chain(plan, plan.links[link].mark));
-    match &policy.choice {
+    match choice {
         Choice::Spread(shares) => {
             let total: u32 = shares.iter().map(|s| s.weight).sum();
             let mut out = Vec::new();
@@ -286,10 +397,14 @@ fn probability(part: u32, whole: u32) -> String {
     format!("0.{scaled:010}")
 }
 
-/// One classification rule as iptables matches and a goto.
-fn classify(rule: &Rule) -> String {
+/// One classification rule as `family`'s matches and a goto.
+fn classify(family: Family, rule: &Rule) -> String {
     let mut m = String::new();
-    if let Some(proto) = rule.proto.keyword() {
+    let proto = match rule.proto {
+        Proto::Icmp => Some(family.icmp().to_string()),
+        proto => proto.keyword(),
+    };
+    if let Some(proto) = proto {
         let _ = write!(m, "-p {proto} ");
     }
     for (flag, cidrs) in [("-s", &rule.src_ip), ("-d", &rule.dest_ip)] {
@@ -318,10 +433,14 @@ mod tests {
     use super::*;
     use crate::plan::tests::tiers_plan;
 
+    fn policy_update_v4(plan: &Plan) -> String {
+        policy_update(plan, Family::Ipv4)
+    }
+
     #[test]
     fn policy_update_rewrites_only_the_policy_chains() {
         assert_eq!(
-            policy_update(&tiers_plan([true, true, true])),
+            policy_update_v4(&tiers_plan([true, true, true])),
             "*mangle\n\
              :CMLB_POLICY_1 - [0:0]\n\
              -A CMLB_POLICY_1 -m statistic --mode nth --every 3 --packet 0 -g CMLB_MARK_1\n\
@@ -330,15 +449,15 @@ mod tests {
              COMMIT\n"
         );
         assert_eq!(
-            policy_update(&tiers_plan([true, false, true])),
+            policy_update_v4(&tiers_plan([true, false, true])),
             "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_MARK_1\nCOMMIT\n"
         );
         assert_eq!(
-            policy_update(&tiers_plan([false, false, true])),
+            policy_update_v4(&tiers_plan([false, false, true])),
             "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_MARK_3\nCOMMIT\n"
         );
         assert_eq!(
-            policy_update(&tiers_plan([false, false, false])),
+            policy_update_v4(&tiers_plan([false, false, false])),
             "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_LAST_BLACKHOLE\nCOMMIT\n"
         );
     }
@@ -351,8 +470,8 @@ mod tests {
             [false, false, false],
         ] {
             let plan = tiers_plan(up);
-            let full = ruleset(&plan, &IptablesState::default());
-            for line in policy_update(&plan)
+            let full = ruleset(&plan, Family::Ipv4, &IptablesState::default());
+            for line in policy_update_v4(&plan)
                 .lines()
                 .filter(|l| l.contains("POLICY"))
             {

@@ -15,6 +15,10 @@ use std::time::Duration;
 /// How long one ubus exchange may take: a hung ubusd must not hang a hotplug reload.
 pub const UBUS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The largest config input read: a real config is a few KiB; `--uci /dev/zero` must not
+/// fill the memory.
+pub const MAX_INPUT: u64 = 1 << 20;
+
 /// The UCI package we read.
 pub const PACKAGE: &str = "connmark-lb";
 
@@ -46,8 +50,27 @@ impl ConfigSource {
     }
 }
 
+/// Reads a config file of at most [`MAX_INPUT`] bytes. A file that cannot be read, is too big
+/// or is not UTF-8 is bad input (exit 2), reported before anything is changed.
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let bad = |why: String| Error::config(&shown, None, why);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut bytes))
+        .map_err(|e| bad(format!("cannot read the config: {e}")))?;
+    if bytes.len() as u64 > MAX_INPUT {
+        return Err(bad(format!(
+            "the config is larger than {MAX_INPUT} bytes: refusing to read it"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        bad(format!(
+            "the config is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 /// The current state of every interface: fixed values from the config, completed from netifd
@@ -69,7 +92,10 @@ pub fn resolve_links(config: &Config, socket: &Path) -> (Vec<LinkState>, Vec<Str
                     )),
                 }
             }
-            let status = match client.as_mut().map(|c| netifd::link_status(c, name)) {
+            let status = match client
+                .as_mut()
+                .map(|c| netifd::link_status(c, name, iface.family))
+            {
                 Some(Ok(status)) => status,
                 Some(Err(e)) => {
                     warnings.push(format!(
@@ -81,10 +107,17 @@ pub fn resolve_links(config: &Config, socket: &Path) -> (Vec<LinkState>, Vec<Str
                 }
                 None => netifd::NetifdLink::default(),
             };
+            let mut prefixes = iface.prefixes.clone();
+            for prefix in status.prefixes {
+                if !prefixes.contains(&prefix) {
+                    prefixes.push(prefix);
+                }
+            }
             state = LinkState {
                 device: iface.device.clone().or(status.device),
                 gateway: iface.gateway.or(status.gateway),
                 source: iface.source.or(status.address),
+                prefixes,
                 up: status.up,
             };
         }

@@ -1,9 +1,9 @@
 //! Measurements shared by the e2e tests and the harness self-tests: per-link shares and the
 //! lost-SYN experiment.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
-use crate::netns::{IspCounters, Loss, SERVICE, Topology, link_addr};
+use crate::netns::{IspCounters, Loss, SERVICE, Topology, link_addr, v6};
 use crate::traffic::{Server, Tally, tcp_connections_parallel};
 
 /// The server's TCP service port (answers with the peer address).
@@ -21,12 +21,28 @@ pub fn udp_target() -> SocketAddrV4 {
     SocketAddrV4::new(SERVICE, UDP_PORT)
 }
 
-/// The server's TCP and UDP services on the service address; stopped when dropped.
-pub fn servers(topo: &Topology) -> [Server; 2] {
-    [
+/// The server's TCP service on its IPv6 service address.
+pub fn tcp6_target() -> SocketAddr {
+    SocketAddr::new(v6::SERVICE.into(), TCP_PORT)
+}
+
+/// The server's UDP responder on its IPv6 service address.
+pub fn udp6_target() -> SocketAddr {
+    SocketAddr::new(v6::SERVICE.into(), UDP_PORT)
+}
+
+/// The server's TCP and UDP services on the service address (and on the IPv6 one in a
+/// dual-stack topology); stopped when dropped.
+pub fn servers(topo: &Topology) -> Vec<Server> {
+    let mut servers = vec![
         Server::tcp(&topo.srv, tcp_target()),
         Server::udp(&topo.srv, udp_target()),
-    ]
+    ];
+    if topo.ipv6 {
+        servers.push(Server::tcp(&topo.srv, tcp6_target()));
+        servers.push(Server::udp(&topo.srv, udp6_target()));
+    }
+    servers
 }
 
 /// How many flows used each link, index i for link i + 1.
@@ -39,8 +55,17 @@ impl LinkLoad {
     /// Maps the addresses the server saw to links; any other address fails the test, since
     /// the ISPs let only their customer's address through.
     pub fn from_tally(topo: &Topology, tally: &Tally) -> LinkLoad {
+        LinkLoad::of_addresses(topo, tally, |link| link_addr(link).into())
+    }
+
+    /// The same for IPv6 flows that were NATed to each link's IPv6 address.
+    pub fn from_tally6(topo: &Topology, tally: &Tally) -> LinkLoad {
+        LinkLoad::of_addresses(topo, tally, |link| v6::link_addr(link).into())
+    }
+
+    fn of_addresses(topo: &Topology, tally: &Tally, addr: impl Fn(usize) -> IpAddr) -> LinkLoad {
         let counts: Vec<u64> = (1..=topo.link_count())
-            .map(|link| tally.count(link_addr(link)))
+            .map(|link| tally.count(addr(link)))
             .collect();
         assert_eq!(
             counts.iter().sum::<u64>(),

@@ -14,15 +14,15 @@ const ROUTER_SERVICE_PORT: u16 = 7100;
 
 /// A topology whose server answers TCP and UDP, with connmark-lb applied on the router.
 /// Field order matters: the servers stop before the namespaces go.
-struct Lab {
-    _servers: [Server; 2],
-    config: ConfigFile,
-    topo: Topology,
+pub struct Lab {
+    _servers: Vec<Server>,
+    pub config: ConfigFile,
+    pub topo: Topology,
 }
 
 impl Lab {
-    fn new(config: &LbConfig) -> Lab {
-        let topo = Topology::new(config.links.len());
+    pub fn new(config: &LbConfig) -> Lab {
+        let topo = Topology::for_config(config);
         let servers = servers(&topo);
         let config = topo.write_config("lb", config);
         topo.apply(&config);
@@ -658,28 +658,6 @@ fn switching_backend_replaces_the_old_rules(backend: Backend) {
         weights(2),
         &format!("{} tcp after switching backend", backend.name()),
     );
-}
-
-/// Instantiates every case once per backend, as `nftables::case` and `iptables::case`.
-macro_rules! for_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod nftables {
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(crate::lbconfig::Backend::Nftables);
-                }
-            )*
-        }
-        mod iptables {
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(crate::lbconfig::Backend::Iptables);
-                }
-            )*
-        }
-    };
 }
 
 for_both_backends!(

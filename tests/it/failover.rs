@@ -32,7 +32,7 @@ const ATTEMPT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 const SLOW_CONNECT: Duration = Duration::from_millis(500);
 /// What measured detection and recovery times may exceed the configured bound by: rule
 /// update, connection spacing and scheduling on a busy machine.
-const SLACK: Duration = Duration::from_millis(500);
+pub const SLACK: Duration = Duration::from_millis(500);
 
 /// `connmark-lb run` inside the router; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
@@ -202,7 +202,7 @@ impl Drop for Daemon {
 /// matters: the daemon stops first, then the servers, then the namespaces go.
 pub struct Lab {
     pub daemon: Daemon,
-    _servers: [Server; 2],
+    _servers: Vec<Server>,
     /// Lines `ACTION INTERFACE DEVICE $1 $2` written by the hook script.
     hook_log: PathBuf,
     pub topo: Topology,
@@ -210,7 +210,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(config: &LbConfig) -> Lab {
-        let topo = Topology::new(config.links.len());
+        let topo = Topology::for_config(config);
         let servers = servers(&topo);
         let hook_log = topo.dir.path().join("hook.log");
         let hook = topo.dir.write(
@@ -231,7 +231,7 @@ impl Lab {
         }
     }
 
-    fn hook_lines(&self) -> Vec<String> {
+    pub fn hook_lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.hook_log)
             .unwrap_or_default()
             .lines()
@@ -328,23 +328,23 @@ fn one_attempt() -> Attempt {
 
 /// The health options of one measured configuration and the bounds they promise (see
 /// src/daemon/health.rs).
-struct Timing {
-    interval: Duration,
-    failure_interval: Duration,
-    timeout: Duration,
-    down: u32,
-    up: u32,
+pub struct Timing {
+    pub interval: Duration,
+    pub failure_interval: Duration,
+    pub timeout: Duration,
+    pub down: u32,
+    pub up: u32,
 }
 
 impl Timing {
     /// A failing round waits 0.3 s here (three round trips are far less).
-    fn detection_bound(&self) -> Duration {
+    pub fn detection_bound(&self) -> Duration {
         let failing = self.failure_interval.max(Duration::from_millis(300));
         self.interval + self.timeout + failing * (self.down - 1)
     }
 
     /// Without the round trip time, which is well under a millisecond here.
-    fn recovery_bound(&self) -> Duration {
+    pub fn recovery_bound(&self) -> Duration {
         self.interval.max(self.timeout) + self.interval * (self.up - 1)
     }
 }

@@ -5,9 +5,9 @@
 
 use connmark_lb::apply::Backend;
 use connmark_lb::cli::{check_text, link_states};
-use connmark_lb::config::Config;
 use connmark_lb::config::raw::RawConfig;
 use connmark_lb::config::uci_text;
+use connmark_lb::config::{Config, Family};
 use connmark_lb::live::IptablesState;
 use connmark_lb::plan::Plan;
 use connmark_lb::render::{iptables, nft};
@@ -110,13 +110,12 @@ fn golden_rulesets_load_in_the_kernel() {
         let plan = Plan::build(&config, &link_states(&config));
         let (ok, err) = in_fresh_netns("nft", &["-c", "-f", "-"], &nft::ruleset(&plan, &[]));
         assert!(ok, "{}: nft -c rejected the ruleset: {err}", case.display());
-        let text = iptables::ruleset(&plan, &IptablesState::default());
-        let (ok, err) = in_fresh_netns("iptables-restore", &["--noflush", "--test"], &text);
-        assert!(
-            ok,
-            "{}: iptables-restore --test rejected it: {err}",
-            case.display()
-        );
+        for family in Family::ALL.into_iter().filter(|f| plan.has(*f)) {
+            let text = iptables::ruleset(&plan, family, &IptablesState::default());
+            let tool = format!("{}-restore", family.iptables());
+            let (ok, err) = in_fresh_netns(&tool, &["--noflush", "--test"], &text);
+            assert!(ok, "{}: {tool} --test rejected it: {err}", case.display());
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use crate::netns::{ROUTER_LAN_DEVICE, TempDir, link_addr, link_device, link_gateway};
+use crate::netns::{ROUTER_LAN_DEVICE, TempDir, link_addr, link_device, link_gateway, v6};
 
 /// Which firewall backend the router config asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,9 @@ pub struct LbConfig {
     pub backend: Backend,
     pub balance: Balance,
     pub links: Vec<Link>,
+    /// IPv6 links (`wanI_6` on device wanI, family ipv6, the ISP's /56 as `list prefix`): link
+    /// 1's gateway is the ISP's link-local address, the others' its global one.
+    pub links6: Vec<Link>,
     pub format: Format,
     /// Write `list lan 'eth0'`; false leaves the default (every device that is not a link).
     pub lan_list: bool,
@@ -97,10 +100,29 @@ impl LbConfig {
                     fixed_source: true,
                 })
                 .collect(),
+            links6: Vec::new(),
             format: Format::Uci,
             lan_list: true,
             overrides: Vec::new(),
         }
+    }
+
+    /// Adds IPv6 links with these weights, masqueraded (NAT66) unless their source is in their
+    /// prefix.
+    pub fn with_ipv6(mut self, weights: &[u32]) -> Self {
+        self.links6 = weights
+            .iter()
+            .map(|&weight| Link {
+                weight,
+                fixed_source: false,
+            })
+            .collect();
+        self
+    }
+
+    /// The section name of IPv6 link `link` (1-based).
+    pub fn ipv6_section(link: usize) -> String {
+        format!("{}_6", link_device(link))
     }
 
     /// The same config written in `format`.
@@ -158,6 +180,32 @@ impl LbConfig {
             sections.push(Section {
                 kind: "interface",
                 name: link_device(number),
+                options,
+            });
+        }
+        for (i, link) in self.links6.iter().enumerate() {
+            let number = i + 1;
+            let gateway = if number == 1 {
+                v6::ISP_LINK_LOCAL
+            } else {
+                v6::link_gateway(number)
+            };
+            let mut options = vec![
+                single("family", "ipv6".to_string()),
+                single("device", link_device(number)),
+                single("gateway", gateway.to_string()),
+                single("weight", link.weight.to_string()),
+                (
+                    "prefix".to_string(),
+                    OptionValue::List(vec![v6::delegated(number)]),
+                ),
+            ];
+            if link.fixed_source {
+                options.push(single("source", v6::link_addr(number).to_string()));
+            }
+            sections.push(Section {
+                kind: "interface",
+                name: Self::ipv6_section(number),
                 options,
             });
         }

@@ -5,117 +5,45 @@
 //! down and asks the Explain page. This test builds the world and asserts what the browser saw
 //! against what the router and the binary say.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use crate::netns::{SERVICE, Topology, link_addr, link_gateway, run_command};
+use crate::owrt::{self, Stack, root_init_with};
+use crate::packaging::{EPOCH, TempDir, crate_version, package_binary, repo, run_ok};
 
-/// The repository, where the LuCI app and the browser driver live.
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The last lines of the daemon's and the web server's logs in STATE, for a failure report.
+fn logs(state: &Path) -> String {
+    ["procd-syslog.log", "procd.log", "rpcd.log", "uhttpd.log"]
+        .iter()
+        .map(|name| {
+            let text = fs::read_to_string(state.join("log").join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            format!("=== {name}:\n{}\n", tail.join("\n"))
+        })
+        .collect()
 }
 
-/// The kit's `owrt.sh` (built by `make kit` into OWRT_PREFIX, default target/owrt).
-fn owrt_sh() -> PathBuf {
-    let prefix = std::env::var_os("OWRT_PREFIX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/owrt"));
-    let script = prefix.join("bin/owrt.sh");
-    assert!(
-        script.exists(),
-        "{} is missing: run `make kit` (make test does)",
-        script.display()
-    );
-    script
-}
+/// Prints the logs of a failed test before its stack is stopped.
+struct LogsOnPanic<'a>(&'a Stack);
 
-/// One OpenWrt userland (ubusd, rpcd, procd view, LuCI) on a STATE directory; stopped on drop.
-struct Owrt {
-    script: PathBuf,
-    state: PathBuf,
-}
-
-impl Owrt {
-    fn new(state: PathBuf) -> Self {
-        fs::create_dir_all(state.join("etc-config")).expect("mkdir etc-config");
-        Owrt {
-            script: owrt_sh(),
-            state,
-        }
-    }
-
-    /// `owrt.sh COMMAND STATE ARGS...` as a command line, for the browser driver to run.
-    fn argv(&self, command: &str, args: &[&str]) -> Vec<String> {
-        let mut argv = vec![
-            self.script.display().to_string(),
-            command.to_string(),
-            self.state.display().to_string(),
-        ];
-        argv.extend(args.iter().map(|a| a.to_string()));
-        argv
-    }
-
-    fn output(&self, command: &str, args: &[&str]) -> Output {
-        let argv = self.argv(command, args);
-        run_command(Command::new(&argv[0]).args(&argv[1..]), None)
-    }
-
-    /// Runs an owrt.sh command that must succeed; returns its stdout.
-    fn ok(&self, command: &str, args: &[&str]) -> String {
-        let output = self.output(command, args);
-        assert!(
-            output.status.success(),
-            "owrt.sh {command} {args:?} failed:\n{}{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            self.logs()
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn config(&self) -> String {
-        fs::read_to_string(self.state.join("etc-config/connmark-lb")).expect("read config")
-    }
-
-    /// The daemon's and the web server's logs, for a failure report.
-    fn logs(&self) -> String {
-        ["procd-syslog.log", "procd.log", "rpcd.log", "uhttpd.log"]
-            .iter()
-            .map(|name| {
-                let text =
-                    fs::read_to_string(self.state.join("log").join(name)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("=== {name}:\n{}\n", tail.join("\n"))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Owrt {
+impl Drop for LogsOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-        for command in ["luci-stop", "ubus-stop"] {
-            let output = self.output(command, &[]);
-            if !output.status.success() {
-                eprintln!(
-                    "cleanup: owrt.sh {command}: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
+            eprintln!("{}", logs(&self.0.state()));
         }
     }
 }
 
-/// Two tracked links with fixed devices, balanced 1:1 by the implicit policy; probes every
-/// 0.5 s so a dead link is down within about 2 s.
+/// Two tracked links with fixed devices, balanced 1:1 by policy `balanced` for everything but
+/// DNS; probes every 0.5 s so a dead link is down within about 2 s.
 fn router_config() -> String {
     config_with("", "", "")
 }
@@ -148,6 +76,41 @@ fn config_with(section: &str, option: &str, value: &str) -> String {
             ],
         ));
     }
+    // Members without a weight of their own take their interface's, so the weight set on
+    // the Interfaces page is the one the policy balances by.
+    for link in 1..=2 {
+        sections.push((
+            format!("wan{link}_m"),
+            "member",
+            vec![("interface", format!("wan{link}"))],
+        ));
+    }
+    sections.push((
+        "balanced".into(),
+        "policy",
+        vec![
+            ("use_member", "wan1_m".into()),
+            ("use_member", "wan2_m".into()),
+            ("last_resort", "unreachable".into()),
+        ],
+    ));
+    sections.push((
+        "dns_main".into(),
+        "rule",
+        vec![
+            ("proto", "udp".into()),
+            ("dest_port", "53".into()),
+            ("use_policy", "default".into()),
+        ],
+    ));
+    sections.push((
+        "everything".into(),
+        "rule",
+        vec![
+            ("dest_ip", "0.0.0.0/0".into()),
+            ("use_policy", "balanced".into()),
+        ],
+    ));
     let mut text = String::new();
     for (name, kind, mut options) in sections {
         if name == section {
@@ -158,7 +121,7 @@ fn config_with(section: &str, option: &str, value: &str) -> String {
         }
         text.push_str(&format!("config {kind} '{name}'\n"));
         for (o, v) in options {
-            let keyword = if matches!(o, "lan" | "track_ip") {
+            let keyword = if matches!(o, "lan" | "track_ip" | "use_member") {
                 "list"
             } else {
                 "option"
@@ -278,8 +241,9 @@ fn luci_pages_in_a_real_browser() {
     fs::create_dir_all(&sbin).expect("mkdir sbin");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_connmark-lb"), sbin.join("connmark-lb"))
         .expect("symlink binary");
-    let owrt = Owrt::new(topo.dir.path().join("owrt"));
-    fs::write(owrt.state.join("etc-config/connmark-lb"), router_config()).expect("write config");
+    let owrt = Stack::new("luci");
+    let _logs = LogsOnPanic(&owrt);
+    owrt.write_config("connmark-lb", &router_config());
 
     // procd runs init scripts by path: an executable copy of ours.
     let initd = topo.dir.path().join("init.d");
@@ -292,7 +256,7 @@ fn luci_pages_in_a_real_browser() {
     fs::set_permissions(initd.join("connmark-lb"), fs::Permissions::from_mode(0o755))
         .expect("chmod init script");
     let path = |p: &Path| p.display().to_string();
-    owrt.ok("ubus-start", &[]);
+    owrt.start_ubus();
     owrt.ok(
         "procd-start",
         &[
@@ -311,7 +275,7 @@ fn luci_pages_in_a_real_browser() {
     wait_for("the daemon's first apply", || ruleset().status.success());
     let app = repo().join("openwrt/luci-app-connmark-lb");
     owrt.ok("luci-start", &[topo.router.name(), "--app", &path(&app)]);
-    let url = fs::read_to_string(owrt.state.join("luci/url")).expect("read luci/url");
+    let url = fs::read_to_string(owrt.state().join("luci/url")).expect("read luci/url");
 
     let shots = std::env::var_os("LUCI_SCREENSHOTS")
         .map(PathBuf::from)
@@ -397,7 +361,9 @@ fn luci_pages_in_a_real_browser() {
     assert_eq!(apply["applied"], true, "Save & Apply: {apply}");
     // Save & Apply wrote the new weight and nothing else (no defaults spelled out).
     assert_eq!(
-        owrt.config().trim(),
+        fs::read_to_string(owrt.state().join("etc-config/connmark-lb"))
+            .expect("read the config")
+            .trim(),
         config_with("wan2", "weight", "3").trim(),
         "/etc/config/connmark-lb after Save & Apply"
     );
@@ -413,4 +379,131 @@ fn luci_pages_in_a_real_browser() {
         done["seconds"].as_f64().unwrap_or_default(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Builds the LuCI app's package (PACKAGE=luci-app-connmark-lb) or connmark-lb's with `script`.
+fn build_package(script: &str, luci: bool, out: &Path) -> PathBuf {
+    let mut command = Command::new(repo().join("cross").join(script));
+    command
+        .arg(if luci { "all" } else { "x86_64" })
+        .arg(package_binary())
+        .arg(out)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("APK", owrt::prefix().join("bin/apk"));
+    if luci {
+        command.env("PACKAGE", "luci-app-connmark-lb");
+    }
+    PathBuf::from(run_ok(&mut command).trim())
+}
+
+/// What the app puts on a router: every file of the source tree's htdocs/ under /www and of
+/// root/ under /, unchanged, readable by uhttpd and rpcd.
+fn app_files() -> Vec<(PathBuf, PathBuf)> {
+    fn walk(dir: &Path, installed: &Path, out: &mut Vec<(PathBuf, PathBuf)>) {
+        for entry in fs::read_dir(dir).expect("read the app tree") {
+            let path = entry.expect("dir entry").path();
+            let target = installed.join(path.file_name().expect("a name"));
+            if path.is_dir() {
+                walk(&path, &target, out);
+            } else {
+                out.push((path, target));
+            }
+        }
+    }
+    let app = repo().join("openwrt/luci-app-connmark-lb");
+    let mut files = Vec::new();
+    walk(&app.join("htdocs"), Path::new("www"), &mut files);
+    walk(&app.join("root"), Path::new(""), &mut files);
+    files
+}
+
+fn assert_app_installed(root: &Path, installed: bool) {
+    for (source, target) in app_files() {
+        let path = root.join(&target);
+        if !installed {
+            assert!(!path.exists(), "{} left after removal", target.display());
+            continue;
+        }
+        let meta = fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{} not installed: {e}", target.display()));
+        assert_eq!(
+            meta.permissions().mode() & 0o7777,
+            0o644,
+            "{}",
+            target.display()
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            fs::read(&source).unwrap(),
+            "{}",
+            target.display()
+        );
+    }
+}
+
+/// The feed Makefile follows Cargo.toml's version and says what the packages say.
+#[test]
+fn luci_feed_makefile_matches_the_packages() {
+    let text = fs::read_to_string(repo().join("openwrt/luci-app-connmark-lb/Makefile")).unwrap();
+    for line in [
+        format!("PKG_VERSION:={}", crate_version()),
+        "LUCI_DEPENDS:=+connmark-lb +luci-base".to_string(),
+        "LUCI_PKGARCH:=all".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "Makefile lacks {line:?}");
+    }
+}
+
+/// opkg installs the app from a feed, pulling connmark-lb in, and removes it; apk adds and
+/// deletes the .apk. luci-base is a stand-in; everything else is ours and the kit's.
+#[test]
+fn luci_package_installs_and_removes_with_opkg_and_apk() {
+    let tmp = TempDir::new("luci-pkg");
+    let feed = tmp.join("feed");
+    let luci_ipk = build_package("mkipk.sh", true, &feed);
+    build_package("mkipk.sh", false, &feed);
+    assert_eq!(
+        luci_ipk.file_name().and_then(|n| n.to_str()),
+        Some(format!("luci-app-connmark-lb_{}-r1_all.ipk", crate_version()).as_str())
+    );
+    owrt::owrt_ok(&[Path::new("feed-index"), &feed]);
+    let root = tmp.join("opkg-root");
+    root_init_with(&root, &[&feed], &["luci-base"]);
+    let opkg = |args: &[&str]| run_ok(owrt::owrt(&[Path::new("opkg"), &root]).args(args));
+    opkg(&["update"]);
+    opkg(&["install", "luci-app-connmark-lb"]);
+    assert_app_installed(&root, true);
+    assert!(
+        root.join("usr/sbin/connmark-lb").exists(),
+        "connmark-lb was not pulled in"
+    );
+    opkg(&["remove", "luci-app-connmark-lb"]);
+    assert_app_installed(&root, false);
+
+    let out = tmp.join("apk");
+    let luci_apk = build_package("mkapk.sh", true, &out);
+    let lb_apk = build_package("mkapk.sh", false, &out);
+    let root = tmp.join("apk-root");
+    root_init_with(&root, &[], &["luci-base"]);
+    let apk = |args: &[&OsStr]| run_ok(owrt::owrt(&[Path::new("apk"), &root]).args(args));
+    apk(&[
+        OsStr::new("add"),
+        OsStr::new("--allow-untrusted"),
+        lb_apk.as_os_str(),
+        luci_apk.as_os_str(),
+    ]);
+    assert_app_installed(&root, true);
+    let db = fs::read_to_string(root.join("lib/apk/db/installed")).unwrap();
+    let entry = db
+        .split("\n\n")
+        .find(|e| e.contains("P:luci-app-connmark-lb\n"))
+        .expect("the app in apk's database");
+    for field in ["A:noarch", "D:connmark-lb luci-base"] {
+        assert!(
+            entry.lines().any(|l| l == field),
+            "{field} missing:\n{entry}"
+        );
+    }
+    apk(&[OsStr::new("del"), OsStr::new("luci-app-connmark-lb")]);
+    assert_app_installed(&root, false);
 }

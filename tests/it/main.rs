@@ -4,11 +4,36 @@
 //! a server that reports which address it sees; they run as root under plain `cargo test`, and
 //! a missing tool or privilege fails them.
 
+/// Instantiates every case once per backend, as `nftables::case` and `iptables::case`.
+macro_rules! for_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod nftables {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(crate::lbconfig::Backend::Nftables);
+                }
+            )*
+        }
+        mod iptables {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(crate::lbconfig::Backend::Iptables);
+                }
+            )*
+        }
+    };
+}
+
 mod busy;
 mod checks;
+mod dualstack;
 mod e2e;
 mod failover;
+mod failover_ipv6;
 mod golden;
+mod hardening;
 mod hitless;
 mod lbconfig;
 mod luci;

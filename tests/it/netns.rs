@@ -54,6 +54,51 @@ pub fn srv_addr_towards(link: usize) -> Ipv4Addr {
     Ipv4Addr::new(172, 16, link_octet(link), 2)
 }
 
+/// The IPv6 plan of a dual-stack topology (every address is a ULA, fd00::/8): the LAN has a
+/// ULA subnet of its own and one subnet out of each link's delegated prefix; each ISP hands its
+/// customer a WAN address, a /56 and a default route via its link-local address fe80::1.
+pub mod v6 {
+    use std::net::Ipv6Addr;
+
+    /// The router's LAN address in the LAN's own ULA subnet.
+    pub const ROUTER_ULA: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+    /// The LAN host's ULA address: it belongs to no link, so it is balanced with NAT66.
+    pub const HOST_ULA: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+    /// The server's service address (on its loopback), reachable through every ISP.
+    pub const SERVICE: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1);
+    /// Every ISP router's link-local address on the customer link.
+    pub const ISP_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+    /// The prefix ISP `link` delegates to the router, `fd0N::/56`.
+    pub fn delegated(link: usize) -> String {
+        format!("fd{link:02x}::/56")
+    }
+
+    /// The LAN host's address out of link `link`'s delegated prefix (subnet 77 of the /56).
+    pub fn host_in_prefix(link: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00 + octet(link), 0, 0, 0x77, 0, 0, 0, 2)
+    }
+
+    /// The router's WAN address on link `link`, which masquerading uses.
+    pub fn link_addr(link: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, octet(link), 0, 0, 0, 0, 0, 2)
+    }
+
+    /// ISP `link`'s global address on the customer link.
+    pub fn link_gateway(link: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, octet(link), 0, 0, 0, 0, 0, 1)
+    }
+
+    /// The server's address on its link to ISP `link`.
+    pub fn srv_addr_towards(link: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd98, octet(link), 0, 0, 0, 0, 0, 2)
+    }
+
+    fn octet(link: usize) -> u16 {
+        u16::from(super::link_octet(link))
+    }
+}
+
 fn link_octet(link: usize) -> u8 {
     u8::try_from(link).unwrap_or_else(|_| panic!("link number {link} out of range"))
 }
@@ -245,6 +290,10 @@ pub enum Loss {
     Percent(u8),
     /// The first SYN of every TCP connection; its retransmission passes.
     FirstSyn,
+    /// Every IPv4 packet: the link is dead for IPv4 only.
+    AllIpv4,
+    /// Every IPv6 packet (neighbour discovery still passes): the link is dead for IPv6 only.
+    AllIpv6,
 }
 
 /// Packet counts of one ISP, for packets arriving from the router.
@@ -280,6 +329,12 @@ pub struct RouterState {
     pub rules: String,
     /// `ip route show table all`.
     pub routes: String,
+    /// `ip6tables-save` without its timestamp comments.
+    pub ip6tables: String,
+    /// `ip -6 rule show`.
+    pub rules6: String,
+    /// `ip -6 route show table all`.
+    pub routes6: String,
 }
 
 impl RouterState {
@@ -290,6 +345,9 @@ impl RouterState {
             ("iptables-save", &self.iptables, &other.iptables),
             ("ip rule", &self.rules, &other.rules),
             ("ip route show table all", &self.routes, &other.routes),
+            ("ip6tables-save", &self.ip6tables, &other.ip6tables),
+            ("ip -6 rule", &self.rules6, &other.rules6),
+            ("ip -6 route show table all", &self.routes6, &other.routes6),
         ];
         let report: Vec<String> = parts
             .iter()
@@ -307,6 +365,8 @@ pub struct Topology {
     /// `isps[i]` serves link `i + 1`.
     pub isps: Vec<Netns>,
     pub srv: Netns,
+    /// Whether IPv6 is set up too ([`Topology::dual_stack`]).
+    pub ipv6: bool,
     pub dir: TempDir,
     /// Last field, so the namespaces go after everything else of the test.
     _namespaces: NamespaceGuard,
@@ -316,6 +376,22 @@ impl Topology {
     /// Builds the topology with `links` WAN links; the router has only plain routing (main
     /// default via 10.0.1.1, ip_forward on) and no NAT.
     pub fn new(links: usize) -> Self {
+        Topology::build(links, false)
+    }
+
+    /// The same with IPv6 everywhere as well (see [`v6`]): the router's main IPv6 default route
+    /// points at ISP 1's link-local address and IPv6 forwarding is off until something turns
+    /// it on. Every ISP drops IPv6 sources outside its customer's WAN address and /56.
+    pub fn dual_stack(links: usize) -> Self {
+        Topology::build(links, true)
+    }
+
+    /// The topology `config` needs: one ISP per link, dual-stack when it has IPv6 links.
+    pub fn for_config(config: &LbConfig) -> Self {
+        Topology::build(config.links.len(), !config.links6.is_empty())
+    }
+
+    fn build(links: usize, ipv6: bool) -> Self {
         assert!(
             (1..=9).contains(&links),
             "1..=9 links supported, not {links}"
@@ -330,7 +406,13 @@ impl Topology {
             .collect();
         let srv = guard.create(ns_name("srv"));
 
-        let no_ipv6 = "net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1";
+        // Without IPv6, none; with it, no duplicate address detection (addresses usable at once).
+        let no_ipv6 = if ipv6 {
+            "net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
+             net.ipv6.conf.all.forwarding=0"
+        } else {
+            "net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
+        };
         lan.sysctl(no_ipv6);
         srv.sysctl(no_ipv6);
         router.sysctl(&format!(
@@ -339,6 +421,9 @@ impl Topology {
         ));
         for isp in &isps {
             isp.sysctl(&format!("{no_ipv6} net.ipv4.ip_forward=1"));
+            if ipv6 {
+                isp.sysctl("net.ipv6.conf.all.forwarding=1");
+            }
         }
 
         let mut router_script = format!(
@@ -392,6 +477,10 @@ impl Topology {
         srv.ip_batch(&srv_script);
         srv.nft(&srv_ruleset(links));
 
+        if ipv6 {
+            add_ipv6(&lan, &router, &isps, &srv);
+        }
+
         let dir = TempDir::new(&tag);
         fs::create_dir_all(dir.path().join("state")).expect("create state dir");
         Topology {
@@ -399,6 +488,7 @@ impl Topology {
             router,
             isps,
             srv,
+            ipv6,
             dir,
             _namespaces: guard,
         }
@@ -459,6 +549,8 @@ impl Topology {
                                ip saddr . tcp sport != @syn_seen \
                                add @syn_seen { ip saddr . tcp sport } "
                 .to_string(),
+            Loss::AllIpv4 => "meta nfproto ipv4 ".to_string(),
+            Loss::AllIpv6 => "meta nfproto ipv6 ".to_string(),
         };
         self.isp(link).nft(&format!(
             "add rule inet isp loss {matcher}counter name lost drop\n"
@@ -500,20 +592,32 @@ impl Topology {
             .collect()
     }
 
+    /// ICMPv6 echo requests the server received from each link's IPv6 address.
+    pub fn srv_icmp6_requests(&self) -> Vec<u64> {
+        let counters = self.srv.nft_counters("inet", "srv");
+        (1..=self.link_count())
+            .map(|link| counters.get(&format!("icmp6_{link}")).copied().unwrap_or(0))
+            .collect()
+    }
+
     /// The router's live rules, routes and ip rules.
     pub fn router_state(&self) -> RouterState {
-        let iptables = self
-            .router
-            .run("iptables-save")
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .map(|line| format!("{line}\n"))
-            .collect();
+        let save = |tool: &str| -> String {
+            self.router
+                .run(tool)
+                .lines()
+                .filter(|line| !line.starts_with('#'))
+                .map(|line| format!("{line}\n"))
+                .collect()
+        };
         RouterState {
             nft: self.router.run("nft list ruleset"),
-            iptables,
+            iptables: save("iptables-save"),
             rules: self.router.run("ip rule show"),
             routes: self.router.run("ip route show table all"),
+            ip6tables: save("ip6tables-save"),
+            rules6: self.router.run("ip -6 rule show"),
+            routes6: self.router.run("ip -6 route show table all"),
         }
     }
 
@@ -556,7 +660,60 @@ impl Drop for Topology {
     }
 }
 
-/// The ISP's filter: spoof drop first, then the optional loss rules, then a counter.
+/// IPv6 addresses and routes of a dual-stack topology, on top of the IPv4 ones.
+fn add_ipv6(lan: &Netns, router: &Netns, isps: &[Netns], srv: &Netns) {
+    let mut lan_script = format!(
+        "addr add {}/64 dev eth0 nodad\nroute add default via {}\n",
+        v6::HOST_ULA,
+        v6::ROUTER_ULA
+    );
+    for link in 1..=isps.len() {
+        lan_script.push_str(&format!(
+            "addr add {}/64 dev eth0 nodad\n",
+            v6::host_in_prefix(link)
+        ));
+    }
+    lan.ip_batch(&lan_script);
+    let mut router_script = format!("addr add {}/64 dev eth0 nodad\n", v6::ROUTER_ULA);
+    let mut srv_script = format!("addr add {}/128 dev lo\n", v6::SERVICE);
+    for (i, isp) in isps.iter().enumerate() {
+        let link = i + 1;
+        let lan_subnet = v6::host_in_prefix(link).segments();
+        router_script.push_str(&format!(
+            "addr add {:x}:0:0:{:x}::1/64 dev eth0 nodad\naddr add {}/64 dev wan{link} nodad\n",
+            lan_subnet[0],
+            lan_subnet[3],
+            v6::link_addr(link)
+        ));
+        isp.ip_batch(&format!(
+            "addr add {}/64 dev eth0 nodad\naddr add {}/64 dev eth0 nodad\n\
+             addr add fd98:{link:x}::1/64 dev eth1 nodad\n\
+             route add {}/128 via {}\nroute add {} via {}\n",
+            v6::ISP_LINK_LOCAL,
+            v6::link_gateway(link),
+            v6::SERVICE,
+            v6::srv_addr_towards(link),
+            v6::delegated(link),
+            v6::link_addr(link),
+        ));
+        srv_script.push_str(&format!(
+            "addr add {}/64 dev eth{link} nodad\nroute add fd00:{link:x}::/64 via fd98:{link:x}::1\n\
+             route add {} via fd98:{link:x}::1\n",
+            v6::srv_addr_towards(link),
+            v6::delegated(link),
+        ));
+    }
+    router_script.push_str(&format!(
+        "route add default via {} dev wan1\n",
+        v6::ISP_LINK_LOCAL
+    ));
+    router.ip_batch(&router_script);
+    srv.ip_batch(&srv_script);
+}
+
+/// The ISP's filter: spoof drop first, then the optional loss rules, then a counter. IPv6
+/// neighbour discovery (link-local, answered by the ISP itself) is never lost, like ARP: a
+/// dead ISP still resolves its address, and only probes beyond it tell that it is dead.
 fn isp_ruleset(link: usize) -> String {
     format!(
         "table inet isp {{
@@ -574,12 +731,16 @@ fn isp_ruleset(link: usize) -> String {
         type filter hook prerouting priority raw; policy accept;
         iifname != \"eth0\" accept
         ip saddr != {customer} counter name spoofed drop
+        ip6 saddr != {{ {customer6}, {delegated}, fe80::/10 }} counter name spoofed drop
+        icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept
         jump loss
         counter name forwarded
     }}
 }}
 ",
-        customer = link_addr(link)
+        customer = link_addr(link),
+        customer6 = v6::link_addr(link),
+        delegated = v6::delegated(link),
     )
 }
 
@@ -588,10 +749,14 @@ fn srv_ruleset(links: usize) -> String {
     let mut counters = String::new();
     let mut rules = String::new();
     for link in 1..=links {
-        counters.push_str(&format!("    counter icmp_{link} {{ }}\n"));
+        counters.push_str(&format!(
+            "    counter icmp_{link} {{ }}\n    counter icmp6_{link} {{ }}\n"
+        ));
         rules.push_str(&format!(
-            "        ip saddr {} icmp type echo-request counter name icmp_{link}\n",
-            link_addr(link)
+            "        ip saddr {} icmp type echo-request counter name icmp_{link}\n\
+             \x20       ip6 saddr {} icmpv6 type echo-request counter name icmp6_{link}\n",
+            link_addr(link),
+            v6::link_addr(link)
         ));
     }
     format!(

@@ -101,15 +101,47 @@ impl Drop for Stack {
     }
 }
 
+/// The packages `owrt.sh root-init` stands in for when given none (its README).
+const KIT_STAND_INS: &[&str] = &[
+    "libc",
+    "libgcc1",
+    "base-files",
+    "busybox",
+    "procd",
+    "ubus",
+    "ubusd",
+    "uci",
+    "libubox",
+    "jshn",
+    "jsonfilter",
+    "netifd",
+    "firewall4",
+    "nftables",
+    "ip-full",
+    "kmod-nft-core",
+    "kmod-nft-nat",
+    "kmod-nf-conntrack-netlink",
+    "iptables",
+    "iptables-mod-conntrack-extra",
+];
+
 /// Makes `root` an offline OpenWrt root (`owrt.sh root-init`): base-files' shell libraries,
 /// opkg's and apk's databases with stand-ins for our dependencies, one opkg feed per `feeds`,
 /// and jshn.sh (package jshn is one of the stand-ins; rc.common's procd.sh sources it).
 pub fn root_init(root: &Path, feeds: &[&Path]) {
+    root_init_with(root, feeds, &[]);
+}
+
+/// [`root_init`] with more stand-ins than the kit's default ones (luci-base for the LuCI app).
+pub fn root_init_with(root: &Path, feeds: &[&Path], more_stand_ins: &[&str]) {
     std::fs::create_dir_all(root).unwrap();
     let mut cmd = owrt(&["root-init"]);
     cmd.arg(root);
     for feed in feeds {
         cmd.arg("--feed").arg(feed);
+    }
+    if !more_stand_ins.is_empty() {
+        cmd.args(KIT_STAND_INS).args(more_stand_ins);
     }
     run_ok(&mut cmd);
     let jshn = root.join("usr/share/libubox/jshn.sh");

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
+};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recv, sendto,
-    setsockopt, socket, sockopt,
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrStorage, bind,
+    connect, recv, sendto, setsockopt, socket, sockopt,
 };
 use nix::sys::time::TimeVal;
 
@@ -63,14 +65,14 @@ where
 /// Which address the server saw for each successful flow, and what failed.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    pub seen: BTreeMap<Ipv4Addr, u64>,
+    pub seen: BTreeMap<IpAddr, u64>,
     pub failures: u64,
     /// The first few failure messages, for the assertion text.
     pub errors: Vec<String>,
 }
 
 impl Tally {
-    fn record(&mut self, result: Result<Ipv4Addr, String>) {
+    fn record(&mut self, result: Result<IpAddr, String>) {
         match result {
             Ok(addr) => *self.seen.entry(addr).or_default() += 1,
             Err(error) => {
@@ -100,8 +102,8 @@ impl Tally {
     }
 
     /// Successful flows whose server saw `addr`.
-    pub fn count(&self, addr: Ipv4Addr) -> u64 {
-        self.seen.get(&addr).copied().unwrap_or(0)
+    pub fn count(&self, addr: impl Into<IpAddr>) -> u64 {
+        self.seen.get(&addr.into()).copied().unwrap_or(0)
     }
 }
 
@@ -114,7 +116,8 @@ pub struct Server {
 impl Server {
     /// A TCP server on `addr` in `ns`: to every connection it first sends the peer's address
     /// as a line, then answers every line it receives with `<peer address> <line>`.
-    pub fn tcp(ns: &Netns, addr: SocketAddrV4) -> Server {
+    pub fn tcp(ns: &Netns, addr: impl Into<SocketAddr>) -> Server {
+        let addr = addr.into();
         Server::start(ns, move |stop, ready| {
             let listener = match TcpListener::bind(addr).and_then(|l| {
                 l.set_nonblocking(true)?;
@@ -148,7 +151,8 @@ impl Server {
     }
 
     /// A UDP responder on `addr` in `ns`: answers every datagram with the peer's address.
-    pub fn udp(ns: &Netns, addr: SocketAddrV4) -> Server {
+    pub fn udp(ns: &Netns, addr: impl Into<SocketAddr>) -> Server {
+        let addr = addr.into();
         Server::start(ns, move |stop, ready| {
             let socket = match UdpSocket::bind(addr) {
                 Ok(socket) => socket,
@@ -245,9 +249,36 @@ fn send_line(stream: &TcpStream, line: &str) -> std::io::Result<()> {
     stream.write_all(format!("{line}\n").as_bytes())
 }
 
+/// A TCP connection to `target`, from `source` when given (else the kernel's choice), given
+/// up after `timeout`.
+pub fn connect_from(
+    source: Option<IpAddr>,
+    target: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect_timeout(&target, timeout);
+    };
+    let family = match source {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(source, 0)),
+    )?;
+    // A blocking connect gives up after the send timeout.
+    let limit = TimeVal::new(timeout.as_secs() as i64, i64::from(timeout.subsec_micros()));
+    setsockopt(&fd, sockopt::SendTimeout, &limit)?;
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(target))?;
+    setsockopt(&fd, sockopt::SendTimeout, &TimeVal::new(0, 0))?;
+    Ok(TcpStream::from(fd))
+}
+
 /// One short connection: connect, read the address line the server sends, close first.
-fn short_connection(target: SocketAddrV4) -> Result<Ipv4Addr, String> {
-    let stream = TcpStream::connect_timeout(&target.into(), CONNECT_TIMEOUT)
+fn short_connection(source: Option<IpAddr>, target: SocketAddr) -> Result<IpAddr, String> {
+    let stream = connect_from(source, target, CONNECT_TIMEOUT)
         .map_err(|e| format!("connect {target}: {e}"))?;
     stream
         .set_read_timeout(Some(READ_TIMEOUT))
@@ -271,7 +302,23 @@ pub struct TcpLoad {
 }
 
 impl TcpLoad {
-    pub fn start(ns: &Netns, target: SocketAddrV4, workers: usize, limit: usize) -> TcpLoad {
+    pub fn start(
+        ns: &Netns,
+        target: impl Into<SocketAddr>,
+        workers: usize,
+        limit: usize,
+    ) -> TcpLoad {
+        TcpLoad::start_from(ns, None, target.into(), workers, limit)
+    }
+
+    /// The same from the source address `source` (else the kernel's choice).
+    pub fn start_from(
+        ns: &Netns,
+        source: Option<IpAddr>,
+        target: SocketAddr,
+        workers: usize,
+        limit: usize,
+    ) -> TcpLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let claimed = Arc::new(AtomicUsize::new(0));
         let completed = Arc::new(AtomicUsize::new(0));
@@ -288,7 +335,7 @@ impl TcpLoad {
                             tally.record(Err("batch deadline passed".to_string()));
                             break;
                         }
-                        tally.record(short_connection(target));
+                        tally.record(short_connection(source, target));
                         completed.fetch_add(1, Ordering::Relaxed);
                     }
                     tally
@@ -324,13 +371,23 @@ impl TcpLoad {
 }
 
 /// `count` short TCP connections from `ns` to `target` over 4 parallel workers.
-pub fn tcp_connections(ns: &Netns, target: SocketAddrV4, count: usize) -> Tally {
+pub fn tcp_connections(ns: &Netns, target: impl Into<SocketAddr>, count: usize) -> Tally {
     TcpLoad::start(ns, target, 4, count).wait()
+}
+
+/// The same from the source address `source`.
+pub fn tcp_connections_from(
+    ns: &Netns,
+    source: impl Into<IpAddr>,
+    target: impl Into<SocketAddr>,
+    count: usize,
+) -> Tally {
+    TcpLoad::start_from(ns, Some(source.into()), target.into(), 4, count).wait()
 }
 
 /// `count` short TCP connections all started at once (one thread each), for tests where each
 /// connection waits on a retransmission.
-pub fn tcp_connections_parallel(ns: &Netns, target: SocketAddrV4, count: usize) -> Tally {
+pub fn tcp_connections_parallel(ns: &Netns, target: impl Into<SocketAddr>, count: usize) -> Tally {
     TcpLoad::start(ns, target, count, count).wait()
 }
 
@@ -397,7 +454,18 @@ pub fn tcp_stream(
 
 /// `count` UDP flows from `ns`, each from its own source port `first_port + i`, one datagram
 /// and one answer each.
-pub fn udp_flows(ns: &Netns, target: SocketAddrV4, count: u16, first_port: u16) -> Tally {
+pub fn udp_flows(ns: &Netns, target: impl Into<SocketAddr>, count: u16, first_port: u16) -> Tally {
+    udp_flows_from(ns, None, target.into(), count, first_port)
+}
+
+/// The same from the source address `source` (else the kernel's choice).
+pub fn udp_flows_from(
+    ns: &Netns,
+    source: Option<IpAddr>,
+    target: SocketAddr,
+    count: u16,
+    first_port: u16,
+) -> Tally {
     spawn_in(ns, move || {
         let deadline = Instant::now() + BATCH_DEADLINE;
         let mut tally = Tally::default();
@@ -406,7 +474,7 @@ pub fn udp_flows(ns: &Netns, target: SocketAddrV4, count: u16, first_port: u16) 
                 tally.record(Err("batch deadline passed".to_string()));
                 break;
             }
-            tally.record(udp_flow(target, first_port + i));
+            tally.record(udp_flow(source, target, first_port + i));
         }
         tally
     })
@@ -414,8 +482,12 @@ pub fn udp_flows(ns: &Netns, target: SocketAddrV4, count: u16, first_port: u16) 
     .expect("udp client thread panicked")
 }
 
-fn udp_flow(target: SocketAddrV4, port: u16) -> Result<Ipv4Addr, String> {
-    let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+fn udp_flow(source: Option<IpAddr>, target: SocketAddr, port: u16) -> Result<IpAddr, String> {
+    let any: IpAddr = match target {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind(SocketAddr::new(source.unwrap_or(any), port))
         .map_err(|e| format!("bind port {port}: {e}"))?;
     socket
         .set_read_timeout(Some(Duration::from_secs(1)))
@@ -473,6 +545,72 @@ pub fn icmp_echoes(ns: &Netns, target: Ipv4Addr, count: u16, first_id: u16) -> E
     })
     .join()
     .expect("icmp client thread panicked")
+}
+
+/// `count` ICMPv6 echo requests from `source` in `ns` to `target`, with identifiers
+/// `first_id..first_id + count` (each its own conntrack flow), one at a time.
+pub fn icmp6_echoes(
+    ns: &Netns,
+    source: Ipv6Addr,
+    target: Ipv6Addr,
+    count: u16,
+    first_id: u16,
+) -> EchoReport {
+    spawn_in(ns, move || {
+        let socket = socket(
+            AddressFamily::Inet6,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::IcmpV6,
+        )
+        .expect("raw ICMPv6 socket");
+        setsockopt(&socket, sockopt::ReceiveTimeout, &TimeVal::new(0, 200_000))
+            .expect("receive timeout");
+        bind(
+            socket.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(source.into(), 0)),
+        )
+        .expect("bind the ICMPv6 socket");
+        let mut report = EchoReport {
+            replies: 0,
+            failures: 0,
+        };
+        let deadline = Instant::now() + BATCH_DEADLINE;
+        for i in 0..count {
+            let id = first_id.wrapping_add(i);
+            // Type 128, code 0; the kernel fills in the checksum of ICMPv6 raw sockets.
+            let mut request = vec![128, 0, 0, 0];
+            request.extend_from_slice(&id.to_be_bytes());
+            request.extend_from_slice(&[0, 1]);
+            request.extend_from_slice(b"cmlbtest");
+            let address = SockaddrStorage::from(SocketAddr::new(target.into(), 0));
+            let answered = Instant::now() < deadline
+                && sendto(socket.as_raw_fd(), &request, &address, MsgFlags::empty()).is_ok()
+                && {
+                    let until = Instant::now() + Duration::from_secs(1);
+                    let mut buffer = [0u8; 1500];
+                    let mut found = false;
+                    while !found && Instant::now() < until {
+                        if let Ok(length) = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty())
+                        {
+                            let reply = &buffer[..length];
+                            found = length >= 8
+                                && reply[0] == 129
+                                && u16::from_be_bytes([reply[4], reply[5]]) == id;
+                        }
+                    }
+                    found
+                };
+            if answered {
+                report.replies += 1;
+            } else {
+                report.failures += 1;
+            }
+        }
+        report
+    })
+    .join()
+    .expect("icmpv6 client thread panicked")
 }
 
 /// Sends one echo request with identifier `id` and waits up to 1 s for its reply.

@@ -69,7 +69,12 @@ def login(page):
 
 
 def open_page(page, path):
-    page.goto(base + path, wait_until='domcontentloaded')
+    try:
+        page.goto(base + path, wait_until='domcontentloaded')
+    except Exception:
+        for argv in (['ss', '-ltnp'], ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{http_code} %{time_total}', base + path]):
+            print('diag', argv, run(argv), file=sys.stderr)
+        raise
     settled(page)
 
 

@@ -2,6 +2,7 @@
 //! replaying captured bytes of a `uci get` exchange or playing a small fake ubusd.
 
 use super::*;
+use crate::config::Family;
 use serde_json::json;
 use std::io::Write;
 use std::os::unix::net::UnixListener;
@@ -659,14 +660,14 @@ fn netifd_link_status_resolves_known_and_unknown_interfaces() {
         ]),
     );
     let mut client = connect(&server);
-    let link = crate::netifd::link_status(&mut client, "wan").unwrap();
+    let link = crate::netifd::link_status(&mut client, "wan", Family::Ipv4).unwrap();
     assert!(link.up);
     assert_eq!(link.device.as_deref(), Some("eth1"));
     assert_eq!(
-        crate::netifd::link_status(&mut client, "wanb").unwrap(),
+        crate::netifd::link_status(&mut client, "wanb", Family::Ipv4).unwrap(),
         crate::netifd::NetifdLink::default()
     );
-    let error = crate::netifd::link_status(&mut client, "broken").unwrap_err();
+    let error = crate::netifd::link_status(&mut client, "broken", Family::Ipv4).unwrap_err();
     assert_eq!(
         error.to_string(),
         "ubus call network.interface.broken status failed with status 6 (PERMISSION_DENIED)"
@@ -705,20 +706,23 @@ fn links_are_resolved_from_netifd_and_unknown_ones_are_down() {
         [
             LinkState {
                 device: Some("pppoe-wan".into()),
-                gateway: Some(Ipv4Addr::new(100, 64, 0, 1)),
-                source: Some(Ipv4Addr::new(100, 64, 0, 7)),
+                gateway: Some(Ipv4Addr::new(100, 64, 0, 1).into()),
+                source: Some(Ipv4Addr::new(100, 64, 0, 7).into()),
+                prefixes: Vec::new(),
                 up: true
             },
             LinkState {
                 device: None,
                 gateway: None,
                 source: None,
+                prefixes: Vec::new(),
                 up: false
             },
             LinkState {
                 device: Some("eth3".into()),
                 gateway: None,
                 source: None,
+                prefixes: Vec::new(),
                 up: true
             },
         ]
