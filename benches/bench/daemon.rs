@@ -266,7 +266,7 @@ impl Daemon {
     }
 
     /// The daemon's own pid (under strace the child is strace).
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.status()
             .and_then(|s| s["pid"].as_u64())
             .and_then(|pid| u32::try_from(pid).ok())

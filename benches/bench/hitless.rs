@@ -7,10 +7,12 @@ use serde_json::json;
 
 use crate::Options;
 use crate::busy::{self, BusyRun};
+use crate::checks::tcp_target;
 use crate::daemon::{Daemon, all_links, link_state, tracked};
 use crate::netns::{Loss, Topology};
 use crate::report::{Section, Target};
 use crate::router::Router;
+use crate::traffic::TcpLoad;
 
 /// Entries of the dead link deleted in the scale run (smoke: a few thousand).
 const ENTRIES: usize = 100_000;
@@ -53,6 +55,15 @@ pub fn measure(options: &Options) -> Section {
                     busy_run(options, value, after)
                 })
                 .collect(),
+        })
+        .collect();
+    let connections = if options.smoke { 300 } else { 5_000 };
+    let costs: Vec<(&str, f64, f64)> = [("passive on", "1"), ("passive off", "0")]
+        .iter()
+        .map(|&(name, value)| {
+            crate::check_interrupted();
+            let (rate, cpu) = passive_cost(options, value, connections);
+            (name, rate, cpu)
         })
         .collect();
     let entries = if options.smoke {
@@ -106,6 +117,14 @@ pub fn measure(options: &Options) -> Section {
         }));
     }
     markdown.push_str(&format!(
+        "\nWhat watching costs: the daemon's CPU time while the LAN opens {connections} TCP \
+         connections as fast as 8 clients can (both links tracked):\n\n\
+         | setting | connections/s | daemon CPU per 1,000 connections |\n|---|---|---|\n"
+    ));
+    for (name, rate, cpu) in &costs {
+        markdown.push_str(&format!("| {name} | {rate:.0} | {cpu:.1} ms |\n"));
+    }
+    markdown.push_str(&format!(
         "\nDeleting {deleted} conntrack entries of a link that went down: {total_ms} ms in all, \
          the daemon's loop never held longer than {pause_ms} ms at a time (one kernel flush \
          by mark: 359 ms in one system call).\n"
@@ -156,6 +175,9 @@ pub fn measure(options: &Options) -> Section {
         json: json!({
             "busy_link": json_settings,
             "conntrack_delete": {"entries": deleted, "total_ms": total_ms, "longest_pause_ms": pause_ms},
+            "watch_cost": costs.iter().map(|(name, rate, cpu)| json!({
+                "setting": name, "connections_per_s": rate, "daemon_cpu_ms_per_1000": cpu,
+            })).collect::<Vec<_>>(),
         }),
         targets,
     }
@@ -175,6 +197,33 @@ fn busy_run(options: &Options, passive: &str, after: Duration) -> BusyRun {
     router.reset();
     eprintln!("bench: busy link, passive {passive}: {}", run.summary());
     run
+}
+
+/// The daemon's CPU time per 1,000 new connections while 8 LAN clients open `connections`
+/// as fast as they can, with passive health `passive`: (connections per second, ms).
+fn passive_cost(options: &Options, passive: &str, connections: usize) -> (f64, f64) {
+    let topo = Topology::new(2);
+    let router = Router::new(&topo, &options.binary, &options.seed_script);
+    let config = topo.write_config("tracked", &tracked(2, &[("passive", passive)]));
+    let figures = {
+        let mut daemon = Daemon::start(&topo, &options.binary, &config, None);
+        daemon.wait("every link up", |s| all_links(s, "up"));
+        let pid = i32::try_from(daemon.pid()).unwrap_or(i32::MAX);
+        let cpu = busy::cpu_time(pid);
+        let started = std::time::Instant::now();
+        let tally = TcpLoad::start(&topo.lan, tcp_target(), 8, connections).wait();
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = busy::cpu_time(pid).saturating_sub(cpu).as_secs_f64() * 1000.0;
+        assert_eq!(tally.failures, 0, "{:?}", tally.errors);
+        let done = tally.succeeded() as f64;
+        (done / elapsed, cpu * 1000.0 / done)
+    };
+    router.reset();
+    eprintln!(
+        "bench: passive {passive}: {:.0} connections/s, daemon CPU {:.1} ms per 1,000",
+        figures.0, figures.1
+    );
+    figures
 }
 
 /// Fills the router's conntrack table with `entries` entries of link 2, takes link 2 down and

@@ -218,3 +218,16 @@ fn watch_unusable(status: PathBuf, link: usize, since: Instant, after: Duration)
     });
     Watcher { stop, thread }
 }
+
+/// CPU time process `pid` (its main thread) has used so far, to the nanosecond: the first field
+/// of /proc/PID/schedstat (the tick-based utime/stime of /proc/PID/stat are 10 ms coarse).
+pub fn cpu_time(pid: i32) -> Duration {
+    let path = format!("/proc/{pid}/schedstat");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let nanos = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: {text:?}"));
+    Duration::from_nanos(nanos)
+}

@@ -813,29 +813,16 @@ fn proc_status_kb(pid: Pid, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// User plus system CPU time of `pid` so far.
-fn cpu_time(pid: Pid) -> Duration {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after_name = &text[text.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / per_second)
-}
-
 /// Four links probed every second: the daemon's memory and CPU over a bounded run.
 #[test]
 fn footprint_tracking_four_links() {
     let mut lab = Lab::new(&tracked(Backend::Nftables, 4, &[]));
     let pid = lab.daemon.pid();
     let run = Duration::from_secs(20);
-    let cpu_before = cpu_time(pid);
+    let cpu_before = busy::cpu_time(pid.as_raw());
     let started = Instant::now();
     std::thread::sleep(run);
-    let cpu = cpu_time(pid) - cpu_before;
+    let cpu = busy::cpu_time(pid.as_raw()) - cpu_before;
     let elapsed = started.elapsed();
     let rss = proc_status_kb(pid, "VmRSS");
     let hwm = proc_status_kb(pid, "VmHWM");
