@@ -8,7 +8,7 @@ use crate::live::{IpState, IptablesState};
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
 use crate::plan::{LinkState, Plan};
 use crate::render::{ip, iptables, nft};
-use crate::source::{ConfigSource, resolve_links, ubus};
+use crate::source::{ConfigSource, resolve_links, shared_devices, ubus};
 use argh::FromArgs;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -93,10 +93,20 @@ impl Args {
         Ok(config)
     }
 
-    /// Current link states (netifd lookups over ubus where the config asks for them).
-    pub fn link_states(&self, config: &Config) -> Vec<LinkState> {
-        let (states, warnings) = resolve_links(config, &self.ubus_socket());
+    /// Current link states (netifd lookups over ubus where the config asks for them), and the
+    /// conflicts of interfaces resolving to one device (the later one is down).
+    pub fn resolve(&self, config: &Config) -> (Vec<LinkState>, Vec<String>) {
+        let (mut states, warnings) = resolve_links(config, &self.ubus_socket());
         warn(&warnings);
+        let conflicts = shared_devices(config, &mut states);
+        (states, conflicts)
+    }
+
+    /// [`Args::resolve`] for the daemon and `check`: conflicts are warnings, the first
+    /// interface of a device keeps it.
+    pub fn link_states(&self, config: &Config) -> Vec<LinkState> {
+        let (states, conflicts) = self.resolve(config);
+        warn(&conflicts);
         states
     }
 }
@@ -133,7 +143,11 @@ pub fn run(args: &Args) -> Result<()> {
             if !config.globals.enabled {
                 return remove_disabled(args, &config);
             }
-            apply::apply(&config, args.link_states(&config), &args.state_dir).map(drop)
+            let (states, conflicts) = args.resolve(&config);
+            if !conflicts.is_empty() {
+                return Err(Error::Protocol(conflicts.join("; ")));
+            }
+            apply::apply(&config, states, &args.state_dir).map(drop)
         }
         Verb::Stop => {
             // Only the footprint matters here: no warnings about a config we are leaving.

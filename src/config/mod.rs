@@ -255,6 +255,20 @@ impl Config {
             .each("globals", |r, _| read_globals(r))
             .pop()
             .unwrap_or_default();
+        let named: Vec<String> = raw
+            .sections
+            .iter()
+            .filter(|s| s.kind == "globals")
+            .map(RawSection::label)
+            .collect();
+        if let [.., last] = named.as_slice() {
+            if named.len() > 1 {
+                read.warnings.push(format!(
+                    "{} 'config globals' sections: only the last, {last}, is used",
+                    named.len()
+                ));
+            }
+        }
         let interfaces = read.each("interface", |r, i| read_interface(r, i as u32 + 1));
         read.check(check_interfaces(&globals, &interfaces));
         let members = read.each("member", |r, _| read_member(r, &interfaces));
@@ -867,6 +881,22 @@ mod tests {
             e.to_string(),
             "policy 'p1' option 'use_member': expected at least one member whose interface is enabled"
         );
+    }
+
+    #[test]
+    fn several_globals_sections_are_warned_about() {
+        let c = config(
+            r#"{"values":{
+            "g1":{".type":"globals",".name":"g1",".index":0,"mark_mask":"0xff00"},
+            "g2":{".type":"globals",".name":"g2",".index":1},
+            "wan":{".type":"interface",".name":"wan",".index":2,"device":"eth1"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            ["2 'config globals' sections: only the last, globals 'g2', is used"]
+        );
+        assert_eq!(c.globals.mark_mask, DEFAULT_MARK_MASK);
     }
 
     #[test]

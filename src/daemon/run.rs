@@ -158,6 +158,9 @@ impl Daemon<'_> {
             if self.retry_at.is_some_and(|at| at <= now) {
                 self.update_rules(self.pending);
             }
+            if self.hook.deadline().is_some_and(|at| at <= now) {
+                self.hook.reap();
+            }
 
             let timeout = self.poll_timeout();
             let mut fds = vec![
@@ -222,8 +225,8 @@ impl Daemon<'_> {
         }
     }
 
-    /// Until the nearest link deadline, rules retry, passive or self-healing deadline;
-    /// forever when there is none.
+    /// Until the nearest link deadline, rules retry, hook timeout, passive or self-healing
+    /// deadline; forever when there is none.
     fn poll_timeout(&mut self) -> PollTimeout {
         let passive = self.passive.as_mut().and_then(PassiveWatcher::deadline);
         let heal = self.heal.as_ref().and_then(SelfHeal::deadline);
@@ -232,6 +235,7 @@ impl Daemon<'_> {
             .iter()
             .filter_map(Link::deadline)
             .chain(self.retry_at)
+            .chain(self.hook.deadline())
             .chain(passive)
             .chain(heal)
             .min();

@@ -131,6 +131,11 @@ impl Client {
         Self::handshake(path, timeout).context("connecting to ubusd")
     }
 
+    /// Changes the bound of each later call (a caller with an overall deadline shrinks it).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Calls `method` on `object` with `args` (a JSON object, or null for none) and returns
     /// the reply's data as a JSON object (empty if the method sent none). A non-zero ubus
     /// status is an error naming the object, method and status.

@@ -481,3 +481,111 @@ fn bad_input_exits_2_with_a_bounded_printable_message() {
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// A tool that hangs (a fake `nft` first on PATH, hanging while a trigger file exists): apply
+/// kills it after 10 s, exits 1 and leaves the router as it was; the daemon, stuck in a reload
+/// with it, gets through and still obeys SIGTERM.
+#[test]
+fn a_hung_tool_is_killed_and_reported() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let topo = Topology::new(2);
+    let c = topo.write_config("lb", &config(Backend::Nftables, &[1, 1]));
+    let real = crate::netns::run_command(Command::new("sh").args(["-c", "command -v nft"]), None);
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    assert!(real.starts_with('/'), "nft not found: {real:?}");
+    let bin = topo.dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let trigger = topo.dir.path().join("hang");
+    let fake = bin.join("nft");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n[ -e {} ] && exec sleep 1000\nexec {real} \"$@\"\n",
+            trigger.display()
+        ),
+    )
+    .expect("write fake nft");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let lb = |args: &[&str]| {
+        let mut command = topo.router.command(LB);
+        command
+            .env("PATH", &path)
+            .args(args)
+            .arg("--state-dir")
+            .arg(topo.state_dir());
+        command
+    };
+
+    std::fs::write(&trigger, "").expect("trigger");
+    let pristine = topo.router_state();
+    let started = Instant::now();
+    let mut apply = lb(&["apply", c.flag(), c.path_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start apply");
+    while apply.try_wait().expect("wait").is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = apply.kill();
+            let _ = apply.wait();
+            panic!("apply hangs with the hung nft");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = apply.wait_with_output().expect("apply output");
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(took < Duration::from_secs(20), "apply took {took:?}");
+    assert!(
+        stderr(&output).contains("nft -f -: no result within 10 s: killed"),
+        "{}",
+        stderr(&output)
+    );
+    if let Some(diff) = pristine.differences(&topo.router_state()) {
+        panic!("a killed apply changed the router:\n{diff}");
+    }
+
+    std::fs::remove_file(&trigger).expect("untrigger");
+    let log = topo.dir.path().join("daemon.err");
+    let mut daemon = lb(&["run", c.flag(), c.path_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start the daemon");
+    let status_file = topo.state_dir().join("status.json");
+    while !status_file.exists() {
+        assert!(
+            daemon.try_wait().expect("wait").is_none(),
+            "the daemon exited"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(&trigger, "").expect("trigger");
+    let pid = Pid::from_raw(daemon.id() as i32);
+    let hup = Instant::now();
+    kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    std::thread::sleep(Duration::from_secs(1));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let exit = loop {
+        if let Some(exit) = daemon.try_wait().expect("wait") {
+            break exit;
+        }
+        if hup.elapsed() > Duration::from_secs(20) {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            panic!("the daemon hangs with the hung nft");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(exit.success(), "{exit}: {text}");
+    assert!(text.contains("no result within 10 s: killed"), "{text}");
+}

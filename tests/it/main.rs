@@ -32,6 +32,7 @@ mod dualstack;
 mod e2e;
 mod failover;
 mod failover_ipv6;
+mod fuzz;
 mod golden;
 mod hardening;
 mod hitless;
