@@ -4,6 +4,7 @@ use crate::apply::{self, Backend, sysctl};
 use crate::config::{Config, Family};
 use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
+use crate::explain;
 use crate::live::{IpState, IptablesState};
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
 use crate::plan::{LinkState, Plan};
@@ -17,20 +18,27 @@ use std::str::FromStr;
 /// links, keeps each connection on its link, fails over when a link dies.
 #[derive(FromArgs, Debug)]
 pub struct Args {
-    /// apply | check | stop | run | status (apply: load the rules atomically; check: print
-    /// them, change nothing; stop: remove everything we added; run: apply, then track link
-    /// health and fail over until SIGTERM, SIGHUP reloads; status: print the daemon's
-    /// per-link state)
+    /// apply | check | stop | run | status | explain (apply: load the rules atomically;
+    /// check: print them, change nothing; stop: remove everything we added; run: apply, then
+    /// track link health and fail over until SIGTERM, SIGHUP reloads; status: print the
+    /// daemon's per-link state; explain SRC DST [PROTO [DPORT]]: which rule, policy and link a
+    /// new connection would get now, changing nothing)
     #[argh(positional)]
     pub verb: Verb,
+    /// explain's SRC DST [PROTO [DPORT]]
+    #[argh(positional)]
+    pub operands: Vec<String>,
+    /// explain: print one JSON object (the form a web page reads)
+    #[argh(switch)]
+    pub json: bool,
     /// config as `ubus call uci get` JSON ({"values": {...}})
     #[argh(option)]
     pub config: Option<PathBuf>,
     /// config in the /etc/config text format
     #[argh(option)]
     pub uci: Option<PathBuf>,
-    /// ubus socket for config and netifd (default /var/run/ubus/ubus.sock, else
-    /// /var/run/ubus.sock); used when neither --config nor --uci is given
+    /// ubus socket (default /var/run/ubus/ubus.sock, else /var/run/ubus.sock): the config
+    /// when neither --config nor --uci is given, netifd's links, and `run`'s ubus object
     #[argh(option)]
     pub ubus_socket: Option<PathBuf>,
     /// directory for applied.json and status.json (default /var/run/connmark-lb)
@@ -50,6 +58,7 @@ pub enum Verb {
     Stop,
     Run,
     Status,
+    Explain,
 }
 
 impl FromStr for Verb {
@@ -61,8 +70,9 @@ impl FromStr for Verb {
             "stop" => Ok(Verb::Stop),
             "run" => Ok(Verb::Run),
             "status" => Ok(Verb::Status),
+            "explain" => Ok(Verb::Explain),
             _ => Err(format!(
-                "unknown verb \"{s}\": expected apply, check, stop, run or status"
+                "unknown verb \"{s}\": expected apply, check, stop, run, status or explain"
             )),
         }
     }
@@ -128,13 +138,20 @@ pub fn link_states(config: &Config) -> Vec<LinkState> {
 
 /// Runs one verb.
 pub fn run(args: &Args) -> Result<()> {
+    if args.verb != Verb::Explain && (!args.operands.is_empty() || args.json) {
+        return Err(Error::Usage(
+            "only explain takes addresses and --json".into(),
+        ));
+    }
     match args.verb {
+        Verb::Explain => explain(args),
         Verb::Check => {
             let config = args.load_config()?;
             // Links resolved exactly as apply resolves them (netifd's read-only `status`), so
             // check prints what apply would load now.
             let states = args.link_states(&config);
             let backend = Backend::resolve(config.globals.backend);
+            config.check_backend_supports(backend == Backend::Nftables)?;
             print!("{}", check_text_for(&config, backend, &states));
             Ok(())
         }
@@ -162,6 +179,7 @@ pub fn run(args: &Args) -> Result<()> {
                 link_states: &resolve,
                 state_dir: &args.state_dir,
                 hook: &args.hook,
+                ubus_socket: args.ubus_socket.as_deref(),
             };
             match daemon::run(&options)? {
                 daemon::Exit::Signal(_) => Ok(()),
@@ -176,6 +194,39 @@ pub fn run(args: &Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `explain`: the plan as apply would build it now, with each link's liveness from the daemon
+/// when one runs, and the kernel's set contents.
+fn explain(args: &Args) -> Result<()> {
+    let query = explain::Query::parse(&args.operands)?;
+    let config = args.load_config()?;
+    let mut states = args.link_states(&config);
+    // Devices are the same in either family's listing.
+    if let Ok(live) = apply::read_ip(Family::Ipv4) {
+        states = apply::present_devices(states, &live);
+    }
+    if let Ok(status) = status::load(&args.state_dir) {
+        for link in status["links"].as_array().into_iter().flatten() {
+            let usable = link["usable"].as_bool().unwrap_or(false);
+            if let Some(i) = config
+                .interfaces
+                .iter()
+                .position(|i| link["interface"] == i.name.as_str())
+            {
+                states[i].up &= usable;
+            }
+        }
+    }
+    let plan = Plan::build(&config, &states);
+    let facts = explain::Facts::read()?;
+    let answer = explain::explain(&config, &plan, &facts, &query);
+    if args.json {
+        println!("{}", answer.to_json(&plan, &query));
+    } else {
+        print!("{}", answer.to_text(&plan, &query));
+    }
+    Ok(())
 }
 
 /// `globals.enabled 0`: apply and run remove our rules instead of installing them.
@@ -197,7 +248,7 @@ pub fn check_text_for(config: &Config, backend: Backend, states: &[LinkState]) -
     match backend {
         Backend::Nftables => {
             out.push_str("# nftables rules\n");
-            out.push_str(&nft::ruleset(&plan, &[]));
+            out.push_str(&nft::ruleset(&plan, nft::Previous::default()));
         }
         Backend::Iptables => {
             for family in Family::ALL.into_iter().filter(|f| plan.has(*f)) {

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod explain;
+pub mod hash;
 pub mod live;
 pub mod names;
 pub mod netifd;

@@ -4,8 +4,9 @@
 //! ours and obsolete: re-apply is a no-op, and foreign rules are never touched.
 
 use crate::error::{Error, Result};
-use crate::plan::{IpRule, Route, RuleAction, Selector};
+use crate::plan::{DeviceName, IpRule, Route, RuleAction, Selector};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// A route found in one of our tables.
@@ -102,7 +103,6 @@ fn parse_rule(r: &Value) -> Option<IpRule> {
     if r.get("src").and_then(Value::as_str) != Some("all")
         || r.get("dst").is_some()
         || r.get("iif").is_some()
-        || r.get("oif").is_some()
         || r.get("not").is_some()
     {
         return None;
@@ -111,13 +111,16 @@ fn parse_rule(r: &Value) -> Option<IpRule> {
         let text = r.get(key)?.as_str()?;
         u32::from_str_radix(text.trim_start_matches("0x"), 16).ok()
     };
-    let selector = match (hex("fwmark"), hex("fwmask")) {
-        (Some(mark), Some(mask)) => Selector::Fwmark { mark, mask },
-        (Some(mark), None) => Selector::Fwmark {
+    let oif = r.get("oif").and_then(Value::as_str);
+    let selector = match (hex("fwmark"), hex("fwmask"), oif) {
+        (Some(mark), Some(mask), None) => Selector::Fwmark { mark, mask },
+        (Some(mark), None, None) => Selector::Fwmark {
             mark,
             mask: u32::MAX,
         },
-        (None, _) => Selector::All,
+        (None, _, None) => Selector::All,
+        (None, _, Some(device)) => Selector::Oif(DeviceName::new(device)?),
+        (Some(_), _, Some(_)) => return None,
     };
     let action = match (
         r.get("action").and_then(Value::as_str),
@@ -176,6 +179,57 @@ impl IptablesState {
     }
 }
 
+/// Received and sent bytes per device, from `/proc/net/dev` (64-bit counters; the name is
+/// followed by a colon and 16 numbers, received bytes first, sent bytes ninth).
+pub fn parse_net_dev(text: &str) -> HashMap<String, (u64, u64)> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, numbers) = line.split_once(':')?;
+            let numbers: Vec<u64> = numbers
+                .split_whitespace()
+                .map(|n| n.parse().ok())
+                .collect::<Option<_>>()?;
+            Some((
+                name.trim().to_string(),
+                (*numbers.first()?, *numbers.get(8)?),
+            ))
+        })
+        .collect()
+}
+
+/// The packet count of the first counter in each chain of an `nft list table` listing.
+pub fn nft_chain_packets(listing: &str) -> HashMap<String, u64> {
+    let mut counted = HashMap::new();
+    let mut chain: Option<&str> = None;
+    for line in listing.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("chain ") {
+            chain = name.strip_suffix(" {");
+        } else if let (Some(name), Some(rest)) = (chain, line.split("counter packets ").nth(1)) {
+            if let Some(packets) = rest.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                counted.entry(name.to_string()).or_insert(packets);
+            }
+        }
+    }
+    counted
+}
+
+/// The packet count of the first rule of each chain in `iptables-save -c` output
+/// (`[packets:bytes] -A CHAIN ...`).
+pub fn iptables_chain_packets(save: &str) -> HashMap<String, u64> {
+    let mut counted = HashMap::new();
+    for line in save.lines() {
+        let Some((counters, rule)) = line.strip_prefix('[').and_then(|l| l.split_once("] -A "))
+        else {
+            continue;
+        };
+        let packets = counters.split(':').next().and_then(|n| n.parse().ok());
+        if let (Some(packets), Some(chain)) = (packets, rule.split_whitespace().next()) {
+            counted.entry(chain.to_string()).or_insert(packets);
+        }
+    }
+    counted
+}
+
 /// Which of `candidates` (tables of nft family `family`, `ip` or `ip6`) hold nothing in
 /// `nft -j list ruleset FAMILY`: no rule, set or other object, only chains with policy accept.
 /// iptables-nft leaves such tables behind with their base chains, a hook every packet still
@@ -213,6 +267,29 @@ pub fn empty_ip_tables(listing: &str, family: &str, candidates: &[&str]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_device_bytes_and_chain_counters() {
+        let net_dev = "Inter-|   Receive                                                |  Transmit\n \
+             face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+             lo:     840      12    0    0    0     0          0         0      840      12    0    0    0     0       0          0\n  \
+             wan1:98765432109 70    0    0    0     0          0         0     5400      60    0    0    0     0       0          0\n";
+        let bytes = parse_net_dev(net_dev);
+        assert_eq!(bytes["wan1"], (98_765_432_109, 5400));
+        assert_eq!(bytes["lo"], (840, 840));
+        assert_eq!(bytes.len(), 2);
+
+        let nft = "table inet connmark_lb {\n\tchain mark_wan1 {\n\t\tcounter packets 20 bytes 1200 meta mark set meta mark & 0xffffc0ff | 0x00000100\n\t\tct mark set ct mark & 0xffffc0ff | 0x00000100\n\t}\n\tchain mark_wan2 {\n\t\tcounter packets 3 bytes 180 meta mark set 0x1\n\t}\n\tchain rules {\n\t\tgoto policy_x\n\t}\n}\n";
+        let packets = nft_chain_packets(nft);
+        assert_eq!(packets["mark_wan1"], 20);
+        assert_eq!(packets["mark_wan2"], 3);
+        assert_eq!(packets.len(), 2);
+
+        let save = "*mangle\n:PREROUTING ACCEPT [90:5400]\n:CMLB_MARK_1 - [0:0]\n[7:420] -A CMLB_MARK_1 -j MARK --set-xmark 0x100/0x3f00\n[7:420] -A CMLB_MARK_1 -j CONNMARK --save-mark\n[0:0] -A CMLB_MARK_2 -j MARK --set-xmark 0x200/0x3f00\nCOMMIT\n";
+        let packets = iptables_chain_packets(save);
+        assert_eq!(packets["CMLB_MARK_1"], 7);
+        assert_eq!(packets["CMLB_MARK_2"], 0);
+    }
 
     #[test]
     fn finds_tables_left_with_empty_accepting_chains() {

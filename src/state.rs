@@ -30,6 +30,12 @@ pub struct Applied {
     pub routing: Routing,
     /// The firewall chains it defined (nft chains of our table, or iptables chains).
     pub chains: Vec<String>,
+    /// The nft sets it declared (`NAME { type ...; flags ...; }`), so the next apply deletes
+    /// those it drops.
+    pub sets: Vec<String>,
+    /// The static set entries it added (`SET ENTRY`), so the next apply removes those the
+    /// config drops and never the ones others added.
+    pub elements: Vec<String>,
 }
 
 /// An error about the state directory or a file in it.
@@ -262,6 +268,23 @@ pub fn load_applied(dir: &Path) -> Option<Applied> {
             .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
             .map(str::to_string)
             .collect(),
+        sets: list("sets")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|d| crate::render::nft::is_set_declaration(d))
+            .map(str::to_string)
+            .collect(),
+        elements: list("elements")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|e| {
+                e.split_once(' ').is_some_and(|(set, entry)| {
+                    set.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        && crate::config::Cidr::parse(entry).is_some()
+                })
+            })
+            .map(str::to_string)
+            .collect(),
     })
 }
 
@@ -279,6 +302,8 @@ pub fn stage_applied(dir: &Path, applied: &Applied) -> Result<Pending> {
         "links": applied.routing.links,
         "links6": applied.routing.links6,
         "chains": applied.chains,
+        "sets": applied.sets,
+        "elements": applied.elements,
     });
     let text = serde_json::to_string_pretty(&value)
         .map_err(|e| Error::Protocol(format!("encoding {APPLIED_FILE}: {e}")))?;
@@ -318,6 +343,8 @@ mod tests {
                 links6: vec![4],
             },
             chains: vec!["mark_wan".into(), "prerouting".into()],
+            sets: vec!["vpn_v4 { type ipv4_addr; flags interval,timeout; }".into()],
+            elements: vec!["vpn_v4 192.0.2.0/24".into()],
         }
     }
 

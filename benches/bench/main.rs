@@ -22,10 +22,12 @@ mod traffic;
 
 mod apply_cost;
 mod balance;
+mod classes;
 mod daemon;
 mod dataplane;
 mod footprint;
 mod hitless;
+mod ipv6;
 mod measure;
 mod nft_cost;
 mod report;

@@ -1,6 +1,8 @@
 //! `connmark-lb run`: link health tracking and failover in one process.
 
+mod bus;
 pub mod conntrack;
+mod counters;
 pub mod devices;
 pub mod health;
 pub mod hook;

@@ -582,6 +582,25 @@ mod tests {
     }
 
     #[test]
+    fn only_icmpv6_echo_replies_parse_never_discovery_messages() {
+        let source: IpAddr = "fe80::1".parse().unwrap();
+        let request = echo_request(Family::Ipv6, 7, 9, b"abcdefgh");
+        assert_eq!(request[0], ECHO6_REQUEST);
+        let mut reply = request.to_vec();
+        reply[0] = ECHO6_REPLY;
+        let parsed = parse_echo6_reply(&reply, source).unwrap();
+        assert_eq!((parsed.ident, parsed.seq, parsed.source), (7, 9, source));
+        assert!(parsed.payload.starts_with(b"abcdefgh"));
+        // Echo request, router advertisement, neighbour solicitation and advertisement.
+        for kind in [ECHO6_REQUEST, 134, 135, 136] {
+            let mut other = reply.clone();
+            other[0] = kind;
+            assert!(parse_echo6_reply(&other, source).is_none(), "type {kind}");
+        }
+        assert!(parse_echo6_reply(&reply[..7], source).is_none());
+    }
+
+    #[test]
     fn summary_counts_targets_with_any_reply_and_averages_their_rtt() {
         let target = |received, rtt_ms: Option<u64>| TargetReport {
             target: TARGET,

@@ -1,5 +1,6 @@
-//! The daemon's loop: one thread, one `poll` over a signal fd, the device monitor and the probe
-//! sockets of the links with a round in flight; the timeout is the nearest link deadline.
+//! The daemon's loop: one thread, one `poll` over a signal fd, the device monitor, the probe
+//! sockets of the links with a round in flight and the ubus connection of our object; the
+//! timeout is the nearest link deadline (or ubus reconnect).
 //!
 //! A change of a link's usability rewrites only the policy chains, in one small transaction.
 //! A device that comes or goes, a reload, or a failed policy update re-applies everything
@@ -16,6 +17,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::bus::{Bus, Request};
+use super::counters;
 use super::devices::{DeviceMonitor, running_devices};
 use super::hook::{Hook, HookEvent};
 use super::link::{Cause, Link, Outcome};
@@ -29,6 +32,7 @@ use crate::apply::{self, Backend};
 use crate::config::{Config, FlushEvent};
 use crate::error::{Context, Error, Result};
 use crate::plan::{LinkState, Plan};
+use crate::source::ubus::Call;
 
 /// How long to wait before trying again when the rules could not be brought up to date.
 const RULES_RETRY: Duration = Duration::from_secs(5);
@@ -44,6 +48,8 @@ pub struct Options<'a> {
     pub state_dir: &'a Path,
     /// The user's event script (run only when it exists).
     pub hook: &'a Path,
+    /// The ubusd socket our object `connmark-lb` registers on; None: the system's.
+    pub ubus_socket: Option<&'a Path>,
 }
 
 /// Why the daemon returned.
@@ -71,6 +77,8 @@ struct Daemon<'a> {
     /// One per enabled interface section.
     links: Vec<Link>,
     hook: Hook,
+    /// Our ubus object.
+    bus: Bus,
     /// Rules still to be brought up to date after a failure, and when to try again.
     pending: RulesUpdate,
     retry_at: Option<Instant>,
@@ -89,6 +97,7 @@ enum Source {
     Devices,
     Passive,
     Heal,
+    Bus,
     Sweep(usize),
     Link(usize),
 }
@@ -110,6 +119,7 @@ pub fn run(options: &Options) -> Result<Exit> {
         resolved,
         links,
         hook: Hook::new(options.hook.to_path_buf()),
+        bus: Bus::new(options.ubus_socket.map(Path::to_path_buf)),
         pending: RulesUpdate::Nothing,
         retry_at: None,
         passive: None,
@@ -188,6 +198,10 @@ impl Daemon<'_> {
                     owners.push(Source::Link(i));
                 }
             }
+            if let Some(fd) = self.bus.poll_fd() {
+                fds.push(fd);
+                owners.push(Source::Bus);
+            }
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::io("poll", e.into())),
@@ -222,6 +236,12 @@ impl Daemon<'_> {
                     self.heal = None;
                 }
             }
+            let bus_ready = ready.contains(&Source::Bus);
+            for (call, request) in self.bus.service(Instant::now(), bus_ready) {
+                if let Some(exit) = self.answer(&call, request) {
+                    return Ok(exit);
+                }
+            }
         }
     }
 
@@ -235,6 +255,7 @@ impl Daemon<'_> {
             .iter()
             .filter_map(Link::deadline)
             .chain(self.retry_at)
+            .chain(self.bus.deadline())
             .chain(self.hook.deadline())
             .chain(passive)
             .chain(heal)
@@ -336,7 +357,7 @@ impl Daemon<'_> {
             .map_err(|e| Error::io("signalfd", e.into()))?
         {
             match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGHUP) => match self.reload() {
+                Ok(Signal::SIGHUP) => match self.reload("SIGHUP") {
                     Some(exit) => return Ok(Signalled::Exit(exit)),
                     None => result = Signalled::Reloaded,
                 },
@@ -373,10 +394,10 @@ impl Daemon<'_> {
         }
     }
 
-    /// SIGHUP: reads the config from the same source and applies it; links that still exist
-    /// keep their health. On any failure the running config stays in force.
-    fn reload(&mut self) -> Option<Exit> {
-        log("SIGHUP: reloading the config");
+    /// SIGHUP or ubus `reload`: reads the config from the same source and applies it; links
+    /// that still exist keep their health. On any failure the running config stays in force.
+    fn reload(&mut self, why: &str) -> Option<Exit> {
+        log(&format!("{why}: reloading the config"));
         let config = match (self.options.load_config)() {
             Ok(config) => config,
             Err(e) => {
@@ -511,13 +532,42 @@ impl Daemon<'_> {
         }
     }
 
-    fn save_status(&self) {
-        let status = Status {
+    /// Answers one call of our ubus object; a reload that finds the config disabled ends the
+    /// daemon, after the answer.
+    fn answer(&mut self, call: &Call, request: Option<Request>) -> Option<Exit> {
+        match request {
+            Some(Request::Status) => {
+                let backend = Backend::resolve(self.config.globals.backend);
+                let plan = Plan::build(&self.config, &plan_states(&self.resolved, &self.links));
+                let reply = counters::live_status(&self.status(), backend, &plan);
+                self.bus.answer(call, Some(&reply));
+                None
+            }
+            Some(Request::Reload) => {
+                let exit = self.reload("ubus reload");
+                self.bus.answer(call, Some(&Default::default()));
+                exit
+            }
+            None => {
+                self.bus.answer(call, None);
+                None
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
             pid: std::process::id(),
             reapplies: self.heal.as_ref().map_or(0, |h| h.reapplies),
+            backend: Backend::resolve(self.config.globals.backend)
+                .name()
+                .to_string(),
             links: self.links.iter().map(Link::status).collect(),
-        };
-        if let Err(e) = status::save(self.options.state_dir, &status) {
+        }
+    }
+
+    fn save_status(&self) {
+        if let Err(e) = status::save(self.options.state_dir, &self.status()) {
             log_error(&format!("writing the status: {e}"));
         }
     }

@@ -20,6 +20,8 @@ pub struct Status {
     /// Times the daemon applied again because its rules, ip rules or routes were changed
     /// behind its back.
     pub reapplies: u64,
+    /// `nftables` or `iptables`: the backend the rules are loaded with.
+    pub backend: String,
     pub links: Vec<LinkStatus>,
 }
 
@@ -72,7 +74,7 @@ impl Status {
                 })
             })
             .collect();
-        json!({ "pid": self.pid, "reapplies": self.reapplies, "links": links })
+        json!({ "pid": self.pid, "backend": self.backend, "reapplies": self.reapplies, "links": links })
     }
 }
 
@@ -147,6 +149,7 @@ mod tests {
         let status = Status {
             pid: 42,
             reapplies: 1,
+            backend: "nftables".into(),
             links: vec![LinkStatus {
                 interface: "wanb".into(),
                 family: "ipv4".into(),

@@ -138,7 +138,7 @@ impl Daemon {
         Pid::from_raw(i32::try_from(pid).expect("pid fits"))
     }
 
-    fn signal(&self, signal: Signal) {
+    pub fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).expect("signal the daemon");
     }
 
