@@ -202,11 +202,11 @@ return baseclass.extend({
 		return _('expected an IPv6 prefix like 2001:db8:1::/56, got "%s"').format(value);
 	},
 
-	/* Quality thresholds: milliseconds 1..3600000 or percent 0..100, the recovery one at
+	/* Quality thresholds: milliseconds 1..60000 or percent 0..100, the recovery one at
 	 * most the failure one (the binary's defaults when unset). */
 	threshold: function(option) {
 		var loss = /loss$/.test(option);
-		var range = loss ? [ 0, 100 ] : [ 1, 3600000 ];
+		var range = loss ? [ 0, 100 ] : [ 1, 60000 ];
 		var defaults = loss ? { failure: 40, recovery: 10 } : { failure: 1000, recovery: 500 };
 		var kind = loss ? 'loss' : 'latency';
 		var self = this;

@@ -110,9 +110,9 @@ return common.ConfigView.extend({
 
 		[
 			[ 'count', _('Count'), _('Echo requests per target and round, 1..100; a target answers when any of them gets a reply.'), '3', common.int(1, 100) ],
-			[ 'timeout', _('Timeout (s)'), _('Seconds a round waits for replies. Default 1, or the shortest interval if that is shorter.'), '1', common.seconds ],
+			[ 'timeout', _('Timeout (s)'), _('Seconds a round waits for replies. Default 1, or the interval or recovery interval if shorter.'), '1', common.seconds ],
 			[ 'interval', _('Interval (s)'), _('Seconds from one round\'s start to the next while the link is up or down.'), '1', common.seconds ],
-			[ 'failure_interval', _('Failure interval (s)'), _('The interval while the link is failing; default: interval.'), _('interval'), common.seconds ],
+			[ 'failure_interval', _('Failure interval (s)'), _('The interval while the link is failing (such a round waits three round trips, at least 0.3 s); default: 0.3, or interval if shorter.'), '0.3', common.seconds ],
 			[ 'recovery_interval', _('Recovery interval (s)'), _('The interval while the link is recovering; default: interval.'), _('interval'), common.seconds ],
 			[ 'down', _('Down after'), _('Consecutive bad rounds that take the link out.'), '3', common.int(1, 1000) ],
 			[ 'up', _('Up after'), _('Consecutive good rounds that bring it back.'), '5', common.int(1, 1000) ]
