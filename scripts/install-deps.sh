@@ -3,13 +3,15 @@
 # network tools the tests drive, qemu for the aarch64 binary, busybox (ash,
 # the shell OpenWrt runs our scripts with), shellcheck, strace (the bench counts
 # the processes an apply starts with it), chromium and Playwright (the LuCI
-# app's browser test drives Debian's chromium; no browser download), the musl
-# targets, and the clippy and rustfmt components `make lint` uses.
+# app's browser test drives Debian's chromium; no browser download), dnsmasq-base
+# (the real dnsmasq that fills our address sets through nftset=; only the binary:
+# no system service is installed or started), the musl targets, and the clippy
+# and rustfmt components `make lint` uses.
 # Silent and quick when everything is already there.
 set -euo pipefail
 
 apt_packages=(nftables iptables conntrack iproute2 qemu-user-static iperf3 busybox shellcheck strace
-	chromium python3-pip)
+	chromium python3-pip dnsmasq-base)
 rust_targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
 missing=()

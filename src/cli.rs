@@ -4,11 +4,13 @@ use crate::apply::{self, Backend, sysctl};
 use crate::config::{Config, Family};
 use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
+use crate::explain;
+use crate::inspect;
 use crate::live::{IpState, IptablesState};
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
 use crate::plan::{LinkState, Plan};
 use crate::render::{ip, iptables, nft};
-use crate::source::{ConfigSource, resolve_links, ubus};
+use crate::source::{ConfigSource, resolve_links, shared_devices, ubus};
 use argh::FromArgs;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -17,20 +19,27 @@ use std::str::FromStr;
 /// links, keeps each connection on its link, fails over when a link dies.
 #[derive(FromArgs, Debug)]
 pub struct Args {
-    /// apply | check | stop | run | status (apply: load the rules atomically; check: print
-    /// them, change nothing; stop: remove everything we added; run: apply, then track link
-    /// health and fail over until SIGTERM, SIGHUP reloads; status: print the daemon's
-    /// per-link state)
+    /// apply | check | stop | run | status | explain (apply: load the rules atomically;
+    /// check: print them, change nothing; stop: remove everything we added; run: apply, then
+    /// track link health and fail over until SIGTERM, SIGHUP reloads; status: print the
+    /// daemon's per-link state; explain SRC DST [PROTO [DPORT]]: which rule, policy and link a
+    /// new connection would get now, changing nothing)
     #[argh(positional)]
     pub verb: Verb,
+    /// explain's SRC DST [PROTO [DPORT]]
+    #[argh(positional)]
+    pub operands: Vec<String>,
+    /// explain: print one JSON object (the form a web page reads)
+    #[argh(switch)]
+    pub json: bool,
     /// config as `ubus call uci get` JSON ({"values": {...}})
     #[argh(option)]
     pub config: Option<PathBuf>,
     /// config in the /etc/config text format
     #[argh(option)]
     pub uci: Option<PathBuf>,
-    /// ubus socket for config and netifd (default /var/run/ubus/ubus.sock, else
-    /// /var/run/ubus.sock); used when neither --config nor --uci is given
+    /// ubus socket (default /var/run/ubus/ubus.sock, else /var/run/ubus.sock): the config
+    /// when neither --config nor --uci is given, netifd's links, and `run`'s ubus object
     #[argh(option)]
     pub ubus_socket: Option<PathBuf>,
     /// directory for applied.json and status.json (default /var/run/connmark-lb)
@@ -50,6 +59,7 @@ pub enum Verb {
     Stop,
     Run,
     Status,
+    Explain,
 }
 
 impl FromStr for Verb {
@@ -61,8 +71,9 @@ impl FromStr for Verb {
             "stop" => Ok(Verb::Stop),
             "run" => Ok(Verb::Run),
             "status" => Ok(Verb::Status),
+            "explain" => Ok(Verb::Explain),
             _ => Err(format!(
-                "unknown verb \"{s}\": expected apply, check, stop, run or status"
+                "unknown verb \"{s}\": expected apply, check, stop, run, status or explain"
             )),
         }
     }
@@ -93,10 +104,20 @@ impl Args {
         Ok(config)
     }
 
-    /// Current link states (netifd lookups over ubus where the config asks for them).
-    pub fn link_states(&self, config: &Config) -> Vec<LinkState> {
-        let (states, warnings) = resolve_links(config, &self.ubus_socket());
+    /// Current link states (netifd lookups over ubus where the config asks for them), and the
+    /// conflicts of interfaces resolving to one device (the later one is down).
+    pub fn resolve(&self, config: &Config) -> (Vec<LinkState>, Vec<String>) {
+        let (mut states, warnings) = resolve_links(config, &self.ubus_socket());
         warn(&warnings);
+        let conflicts = shared_devices(config, &mut states);
+        (states, conflicts)
+    }
+
+    /// [`Args::resolve`] for the daemon and `check`: conflicts are warnings, the first
+    /// interface of a device keeps it.
+    pub fn link_states(&self, config: &Config) -> Vec<LinkState> {
+        let (states, conflicts) = self.resolve(config);
+        warn(&conflicts);
         states
     }
 }
@@ -118,13 +139,20 @@ pub fn link_states(config: &Config) -> Vec<LinkState> {
 
 /// Runs one verb.
 pub fn run(args: &Args) -> Result<()> {
+    if args.verb != Verb::Explain && (!args.operands.is_empty() || args.json) {
+        return Err(Error::Usage(
+            "only explain takes addresses and --json".into(),
+        ));
+    }
     match args.verb {
+        Verb::Explain => explain(args),
         Verb::Check => {
             let config = args.load_config()?;
             // Links resolved exactly as apply resolves them (netifd's read-only `status`), so
             // check prints what apply would load now.
             let states = args.link_states(&config);
             let backend = Backend::resolve(config.globals.backend);
+            config.check_backend_supports(backend == Backend::Nftables)?;
             print!("{}", check_text_for(&config, backend, &states));
             Ok(())
         }
@@ -133,7 +161,11 @@ pub fn run(args: &Args) -> Result<()> {
             if !config.globals.enabled {
                 return remove_disabled(args, &config);
             }
-            apply::apply(&config, args.link_states(&config), &args.state_dir).map(drop)
+            let (states, conflicts) = args.resolve(&config);
+            if !conflicts.is_empty() {
+                return Err(Error::Protocol(conflicts.join("; ")));
+            }
+            apply::apply(&config, states, &args.state_dir).map(drop)
         }
         Verb::Stop => {
             // Only the footprint matters here: no warnings about a config we are leaving.
@@ -148,6 +180,11 @@ pub fn run(args: &Args) -> Result<()> {
                 link_states: &resolve,
                 state_dir: &args.state_dir,
                 hook: &args.hook,
+                ubus_socket: args.ubus_socket.as_deref(),
+                check: &|config, states| {
+                    check_text_for(config, Backend::resolve(config.globals.backend), states)
+                },
+                explain: &|params| inspect::explain(args, params),
             };
             match daemon::run(&options)? {
                 daemon::Exit::Signal(_) => Ok(()),
@@ -162,6 +199,46 @@ pub fn run(args: &Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `explain`: [`explain_now`], printed as text or as one JSON object.
+fn explain(args: &Args) -> Result<()> {
+    let query = explain::Query::parse(&args.operands)?;
+    let (answer, plan) = explain_now(args, &query)?;
+    if args.json {
+        println!("{}", answer.to_json(&plan, &query));
+    } else {
+        print!("{}", answer.to_text(&plan, &query));
+    }
+    Ok(())
+}
+
+/// Which way `query` would go now: the plan as apply would build it now, with each link's
+/// liveness from the daemon when one runs, and the kernel's set contents. The command line and
+/// the daemon's ubus `explain` (the LuCI Explain page) both answer with this.
+pub fn explain_now(args: &Args, query: &explain::Query) -> Result<(explain::Explanation, Plan)> {
+    let config = args.load_config()?;
+    let mut states = args.link_states(&config);
+    // Devices are the same in either family's listing.
+    if let Ok(live) = apply::read_ip(Family::Ipv4) {
+        states = apply::present_devices(states, &live);
+    }
+    if let Ok(status) = status::load(&args.state_dir) {
+        for link in status["links"].as_array().into_iter().flatten() {
+            let usable = link["usable"].as_bool().unwrap_or(false);
+            if let Some(i) = config
+                .interfaces
+                .iter()
+                .position(|i| link["interface"] == i.name.as_str())
+            {
+                states[i].up &= usable;
+            }
+        }
+    }
+    let plan = Plan::build(&config, &states);
+    let facts = explain::Facts::read()?;
+    let answer = explain::explain(&config, &plan, &facts, query);
+    Ok((answer, plan))
 }
 
 /// `globals.enabled 0`: apply and run remove our rules instead of installing them.
@@ -183,7 +260,7 @@ pub fn check_text_for(config: &Config, backend: Backend, states: &[LinkState]) -
     match backend {
         Backend::Nftables => {
             out.push_str("# nftables rules\n");
-            out.push_str(&nft::ruleset(&plan, &[]));
+            out.push_str(&nft::ruleset(&plan, nft::Previous::default()));
         }
         Backend::Iptables => {
             for family in Family::ALL.into_iter().filter(|f| plan.has(*f)) {

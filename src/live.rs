@@ -4,7 +4,7 @@
 //! ours and obsolete: re-apply is a no-op, and foreign rules are never touched.
 
 use crate::error::{Error, Result};
-use crate::plan::{IpRule, Route, RuleAction, Selector};
+use crate::plan::{DeviceName, IpRule, Route, RuleAction, Selector};
 use serde_json::Value;
 use std::net::IpAddr;
 
@@ -102,7 +102,6 @@ fn parse_rule(r: &Value) -> Option<IpRule> {
     if r.get("src").and_then(Value::as_str) != Some("all")
         || r.get("dst").is_some()
         || r.get("iif").is_some()
-        || r.get("oif").is_some()
         || r.get("not").is_some()
     {
         return None;
@@ -111,13 +110,16 @@ fn parse_rule(r: &Value) -> Option<IpRule> {
         let text = r.get(key)?.as_str()?;
         u32::from_str_radix(text.trim_start_matches("0x"), 16).ok()
     };
-    let selector = match (hex("fwmark"), hex("fwmask")) {
-        (Some(mark), Some(mask)) => Selector::Fwmark { mark, mask },
-        (Some(mark), None) => Selector::Fwmark {
+    let oif = r.get("oif").and_then(Value::as_str);
+    let selector = match (hex("fwmark"), hex("fwmask"), oif) {
+        (Some(mark), Some(mask), None) => Selector::Fwmark { mark, mask },
+        (Some(mark), None, None) => Selector::Fwmark {
             mark,
             mask: u32::MAX,
         },
-        (None, _) => Selector::All,
+        (None, _, None) => Selector::All,
+        (None, _, Some(device)) => Selector::Oif(DeviceName::new(device)?),
+        (Some(_), _, Some(_)) => return None,
     };
     let action = match (
         r.get("action").and_then(Value::as_str),
@@ -176,6 +178,38 @@ impl IptablesState {
     }
 }
 
+/// Received and sent bytes of `device`, from `/proc/net/dev` (64-bit counters; the name is
+/// followed by a colon and 16 numbers, received bytes first, sent bytes ninth).
+pub fn net_dev_bytes(text: &str, device: &str) -> Option<(u64, u64)> {
+    let numbers = text.lines().find_map(|line| {
+        let (name, numbers) = line.split_once(':')?;
+        (name.trim() == device).then_some(numbers)
+    })?;
+    let mut numbers = numbers.split_whitespace().map(|n| n.parse::<u64>().ok());
+    Some((numbers.next()??, numbers.nth(7)??))
+}
+
+/// The packet count of the first counter in `chain` of an `nft list table` listing.
+pub fn nft_chain_packets(listing: &str, chain: &str) -> Option<u64> {
+    let start = format!("chain {chain} {{");
+    let mut lines = listing.lines().map(str::trim);
+    lines.find(|line| *line == start)?;
+    lines
+        .take_while(|line| *line != "}")
+        .find_map(|line| line.split("counter packets ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// The packet count of the first rule of `chain` in `iptables-save -c` output
+/// (`[packets:bytes] -A CHAIN ...`).
+pub fn iptables_chain_packets(save: &str, chain: &str) -> Option<u64> {
+    let rule = format!("] -A {chain} ");
+    save.lines().find_map(|line| {
+        let (counters, _) = line.strip_prefix('[')?.split_once(&rule)?;
+        counters.split(':').next()?.parse().ok()
+    })
+}
+
 /// Which of `candidates` (tables of nft family `family`, `ip` or `ip6`) hold nothing in
 /// `nft -j list ruleset FAMILY`: no rule, set or other object, only chains with policy accept.
 /// iptables-nft leaves such tables behind with their base chains, a hook every packet still
@@ -213,6 +247,28 @@ pub fn empty_ip_tables(listing: &str, family: &str, candidates: &[&str]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_device_bytes_and_chain_counters() {
+        let net_dev = "Inter-|   Receive                                                |  Transmit\n \
+             face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+             lo:     840      12    0    0    0     0          0         0      840      12    0    0    0     0       0          0\n  \
+             wan1:98765432109 70    0    0    0     0          0         0     5400      60    0    0    0     0       0          0\n";
+        assert_eq!(net_dev_bytes(net_dev, "wan1"), Some((98_765_432_109, 5400)));
+        assert_eq!(net_dev_bytes(net_dev, "lo"), Some((840, 840)));
+        assert_eq!(net_dev_bytes(net_dev, "wan"), None);
+
+        let nft = "table inet connmark_lb {\n\tchain mark_wan1 {\n\t\tcounter packets 20 bytes 1200 meta mark set meta mark & 0xffffc0ff | 0x00000100\n\t\tct mark set ct mark & 0xffffc0ff | 0x00000100\n\t}\n\tchain mark_wan2 {\n\t\tcounter packets 3 bytes 180 meta mark set 0x1\n\t}\n\tchain rules {\n\t\tgoto policy_x\n\t}\n}\n";
+        assert_eq!(nft_chain_packets(nft, "mark_wan1"), Some(20));
+        assert_eq!(nft_chain_packets(nft, "mark_wan2"), Some(3));
+        assert_eq!(nft_chain_packets(nft, "rules"), None);
+        assert_eq!(nft_chain_packets(nft, "mark_wan"), None);
+
+        let save = "*mangle\n:PREROUTING ACCEPT [90:5400]\n:CMLB_MARK_1 - [0:0]\n[7:420] -A CMLB_MARK_1 -j MARK --set-xmark 0x100/0x3f00\n[7:420] -A CMLB_MARK_1 -j CONNMARK --save-mark\n[0:0] -A CMLB_MARK_2 -j MARK --set-xmark 0x200/0x3f00\nCOMMIT\n";
+        assert_eq!(iptables_chain_packets(save, "CMLB_MARK_1"), Some(7));
+        assert_eq!(iptables_chain_packets(save, "CMLB_MARK_2"), Some(0));
+        assert_eq!(iptables_chain_packets(save, "CMLB_MARK_3"), None);
+    }
 
     #[test]
     fn finds_tables_left_with_empty_accepting_chains() {

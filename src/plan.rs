@@ -4,7 +4,8 @@
 //! (its device, whether it is alive). Renderers turn it into tool input; nothing here touches
 //! the system, so it is tested with plain values.
 
-use crate::config::{Balance, Cidr, Config, Family, Interface, LastResort, Rule};
+use crate::config::{AddrSet, Balance, Cidr, Config, Family, Interface, LastResort, Rule};
+use crate::hash;
 use std::net::IpAddr;
 
 /// What is known at apply time about one configured interface.
@@ -74,13 +75,66 @@ pub enum Choice {
 pub struct PolicyPlan {
     pub name: String,
     pub choices: Vec<(Family, Choice)>,
+    pub balance: Balance,
+    /// With hash balancing, per family: the owner (index into [`Plan::links`]) of every bucket.
+    pub buckets: Vec<(Family, Vec<usize>)>,
 }
 
-/// Which ip rule selector: everything, or our mark under our mask.
+impl PolicyPlan {
+    /// The bucket table of `family` (empty without hash balancing).
+    pub fn buckets_of(&self, family: Family) -> &[usize] {
+        self.buckets
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map_or(&[], |(_, table)| table.as_slice())
+    }
+
+    /// Links the policy spreads new connections over right now, all families.
+    pub fn spread_links(&self) -> Vec<usize> {
+        self.choices
+            .iter()
+            .flat_map(|(_, choice)| match choice {
+                Choice::Spread(shares) => shares.iter().map(|s| s.link).collect(),
+                Choice::Fallback(_) => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// Which ip rule selector: everything, our mark under our mask, or the device a local socket
+/// is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selector {
     All,
     Fwmark { mark: u32, mask: u32 },
+    Oif(DeviceName),
+}
+
+/// A kernel device name (at most 15 bytes), kept inline so ip rules stay `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DeviceName([u8; 16]);
+
+impl DeviceName {
+    /// None for a name the kernel could not have (empty or longer than 15 bytes).
+    pub fn new(name: &str) -> Option<DeviceName> {
+        let bytes = name.as_bytes();
+        let mut out = [0u8; 16];
+        (1..16).contains(&bytes.len()).then(|| {
+            out[..bytes.len()].copy_from_slice(bytes);
+            DeviceName(out)
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(16);
+        std::str::from_utf8(&self.0[..len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 /// What an ip rule does.
@@ -124,10 +178,13 @@ pub struct Plan {
     pub links: Vec<Link>,
     /// Ingress devices whose new connections are balanced; empty = every non-WAN device.
     pub lan: Vec<String>,
-    pub balance: Balance,
     pub policies: Vec<PolicyPlan>,
     /// Classification rules; empty = everything goes to the first policy.
     pub rules: Vec<Rule>,
+    /// Address sets of our table (their kernel contents outlive every apply).
+    pub sets: Vec<AddrSet>,
+    /// Balance the router's own new connections too.
+    pub local_traffic: bool,
     /// Packet mark sent to an `unreachable` ip rule when a policy has no live link.
     pub unreachable_mark: u32,
     /// Likewise for `blackhole`.
@@ -221,6 +278,15 @@ impl Routing {
         rules
     }
 
+    /// Whether `rule` is a bound-device rule of ours ([`Plan::ip_rules`]): at our first
+    /// priority, with an `oif` selector, looking up one of our link tables of `family`. Which
+    /// device it names follows netifd, so ownership goes by that shape.
+    pub fn owns_bound_device_rule(&self, family: Family, rule: &IpRule) -> bool {
+        rule.priority == self.footprint.priority_base
+            && matches!(rule.selector, Selector::Oif(_))
+            && matches!(rule.action, RuleAction::Lookup(table) if self.has_table(family, table))
+    }
+
     /// Whether `table` is one of the link tables of `family`.
     pub fn has_table(&self, family: Family, table: u32) -> bool {
         self.ids(family)
@@ -267,32 +333,42 @@ impl Plan {
         let policies = config
             .policies
             .iter()
-            .map(|p| PolicyPlan {
-                name: p.name.clone(),
-                choices: Family::ALL
-                    .into_iter()
-                    .filter_map(|family| {
-                        let members: Vec<(usize, u32, u32)> = p
-                            .members
-                            .iter()
-                            .filter_map(|m| {
-                                let link = link_of_interface[m.interface]?;
-                                (links[link].family == family).then_some((link, m.metric, m.weight))
-                            })
-                            .collect();
-                        (!members.is_empty())
-                            .then(|| (family, choose(&links, &members, p.last_resort)))
-                    })
-                    .collect(),
+            .map(|p| {
+                let mut choices = Vec::new();
+                let mut buckets = Vec::new();
+                for family in Family::ALL {
+                    let members: Vec<(usize, u32, u32)> = p
+                        .members
+                        .iter()
+                        .filter_map(|m| {
+                            let link = link_of_interface[m.interface]?;
+                            (links[link].family == family).then_some((link, m.metric, m.weight))
+                        })
+                        .collect();
+                    if members.is_empty() {
+                        continue;
+                    }
+                    choices.push((family, choose(&links, &members, p.last_resort)));
+                    if matches!(p.balance, Balance::Hash(_)) {
+                        buckets.push((family, hash::table(&live_tier(&links, &members))));
+                    }
+                }
+                PolicyPlan {
+                    name: p.name.clone(),
+                    choices,
+                    balance: p.balance,
+                    buckets,
+                }
             })
             .collect();
         Plan {
             footprint,
             links,
             lan: g.lan.clone(),
-            balance: g.balance,
             policies,
             rules: config.rules.clone(),
+            sets: config.sets.clone(),
+            local_traffic: g.local_traffic,
             unreachable_mark: footprint.unreachable_mark(),
             blackhole_mark: footprint.blackhole_mark(),
         }
@@ -345,9 +421,26 @@ impl Plan {
         }
     }
 
-    /// The ip rules we want (see [`Routing::rules`]).
+    /// The ip rules we want (see [`Routing::rules`]), with one more per link of `family` with a
+    /// device right after the first: a local socket bound to a WAN device keeps it whatever
+    /// mark its packets get, its route coming from that link's table (the rule sees only bound
+    /// sockets).
     pub fn ip_rules(&self, family: Family) -> Vec<IpRule> {
-        self.routing().rules(family)
+        let mut rules = self.routing().rules(family);
+        let bound: Vec<IpRule> = self
+            .links_of(family)
+            .filter_map(|link| {
+                Some(IpRule {
+                    priority: self.footprint.priority_base,
+                    selector: Selector::Oif(DeviceName::new(link.device.as_deref()?)?),
+                    action: RuleAction::Lookup(link.table),
+                })
+            })
+            .collect();
+        if !rules.is_empty() {
+            rules.splice(1..1, bound);
+        }
+        rules
     }
 
     /// One default route per link of `family` whose device is known (a down link with a
@@ -386,6 +479,21 @@ fn choose(links: &[Link], members: &[(usize, u32, u32)], last_resort: LastResort
                 .collect(),
         )),
     }
+}
+
+/// The members of the lowest metric with a live link, as `(link, weight, live)` for the hash
+/// bucket table (dead members included: their buckets are dealt to the live ones).
+fn live_tier(links: &[Link], members: &[(usize, u32, u32)]) -> Vec<(usize, u32, bool)> {
+    let tier = members
+        .iter()
+        .filter(|(l, _, _)| links[*l].up)
+        .map(|(_, metric, _)| *metric)
+        .min();
+    members
+        .iter()
+        .filter(|(_, metric, _)| Some(*metric) == tier)
+        .map(|&(link, _, weight)| (link, weight, links[link].up))
+        .collect()
 }
 
 /// Divides weights by their greatest common divisor so rotation tables stay short.
@@ -483,12 +591,40 @@ pub(crate) mod tests {
         let plan = Plan::build(&c, &st);
         let rules = plan.ip_rules(Family::Ipv4);
         assert!(plan.ip_rules(Family::Ipv6).is_empty());
-        assert_eq!(rules.len(), 3 + 2 * 3);
-
+        assert_eq!(
+            rules.len(),
+            3 + 2 + 2 * 3,
+            "an oif rule per link with a device"
+        );
         let prios: Vec<u32> = rules.iter().map(|r| r.priority).collect();
         assert_eq!(
             prios,
-            [4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4008]
+            [
+                4000, 4000, 4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4008
+            ]
+        );
+        assert_eq!(
+            rules[2].selector,
+            Selector::Oif(DeviceName::new("eth2").unwrap())
+        );
+        assert_eq!(rules[2].action, RuleAction::Lookup(4002));
+        let foreign_oif = IpRule {
+            action: RuleAction::Lookup(100),
+            ..rules[2]
+        };
+        assert!(
+            plan.routing()
+                .owns_bound_device_rule(Family::Ipv4, &rules[2])
+        );
+        assert!(
+            !plan
+                .routing()
+                .owns_bound_device_rule(Family::Ipv4, &foreign_oif)
+        );
+        assert!(
+            !plan
+                .routing()
+                .owns_bound_device_rule(Family::Ipv6, &rules[2])
         );
         assert_eq!(plan.routes(Family::Ipv4).len(), 2);
         assert!(!plan.links[2].up, "a link without a device is never up");
@@ -538,8 +674,13 @@ pub(crate) mod tests {
         let pinned: Vec<&str> = plan.pins().map(|l| l.name.as_str()).collect();
         assert_eq!(pinned, ["wan6", "wanb6"]);
         let rules6 = plan.ip_rules(Family::Ipv6);
-        assert_eq!(rules6.len(), 3 + 2 * 2);
-        assert_eq!(rules6[3].action, RuleAction::Lookup(4002));
+        assert_eq!(
+            rules6.len(),
+            3 + 2 + 2 * 2,
+            "with an oif rule per IPv6 link"
+        );
+        assert_eq!(rules6[1].action, RuleAction::Lookup(4002));
+        assert_eq!(rules6[5].action, RuleAction::Lookup(4002));
         assert_eq!(plan.routes(Family::Ipv6).len(), 2);
 
         let plan = dual_plan([true, false, true]);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +30,12 @@ pub struct Applied {
     pub routing: Routing,
     /// The firewall chains it defined (nft chains of our table, or iptables chains).
     pub chains: Vec<String>,
+    /// The nft sets it declared (`NAME { type ...; flags ...; }`), so the next apply deletes
+    /// those it drops.
+    pub sets: Vec<String>,
+    /// The static set entries it added (`SET ENTRY`), so the next apply removes those the
+    /// config drops and never the ones others added.
+    pub elements: Vec<String>,
 }
 
 /// An error about the state directory or a file in it.
@@ -43,11 +49,14 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
     }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|e| Error::io(dir.display(), e.into()))?;
+    // SAFETY: mkdir reads the NUL-terminated path only during the call.
+    if unsafe { libc::mkdir(path.as_ptr(), 0o700) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != ErrorKind::AlreadyExists {
             return Err(Error::io(dir.display(), e));
         }
-        _ => {}
     }
     let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir.display(), e))?;
     let uid = unsafe { libc::geteuid() };
@@ -262,6 +271,23 @@ pub fn load_applied(dir: &Path) -> Option<Applied> {
             .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
             .map(str::to_string)
             .collect(),
+        sets: list("sets")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|d| crate::render::nft::is_set_declaration(d))
+            .map(str::to_string)
+            .collect(),
+        elements: list("elements")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|e| {
+                e.split_once(' ').is_some_and(|(set, entry)| {
+                    set.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        && crate::config::Cidr::parse(entry).is_some()
+                })
+            })
+            .map(str::to_string)
+            .collect(),
     })
 }
 
@@ -279,6 +305,8 @@ pub fn stage_applied(dir: &Path, applied: &Applied) -> Result<Pending> {
         "links": applied.routing.links,
         "links6": applied.routing.links6,
         "chains": applied.chains,
+        "sets": applied.sets,
+        "elements": applied.elements,
     });
     let text = serde_json::to_string_pretty(&value)
         .map_err(|e| Error::Protocol(format!("encoding {APPLIED_FILE}: {e}")))?;
@@ -318,6 +346,8 @@ mod tests {
                 links6: vec![4],
             },
             chains: vec!["mark_wan".into(), "prerouting".into()],
+            sets: vec!["vpn_v4 { type ipv4_addr; flags interval,timeout; }".into()],
+            elements: vec!["vpn_v4 192.0.2.0/24".into()],
         }
     }
 

@@ -13,7 +13,7 @@ use crate::netns::{Netns, SERVICE, Topology};
 use crate::router::{Router, Setup};
 use crate::traffic::{TcpLoad, spawn_in};
 
-const IPERF_PORT: u16 = 5201;
+pub const IPERF_PORT: u16 = 5201;
 /// Parallel clients opening short connections: enough to keep both cores busy.
 pub const RATE_WORKERS: usize = 4;
 
@@ -96,7 +96,7 @@ pub fn measure(options: &Options) -> Dataplane {
 }
 
 /// `count` short connections LAN -> server; all must succeed.
-fn connection_rate(topo: &Topology, count: usize) -> f64 {
+pub fn connection_rate(topo: &Topology, count: usize) -> f64 {
     let start = Instant::now();
     let tally = TcpLoad::start(&topo.lan, tcp_target(), RATE_WORKERS, count).wait();
     let elapsed = start.elapsed();
@@ -110,13 +110,13 @@ fn connection_rate(topo: &Topology, count: usize) -> f64 {
 }
 
 /// An iperf3 server on the service address, stopped when dropped.
-struct Iperf3Server {
+pub struct Iperf3Server {
     child: Child,
     port: u16,
 }
 
 impl Iperf3Server {
-    fn start(ns: &Netns, port: u16) -> Iperf3Server {
+    pub fn start(ns: &Netns, port: u16) -> Iperf3Server {
         let args = [
             "-s".to_string(),
             "-B".to_string(),
@@ -148,7 +148,7 @@ impl Iperf3Server {
     }
 
     /// One stream of `seconds` (after one second of slow start left out); returns Gbit/s.
-    fn measure(&self, topo: &Topology, seconds: u64) -> f64 {
+    pub fn measure(&self, topo: &Topology, seconds: u64) -> f64 {
         let mut invocation = Invocation::new(
             "iperf3",
             &[

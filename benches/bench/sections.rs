@@ -10,7 +10,11 @@ use crate::report::Section;
 type Measure = fn(&Options) -> Section;
 
 /// Every added section: its key and how to measure it.
-const ALL: &[(&str, Measure)] = &[];
+const ALL: &[(&str, Measure)] = &[
+    ("ipv6", crate::ipv6::measure),
+    ("classes", crate::classes::measure),
+    ("hitless", crate::hitless::measure),
+];
 
 /// The keys `--only` accepts.
 pub fn keys() -> Vec<&'static str> {

@@ -54,8 +54,8 @@ impl Backend {
         }
     }
 
-    /// Renders the firewall text for `plan`. nftables drops the chains of the `previous`
-    /// apply that are gone; iptables first reads what is live, to add its jumps once and drop
+    /// Renders the firewall text for `plan`. nftables drops the chains, sets and static set entries
+    /// of the `previous` apply that are gone; iptables first reads what is live, to add its jumps once and drop
     /// our stale chains, in ip6tables too when `ipv6` (IPv6 links wanted, or installed before).
     pub fn render(self, plan: &Plan, previous: Option<&Applied>, ipv6: bool) -> Result<Firewall> {
         let recorded = previous
@@ -64,13 +64,15 @@ impl Backend {
             .unwrap_or_default();
         match self {
             Backend::Nftables => {
-                let text = nft::ruleset(plan, &[]);
-                let stale = nft::stale_chains(recorded, &text);
-                let main = if stale.is_empty() {
-                    text
-                } else {
-                    nft::ruleset(plan, &stale)
-                };
+                let previous = previous.filter(|p| p.backend == self.name());
+                let main = nft::ruleset(
+                    plan,
+                    nft::Previous {
+                        chains: recorded,
+                        sets: previous.map(|p| p.sets.as_slice()).unwrap_or_default(),
+                        elements: previous.map(|p| p.elements.as_slice()).unwrap_or_default(),
+                    },
+                );
                 Ok(Firewall {
                     main,
                     ipv6: String::new(),
@@ -349,6 +351,7 @@ fn undo_ip(changes: &[(Family, Vec<IpOp>)], error: Error) -> Error {
 pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Result<Plan> {
     let _lock = Lock::acquire(state_dir, LOCK_WAIT)?;
     let backend = Backend::resolve(config.globals.backend);
+    config.check_backend_supports(backend == Backend::Nftables)?;
     let live = read_ip(Family::Ipv4).context("reading routing state")?;
     let plan = Plan::build(config, &present_devices(states, &live));
     let previous = state::load_applied(state_dir);
@@ -373,6 +376,14 @@ pub fn apply(config: &Config, states: Vec<LinkState>, state_dir: &Path) -> Resul
             backend: backend.name().to_string(),
             routing: plan.routing(),
             chains: backend.chains(&firewall),
+            sets: match backend {
+                Backend::Nftables => nft::set_declarations(&plan),
+                Backend::Iptables => Vec::new(),
+            },
+            elements: match backend {
+                Backend::Nftables => nft::static_elements(&plan),
+                Backend::Iptables => Vec::new(),
+            },
         },
     )?;
     if backend == Backend::Iptables {

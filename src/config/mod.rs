@@ -3,6 +3,7 @@
 //! Everything the user can get wrong is caught here, before any rule is rendered, so a bad
 //! config exits 2 and changes nothing.
 
+pub mod classes;
 pub mod family;
 pub mod raw;
 pub mod track;
@@ -10,6 +11,7 @@ pub mod uci_text;
 pub mod value;
 
 use crate::error::{Error, Result};
+pub use classes::{AddrSet, HashKey, Sticky};
 pub use family::{Cidr, Family};
 use raw::{RawConfig, RawSection};
 use std::net::IpAddr;
@@ -32,6 +34,9 @@ pub enum Balance {
     RoundRobin,
     /// Weighted random choice.
     Random,
+    /// A fixed table of hash buckets mapped to links: the same source (or source and
+    /// destination) always takes the same link, and a dead link's buckets alone move.
+    Hash(HashKey),
 }
 
 /// What a policy does when none of its links is alive (mwan3's meanings).
@@ -84,7 +89,10 @@ pub struct Globals {
     pub priority_base: u32,
     /// Ingress devices whose new connections are balanced; empty = every non-WAN device.
     pub lan: Vec<String>,
+    /// The default of every policy's `balance`.
     pub balance: Balance,
+    /// New connections of the router itself are balanced too (through the output hook).
+    pub local_traffic: bool,
 }
 
 /// `config interface`: one WAN link.
@@ -135,6 +143,7 @@ pub struct Policy {
     pub name: String,
     pub members: Vec<Member>,
     pub last_resort: LastResort,
+    pub balance: Balance,
 }
 
 /// An inclusive port range (a single port has `from == to`).
@@ -192,6 +201,8 @@ pub enum RuleTarget {
 /// `config rule`: first match decides the policy of a new LAN connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// The section name (generated for anonymous sections): names the rule's sticky sets.
+    pub name: String,
     pub label: String,
     /// The only family the rule matches (`family`, or the family of its addresses); None
     /// matches both.
@@ -201,6 +212,10 @@ pub struct Rule {
     pub dest_ip: Vec<Cidr>,
     pub src_port: Vec<PortRange>,
     pub dest_port: Vec<PortRange>,
+    /// Address sets (by name) the destination / source must be in.
+    pub dest_set: Option<String>,
+    pub src_set: Option<String>,
+    pub sticky: Option<Sticky>,
     pub target: RuleTarget,
 }
 
@@ -211,6 +226,8 @@ pub struct Config {
     pub interfaces: Vec<Interface>,
     pub policies: Vec<Policy>,
     pub rules: Vec<Rule>,
+    /// Every address set: `config set` sections, then sets only rules name.
+    pub sets: Vec<AddrSet>,
     /// Non-fatal findings (unknown options, unused sections) for the log.
     pub warnings: Vec<String>,
 }
@@ -226,7 +243,7 @@ pub const PRIORITY_SPAN: u32 = 512;
 /// Upper bound of links, so the priority and table spans stay fixed.
 pub const MAX_LINKS: u32 = 250;
 
-const SECTION_TYPES: &[&str] = &["globals", "interface", "member", "policy", "rule"];
+const SECTION_TYPES: &[&str] = &["globals", "interface", "member", "policy", "rule", "set"];
 
 impl Config {
     /// Validates raw sections into a typed config, reporting every error found.
@@ -255,14 +272,41 @@ impl Config {
             .each("globals", |r, _| read_globals(r))
             .pop()
             .unwrap_or_default();
+        let named: Vec<String> = raw
+            .sections
+            .iter()
+            .filter(|s| s.kind == "globals")
+            .map(RawSection::label)
+            .collect();
+        if let [.., last] = named.as_slice() {
+            if named.len() > 1 {
+                read.warnings.push(format!(
+                    "{} 'config globals' sections: only the last, {last}, is used",
+                    named.len()
+                ));
+            }
+        }
         let interfaces = read.each("interface", |r, i| read_interface(r, i as u32 + 1));
         read.check(check_interfaces(&globals, &interfaces));
         let members = read.each("member", |r, _| read_member(r, &interfaces));
-        let mut policies = read.each("policy", |r, _| read_policy(r, &members, &interfaces));
+        let mut policies = read.each("policy", |r, _| {
+            read_policy(r, &members, &interfaces, globals.balance)
+        });
         if policies.is_empty() && members.is_empty() {
-            policies.push(implicit_policy(&interfaces));
+            policies.push(implicit_policy(&interfaces, globals.balance));
         }
         let rules = read.each("rule", |r, _| read_rule(r, &policies));
+        let mut sets = read.each("set", |r, _| classes::read_set(r));
+        for rule in &rules {
+            for name in rule.dest_set.iter().chain(&rule.src_set) {
+                if !sets.iter().any(|s| &s.name == name) {
+                    sets.push(AddrSet {
+                        name: name.clone(),
+                        entries: Vec::new(),
+                    });
+                }
+            }
+        }
 
         if globals.enabled && interfaces.iter().all(|i| !i.enabled) && errors.is_empty() {
             errors.push(Error::config(
@@ -278,6 +322,7 @@ impl Config {
                 interfaces,
                 policies,
                 rules,
+                sets,
                 warnings,
             }),
             1 => Err(errors.remove(0)),
@@ -337,13 +382,14 @@ impl Default for Globals {
             priority_base: DEFAULT_PRIORITY_BASE,
             lan: Vec::new(),
             balance: Balance::RoundRobin,
+            local_traffic: true,
         }
     }
 }
 
 /// UCI section names are `[A-Za-z0-9_]`; we also bound the length since names become chain
 /// names.
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -382,14 +428,8 @@ fn read_globals(r: &mut SectionReader) -> Result<Globals> {
         value::check_device(dev).map_err(|why| r.error("lan", format!("{why}, got \"{dev}\"")))?;
         lan.push(dev.to_string());
     }
-    let balance = r.choice(
-        "balance",
-        d.balance,
-        &[
-            ("round-robin", Balance::RoundRobin),
-            ("random", Balance::Random),
-        ],
-    )?;
+    let balance = read_balance(r, d.balance)?;
+    let local_traffic = r.bool("local_traffic", d.local_traffic)?;
     Ok(Globals {
         enabled,
         backend,
@@ -398,6 +438,29 @@ fn read_globals(r: &mut SectionReader) -> Result<Globals> {
         priority_base,
         lan,
         balance,
+        local_traffic,
+    })
+}
+
+/// `balance` and, for `hash`, its `hash` key; a policy's default is the globals' choice.
+fn read_balance(r: &mut SectionReader, default: Balance) -> Result<Balance> {
+    let default_key = match default {
+        Balance::Hash(key) => key,
+        _ => HashKey::Src,
+    };
+    let balance = r.choice(
+        "balance",
+        default,
+        &[
+            ("round-robin", Balance::RoundRobin),
+            ("random", Balance::Random),
+            ("hash", Balance::Hash(default_key)),
+        ],
+    )?;
+    let key = classes::read_hash_key(r, default_key)?;
+    Ok(match balance {
+        Balance::Hash(_) => Balance::Hash(key),
+        other => other,
     })
 }
 
@@ -534,6 +597,7 @@ fn read_policy(
     r: &mut SectionReader,
     members: &[(String, Member)],
     interfaces: &[Interface],
+    balance: Balance,
 ) -> Result<Policy> {
     let mut chosen = Vec::new();
     for name in r.list("use_member") {
@@ -558,16 +622,18 @@ fn read_policy(
             ("default", LastResort::Default),
         ],
     )?;
+    let balance = read_balance(r, balance)?;
     Ok(Policy {
         name: r.section.name.clone(),
         members: chosen,
         last_resort,
+        balance,
     })
 }
 
 /// With no policy and no member sections, every enabled interface is balanced by its own
 /// weight and metric: the small case stays small.
-fn implicit_policy(interfaces: &[Interface]) -> Policy {
+fn implicit_policy(interfaces: &[Interface], balance: Balance) -> Policy {
     Policy {
         name: "balanced".to_string(),
         members: interfaces
@@ -581,6 +647,7 @@ fn implicit_policy(interfaces: &[Interface]) -> Policy {
             })
             .collect(),
         last_resort: LastResort::Unreachable,
+        balance,
     }
 }
 
@@ -626,7 +693,16 @@ fn read_rule(r: &mut SectionReader, policies: &[Policy]) -> Result<Rule> {
                 )?)
             }
         };
+    let (dest_set, src_set) = classes::read_set_refs(r)?;
+    let sticky = classes::read_sticky(r)?;
+    if sticky.is_some() && !matches!(target, RuleTarget::Policy(_)) {
+        return Err(r.error(
+            "sticky",
+            "needs option use_policy naming a policy section (the built-in ones choose no link)",
+        ));
+    }
     Ok(Rule {
+        name: r.section.name.clone(),
         label: r.label.clone(),
         family,
         proto,
@@ -634,6 +710,9 @@ fn read_rule(r: &mut SectionReader, policies: &[Policy]) -> Result<Rule> {
         dest_ip,
         src_port,
         dest_port,
+        dest_set,
+        src_set,
+        sticky,
         target,
     })
 }
@@ -870,6 +949,22 @@ mod tests {
     }
 
     #[test]
+    fn several_globals_sections_are_warned_about() {
+        let c = config(
+            r#"{"values":{
+            "g1":{".type":"globals",".name":"g1",".index":0,"mark_mask":"0xff00"},
+            "g2":{".type":"globals",".name":"g2",".index":1},
+            "wan":{".type":"interface",".name":"wan",".index":2,"device":"eth1"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            ["2 'config globals' sections: only the last, globals 'g2', is used"]
+        );
+        assert_eq!(c.globals.mark_mask, DEFAULT_MARK_MASK);
+    }
+
+    #[test]
     fn duplicate_devices_and_several_errors_reported() {
         let e = config(
             r#"{"values":{
@@ -908,7 +1003,7 @@ mod tests {
         assert_eq!(track.track_ip.len(), 2);
         assert_eq!(track.reliability, 2);
         assert_eq!(track.interval, Duration::from_millis(500));
-        assert_eq!(track.failure_interval, Duration::from_millis(500));
+        assert_eq!(track.failure_interval, Duration::from_millis(300));
         assert_eq!(track.recovery_interval, Duration::from_millis(500));
         assert_eq!(track.timeout, Duration::from_millis(500));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -1005,7 +1100,6 @@ mod tests {
             c.warnings,
             [
                 "interface 'wanb' option 'timeout': 2 s is longer than interval (1 s): a lost round lasts 2 s and delays the next one",
-                "interface 'wanb' option 'timeout': 2 s is longer than failure_interval (1 s): a lost round lasts 2 s and delays the next one",
             ]
         );
     }

@@ -5,14 +5,20 @@
 //! (`connected`|`disconnected`), `INTERFACE` and `DEVICE` in its environment and the interface
 //! name and the new state (`up`|`down`) as arguments. Children are reaped when they exit.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// At most this many scripts run at once; beyond that an event's script is skipped (and
+/// At most this many scripts run at once; an event beyond that waits in a queue (and is
 /// logged), so a script that hangs cannot pile up processes on a flapping link.
 const MAX_RUNNING: usize = 16;
+
+/// How long one run may take before it is killed (with everything it started), so stuck runs
+/// cannot hold the slots forever and every later event, the final state included, still runs.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one script run is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,11 +32,22 @@ pub struct HookEvent {
     pub state: &'static str,
 }
 
-/// The script's path and the runs not yet reaped.
+/// One run in progress.
+#[derive(Debug)]
+struct Run {
+    child: Child,
+    deadline: Instant,
+    interface: String,
+}
+
+/// The script's path, the runs not yet reaped and the events waiting for a free slot.
 #[derive(Debug)]
 pub struct Hook {
     path: PathBuf,
-    running: Vec<Child>,
+    timeout: Duration,
+    running: Vec<Run>,
+    /// At most one per interface: its latest event (an older one is superseded).
+    queued: Vec<HookEvent>,
 }
 
 impl Hook {
@@ -38,27 +55,40 @@ impl Hook {
     pub fn new(path: PathBuf) -> Hook {
         Hook {
             path,
+            timeout: HOOK_TIMEOUT,
             running: Vec::new(),
+            queued: Vec::new(),
         }
     }
 
     /// Starts the script for `event` and returns at once; `Ok(false)` when there is no
-    /// script.
+    /// script. When every slot is busy the event is queued (replacing an older queued event of
+    /// the same interface) and the error says so, for the log.
     pub fn run(&mut self, event: &HookEvent) -> Result<bool> {
         self.reap();
         if !self.path.is_file() {
             return Ok(false);
         }
         if self.running.len() >= MAX_RUNNING {
+            self.queued.retain(|q| q.interface != event.interface);
+            self.queued.push(event.clone());
             return Err(Error::Protocol(format!(
-                "{}: {MAX_RUNNING} runs still busy, skipped for {} {}",
+                "{}: {MAX_RUNNING} runs still busy; {} {} queued (runs when one ends or is \
+                 killed after {:?})",
                 self.path.display(),
                 event.interface,
-                event.action
+                event.action,
+                self.timeout
             )));
         }
+        self.start(event)?;
+        Ok(true)
+    }
+
+    fn start(&mut self, event: &HookEvent) -> Result<()> {
         // `env NAME=value ...` sets the script's environment; Command::env would link std's
-        // whole environment-map code (about 9 KB) for these three variables.
+        // whole environment-map code (about 9 KB) for these three variables. Its own process
+        // group lets a timeout kill whatever the script started.
         let child = Command::new("env")
             .arg(format!("ACTION={}", event.action))
             .arg(format!("INTERFACE={}", event.interface))
@@ -68,16 +98,46 @@ impl Hook {
             .arg(&event.interface)
             .arg(event.state)
             .stdin(Stdio::null())
+            .process_group(0)
             .spawn()
             .map_err(|e| Error::io(self.path.display(), e))?;
-        self.running.push(child);
-        Ok(true)
+        self.running.push(Run {
+            child,
+            deadline: Instant::now() + self.timeout,
+            interface: event.interface.clone(),
+        });
+        Ok(())
     }
 
-    /// Collects the exit status of every finished run (call on SIGCHLD).
+    /// Kills runs past their deadline, collects the exit status of every finished run (call on
+    /// SIGCHLD and at [`Hook::deadline`]), then starts queued events in the freed slots.
     pub fn reap(&mut self) {
+        let now = Instant::now();
+        for run in self.running.iter_mut().filter(|r| r.deadline <= now) {
+            // SAFETY: signals the process group the run leads; no memory is involved.
+            unsafe { libc::kill(-(run.child.id() as i32), libc::SIGKILL) };
+            let _ = run.child.wait();
+            super::log_error(&format!(
+                "{}: run for {} killed after {:?}",
+                self.path.display(),
+                run.interface,
+                self.timeout
+            ));
+        }
         self.running
-            .retain_mut(|child| matches!(child.try_wait(), Ok(None)));
+            .retain_mut(|run| run.deadline > now && matches!(run.child.try_wait(), Ok(None)));
+        while self.running.len() < MAX_RUNNING && !self.queued.is_empty() {
+            let event = self.queued.remove(0);
+            if let Err(e) = self.start(&event) {
+                super::log_error(&format!("{}: hook: {e}", event.interface));
+            }
+        }
+    }
+
+    /// When the oldest run must be killed: the daemon's loop wakes up then to call
+    /// [`Hook::reap`].
+    pub fn deadline(&self) -> Option<Instant> {
+        self.running.iter().map(|r| r.deadline).min()
     }
 
     /// Runs started and not yet reaped.
@@ -191,22 +251,47 @@ mod tests {
     }
 
     #[test]
-    fn missing_script_is_not_an_error_and_busy_runs_are_bounded() {
+    fn missing_script_is_not_an_error_and_stuck_runs_never_drop_the_latest_event() {
         let dir = temp_dir("bound");
         let script = dir.join("connmark-lb.user");
+        let out = dir.join("out");
         let mut hook = Hook::new(script.clone());
         assert!(!hook.run(&event()).unwrap());
-        std::fs::write(&script, "sleep 5\n").unwrap();
+        std::fs::write(
+            &script,
+            format!(
+                "[ \"$INTERFACE\" = stuck ] && exec sleep 1000\necho \"$ACTION $1 $2\" >> {}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        hook.timeout = Duration::from_millis(500);
+        let stuck = HookEvent {
+            interface: "stuck".into(),
+            ..event()
+        };
         for _ in 0..MAX_RUNNING {
-            assert!(hook.run(&event()).unwrap());
+            assert!(hook.run(&stuck).unwrap());
         }
         let error = hook.run(&event()).unwrap_err();
         assert!(error.to_string().contains("runs still busy"), "{error}");
-        for child in &mut hook.running {
-            child.kill().unwrap();
-            child.wait().unwrap();
+        let latest = HookEvent {
+            action: "connected",
+            state: "up",
+            ..event()
+        };
+        assert!(hook.run(&latest).is_err());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !out.exists() || hook.running() > 0 {
+            assert!(Instant::now() < deadline, "the queued event never ran");
+            std::thread::sleep(Duration::from_millis(20));
+            hook.reap();
         }
-        hook.reap();
-        assert_eq!(hook.running(), 0);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "connected wanb up\n",
+            "only the latest event of an interface runs"
+        );
+        assert_eq!(hook.deadline(), None);
     }
 }

@@ -1,12 +1,18 @@
 //! `connmark-lb run`: link health tracking and failover in one process.
 
+mod bus;
 pub mod conntrack;
+mod counters;
 pub mod devices;
 pub mod health;
 pub mod hook;
 mod link;
+mod netlink;
+mod passive;
 pub mod probe;
+mod resteer;
 mod run;
+mod selfheal;
 pub mod status;
 #[cfg(test)]
 mod testns;

@@ -258,7 +258,13 @@ impl Prober {
     /// Sends one round: `count` echo requests to each target, back to back. A request that
     /// cannot be sent is recorded as lost with its reason; it is not an error of the round.
     pub fn start(&mut self) -> Round {
-        let count = usize::from(self.count);
+        self.start_with(self.count, self.timeout)
+    }
+
+    /// Sends a round of `count` requests to each target that gives up after `timeout`: the
+    /// confirmation burst of a suspect link.
+    pub fn start_with(&mut self, count: u16, timeout: Duration) -> Round {
+        let count = usize::from(count);
         let first_seq = self.next_seq;
         let started = Instant::now();
         let mut requests = Vec::with_capacity(self.targets.len() * count);
@@ -284,7 +290,7 @@ impl Prober {
         }
         Round {
             started,
-            deadline: started + self.timeout,
+            deadline: started + timeout,
             first_seq,
             count,
             outstanding: requests.iter().filter(|r| r.sent.is_ok()).count(),
@@ -573,6 +579,25 @@ mod tests {
         assert!(parse_echo_reply(&datagram(TARGET_V4, &reply[..6])).is_none());
         assert!(parse_echo_reply(&[0x45, 0, 0]).is_none());
         assert!(parse_echo_reply(&[]).is_none());
+    }
+
+    #[test]
+    fn only_icmpv6_echo_replies_parse_never_discovery_messages() {
+        let source: IpAddr = "fe80::1".parse().unwrap();
+        let request = echo_request(Family::Ipv6, 7, 9, b"abcdefgh");
+        assert_eq!(request[0], ECHO6_REQUEST);
+        let mut reply = request.to_vec();
+        reply[0] = ECHO6_REPLY;
+        let parsed = parse_echo6_reply(&reply, source).unwrap();
+        assert_eq!((parsed.ident, parsed.seq, parsed.source), (7, 9, source));
+        assert!(parsed.payload.starts_with(b"abcdefgh"));
+        // Echo request, router advertisement, neighbour solicitation and advertisement.
+        for kind in [ECHO6_REQUEST, 134, 135, 136] {
+            let mut other = reply.clone();
+            other[0] = kind;
+            assert!(parse_echo6_reply(&other, source).is_none(), "type {kind}");
+        }
+        assert!(parse_echo6_reply(&reply[..7], source).is_none());
     }
 
     #[test]

@@ -77,8 +77,10 @@ impl fmt::Display for RuleSpec<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self.0;
         write!(f, "priority {}", r.priority)?;
-        if let Selector::Fwmark { mark, mask } = r.selector {
-            write!(f, " fwmark {}/{}", hex(mark), hex(mask))?;
+        match r.selector {
+            Selector::Fwmark { mark, mask } => write!(f, " fwmark {}/{}", hex(mark), hex(mask))?,
+            Selector::Oif(device) => write!(f, " oif {}", device.as_str())?,
+            Selector::All => {}
         }
         match r.action {
             RuleAction::Lookup(table) => write!(f, " lookup {table}"),
@@ -133,10 +135,9 @@ pub fn removal(
     let rules: Vec<IpRule> = owned.iter().flat_map(|o| o.rules(family)).collect();
     let mut ops = Vec::new();
     for rule in &live.rules {
-        if rules.contains(rule)
-            && !want_rules.contains(rule)
-            && !ops.contains(&IpOp::RuleDel(*rule))
-        {
+        let ours =
+            rules.contains(rule) || owned.iter().any(|o| o.owns_bound_device_rule(family, rule));
+        if ours && !want_rules.contains(rule) && !ops.contains(&IpOp::RuleDel(*rule)) {
             ops.push(IpOp::RuleDel(*rule));
         }
     }

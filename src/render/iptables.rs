@@ -13,7 +13,7 @@ use crate::plan::{Choice, Plan};
 use std::fmt::Write;
 
 /// (table, built-in chain, our chain) jumps we install, at the top of the built-in chain.
-const JUMPS: [(&str, &str, &str); 3] = [
+pub const JUMPS: [(&str, &str, &str); 3] = [
     ("mangle", "PREROUTING", "PREROUTING"),
     ("mangle", "OUTPUT", "OUTPUT"),
     ("nat", "POSTROUTING", "POSTROUTING"),
@@ -104,6 +104,9 @@ pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
         mangle.rule("PREROUTING", &format!("-i {dev} -g {IPT_PREFIX}RULES"));
     }
     mangle.rule("OUTPUT", &restore);
+    if plan.local_traffic {
+        local_rules(&mut mangle, plan, family, local_types);
+    }
 
     let mut nat = Table::new("nat");
     nat.declare("POSTROUTING");
@@ -127,6 +130,35 @@ pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
         table.write(&mut out, Some(live));
     }
     out
+}
+
+/// The router's own new connections, as in the nft output chain: a socket carrying one of
+/// our marks keeps it, one bound to a link's address whose first route left by another link
+/// is pinned to its address's link, the rest leaving by a WAN device is classified.
+fn local_rules(mangle: &mut Table, plan: &Plan, family: Family, local_types: &str) {
+    let mask = hex(plan.footprint.mask);
+    mangle.rule(
+        "OUTPUT",
+        &format!("-m connmark ! --mark 0x0/{mask} -j RETURN"),
+    );
+    mangle.rule("OUTPUT", &format!("-m mark ! --mark 0x0/{mask} -j RETURN"));
+    mangle.rule("OUTPUT", "-m conntrack ! --ctstate NEW -j RETURN");
+    mangle.rule(
+        "OUTPUT",
+        &format!("-m addrtype --dst-type {local_types} -j RETURN"),
+    );
+    mangle.declare("LOCAL");
+    for (link, dev) in plan.wan_devices().filter(|(l, _)| l.family == family) {
+        mangle.rule("OUTPUT", &format!("-o {dev} -g {IPT_PREFIX}LOCAL"));
+        if let Some(addr) = link.source {
+            let target = mark_chain(plan, link.mark);
+            mangle.rule(
+                "LOCAL",
+                &format!("-s {addr} ! -o {dev} -g {IPT_PREFIX}{target}"),
+            );
+        }
+    }
+    mangle.rule("LOCAL", &format!("-g {IPT_PREFIX}RULES"));
 }
 
 /// The chain (without prefix) that pins new connections from a link's own prefixes to it.
@@ -167,7 +199,7 @@ fn add_policies(mangle: &mut Table, plan: &Plan, family: Family) {
         let chain = format!("POLICY_{}", i + 1);
         mangle.declare(&chain);
         if let Some((_, choice)) = policy.choices.iter().find(|(f, _)| *f == family) {
-            for line in choice_rules(plan, choice) {
+            for line in choice_rules(plan, policy.balance, choice) {
                 mangle.rule(&chain, &line);
             }
         }
@@ -339,16 +371,22 @@ fn mark_chain(plan: &Plan, mark: u32) -> String {
     format!("MARK_{}", mark >> plan.footprint.mask.trailing_zeros())
 }
 
+/// The full name of the chain that marks a new connection with `mark`: its first rule's packet
+/// counter is the number of new connections given to that link since the last apply.
+pub fn mark_chain_name(plan: &Plan, mark: u32) -> String {
+    format!("{}{}", crate::names::IPT_PREFIX, mark_chain(plan, mark))
+}
+
 /// The rules of one family's choice in a policy chain: statistic matches taking each link's
 /// share of what the rules before them left over, the last link taking the rest.
-fn choice_rules(plan: &Plan, choice: &Choice) -> Vec<String> {
+fn choice_rules(plan: &Plan, balance: Balance, choice: &Choice) -> Vec<String> {
     let goto_link =
         |link: usize| format!("-g {IPT_PREFIX}{}", mark_chain(plan, plan.links[link].mark));
     match choice {
         Choice::Spread(shares) => {
             let total: u32 = shares.iter().map(|s| s.weight).sum();
             let mut out = Vec::new();
-            match plan.balance {
+            match balance {
                 Balance::RoundRobin => {
                     for (from, to, share) in policy_slots(shares) {
                         for slot in from..=to {
@@ -364,7 +402,9 @@ fn choice_rules(plan: &Plan, choice: &Choice) -> Vec<String> {
                         }
                     }
                 }
-                Balance::Random => {
+                // Hash balancing needs nft's jhash: apply and check refuse it with iptables
+                // (Config::check_backend), so it never reaches this point.
+                Balance::Random | Balance::Hash(_) => {
                     let mut left = total;
                     for share in shares {
                         if share.weight == left {

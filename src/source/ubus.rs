@@ -14,6 +14,7 @@
 //! sequence number.
 
 mod blob;
+mod object;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +31,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+pub use object::{Call, ObjectConnection};
 
 /// The largest message ubusd accepts or sends (UBUS_MAX_MSGLEN): bigger ones are refused in
 /// both directions instead of being buffered.
@@ -72,6 +75,8 @@ pub struct Status(pub u32);
 
 impl Status {
     const OK: Status = Status(0);
+    /// The object has no such method.
+    pub const METHOD_NOT_FOUND: Status = Status(3);
     /// No such object (or, for `uci get`, no such config).
     pub const NOT_FOUND: Status = Status(4);
 
@@ -122,6 +127,8 @@ pub struct Client {
 struct Message {
     kind: u8,
     seq: u16,
+    /// The peer id: for a call forwarded to our object, the caller's.
+    peer: u32,
     body: Vec<u8>,
 }
 
@@ -129,6 +136,11 @@ impl Client {
     /// Connects to the ubusd socket at `path` and reads its HELLO, all within `timeout`.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Client> {
         Self::handshake(path, timeout).context("connecting to ubusd")
+    }
+
+    /// Changes the bound of each later call (a caller with an overall deadline shrinks it).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// Calls `method` on `object` with `args` (a JSON object, or null for none) and returns
@@ -302,7 +314,7 @@ impl Client {
     fn read_framed(&mut self, deadline: Instant) -> Result<Message> {
         let mut prefix = [0u8; PREFIX_LEN];
         self.read_exact(&mut prefix, 0, deadline)?;
-        let [version, kind, seq_hi, seq_lo, _, _, _, _, root @ ..] = prefix;
+        let [version, kind, seq_hi, seq_lo, p0, p1, p2, p3, root @ ..] = prefix;
         if version != 0 {
             return Err(malformed(format!("unsupported message version {version}")));
         }
@@ -322,6 +334,7 @@ impl Client {
         Ok(Message {
             kind,
             seq: u16::from_be_bytes([seq_hi, seq_lo]),
+            peer: u32::from_be_bytes([p0, p1, p2, p3]),
             body,
         })
     }

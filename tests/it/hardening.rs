@@ -37,6 +37,33 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Asserts `output` exited with `code` and its stderr says `needle`.
+fn assert_failed(output: &Output, code: i32, needle: &str) {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{text}");
+    assert!(text.contains(needle), "expected {needle:?} in: {text}");
+}
+
+/// Panics with the differences when the router no longer matches `before`.
+fn assert_unchanged(topo: &Topology, before: &RouterState, what: &str) {
+    if let Some(diff) = before.differences(&topo.router_state()) {
+        panic!("{what} changed the router:\n{diff}");
+    }
+}
+
+/// Waits for `child` at most `limit`; kills it and fails naming `what` when it takes longer.
+fn wait_within(child: &mut std::process::Child, limit: Duration, what: &str) {
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The router's state with every part's lines sorted: equal whatever order the objects were
 /// created in.
 fn sorted_state(topo: &Topology) -> RouterState {
@@ -238,11 +265,8 @@ fn unwritable_state_dir_changes_nothing() {
     let pristine = topo.router_state();
     let file = topo.dir.write("not-a-dir", "");
     let output = lb_sh(&topo, "", &["apply", c.flag(), c.path_str()], &file);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(stderr(&output).contains("not-a-dir"), "{}", stderr(&output));
-    if let Some(diff) = pristine.differences(&topo.router_state()) {
-        panic!("apply with a file as state dir changed the router:\n{diff}");
-    }
+    assert_failed(&output, 1, "not-a-dir");
+    assert_unchanged(&topo, &pristine, "apply with a file as state dir");
     let ro = topo.dir.path().join("ro");
     std::fs::create_dir(&ro).expect("mkdir");
     let ro_str = ro.to_str().expect("utf-8");
@@ -255,11 +279,8 @@ fn unwritable_state_dir_changes_nothing() {
         .arg(LB)
         .args(["apply", c.flag(), c.path_str(), "--state-dir", ro_str]);
     let output = crate::netns::run_command(&mut command, None);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(stderr(&output).contains("Read-only"), "{}", stderr(&output));
-    if let Some(diff) = pristine.differences(&topo.router_state()) {
-        panic!("apply with a read-only state dir changed the router:\n{diff}");
-    }
+    assert_failed(&output, 1, "Read-only");
+    assert_unchanged(&topo, &pristine, "apply with a read-only state dir");
 }
 
 /// With umask 000 the state dir and files are still private; a symlink planted where a temp
@@ -296,25 +317,13 @@ fn state_files_are_private_and_never_followed() {
     std::fs::create_dir(&loose).expect("mkdir");
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let output = lb_sh(&topo, "", &args, &loose);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("writable by others"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 1, "writable by others");
     let foreign = topo.dir.path().join("foreign");
     std::fs::create_dir(&foreign).expect("mkdir");
     std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown");
     let output = lb_sh(&topo, "", &args, &foreign);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("owned by uid 65534"),
-        "{}",
-        stderr(&output)
-    );
-    if let Some(diff) = pristine.differences(&topo.router_state()) {
-        panic!("a refused state dir changed the router:\n{diff}");
-    }
+    assert_failed(&output, 1, "owned by uid 65534");
+    assert_unchanged(&topo, &pristine, "a refused state dir");
 }
 
 /// `status` exits 0 only while the recorded daemon lives: after kill -9 (status.json left
@@ -348,12 +357,7 @@ fn status_of_a_dead_daemon_exits_1() {
     daemon.wait().expect("reap the daemon");
     assert!(status_file.exists(), "kill -9 leaves status.json behind");
     let output = topo.lb(&["status"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("not running"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 1, "not running");
 
     let text = std::fs::read_to_string(&status_file).expect("status.json");
     let value: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -480,4 +484,96 @@ fn bad_input_exits_2_with_a_bounded_printable_message() {
         "{message}"
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// A tool that hangs (a fake `nft` first on PATH, hanging while a trigger file exists): apply
+/// kills it after 10 s, exits 1 and leaves the router as it was; the daemon, stuck in a reload
+/// with it, gets through and still obeys SIGTERM.
+#[test]
+fn a_hung_tool_is_killed_and_reported() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let topo = Topology::new(2);
+    let c = topo.write_config("lb", &config(Backend::Nftables, &[1, 1]));
+    let real = crate::netns::run_command(Command::new("sh").args(["-c", "command -v nft"]), None);
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    assert!(real.starts_with('/'), "nft not found: {real:?}");
+    let bin = topo.dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let trigger = topo.dir.path().join("hang");
+    let fake = bin.join("nft");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n[ -e {} ] && exec sleep 1000\nexec {real} \"$@\"\n",
+            trigger.display()
+        ),
+    )
+    .expect("write fake nft");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let lb = |args: &[&str]| {
+        let mut command = topo.router.command(LB);
+        command
+            .env("PATH", &path)
+            .args(args)
+            .arg("--state-dir")
+            .arg(topo.state_dir());
+        command
+    };
+
+    std::fs::write(&trigger, "").expect("trigger");
+    let pristine = topo.router_state();
+    let started = Instant::now();
+    let mut apply = lb(&["apply", c.flag(), c.path_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start apply");
+    wait_within(
+        &mut apply,
+        Duration::from_secs(30),
+        "apply hangs with the hung nft",
+    );
+    let took = started.elapsed();
+    let output = apply.wait_with_output().expect("apply output");
+    assert_failed(&output, 1, "nft -f -: no result within 10s: killed");
+    assert!(took < Duration::from_secs(20), "apply took {took:?}");
+    assert_unchanged(&topo, &pristine, "a killed apply");
+
+    std::fs::remove_file(&trigger).expect("untrigger");
+    let log = topo.dir.path().join("daemon.err");
+    let mut daemon = lb(&["run", c.flag(), c.path_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start the daemon");
+    let status_file = topo.state_dir().join("status.json");
+    while !status_file.exists() {
+        assert!(
+            daemon.try_wait().expect("wait").is_none(),
+            "the daemon exited"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(&trigger, "").expect("trigger");
+    let pid = Pid::from_raw(daemon.id() as i32);
+    kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    std::thread::sleep(Duration::from_secs(1));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    wait_within(
+        &mut daemon,
+        Duration::from_secs(19),
+        "the daemon hangs with the hung nft",
+    );
+    let exit = daemon.wait().expect("reap the daemon");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(exit.success(), "{exit}: {text}");
+    assert!(text.contains("no result within 10s: killed"), "{text}");
 }

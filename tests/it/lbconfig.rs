@@ -85,6 +85,9 @@ pub struct LbConfig {
     pub lan_list: bool,
     /// Options set on top of the generated ones: (section name, option, value).
     pub overrides: Vec<(String, String, String)>,
+    /// Further sections (members, policies, rules, sets) in /etc/config text, appended as
+    /// written; only for [`Format::Uci`].
+    pub sections_text: String,
 }
 
 impl LbConfig {
@@ -104,6 +107,7 @@ impl LbConfig {
             format: Format::Uci,
             lan_list: true,
             overrides: Vec::new(),
+            sections_text: String::new(),
         }
     }
 
@@ -147,6 +151,12 @@ impl LbConfig {
     pub fn with_option(mut self, section: &str, option: &str, value: &str) -> Self {
         self.overrides
             .push((section.to_string(), option.to_string(), value.to_string()));
+        self
+    }
+
+    /// Appends `text` (UCI sections) to the generated config.
+    pub fn with_sections(mut self, text: &str) -> Self {
+        self.sections_text.push_str(text);
         self
     }
 
@@ -241,11 +251,16 @@ impl LbConfig {
             }
             text.push('\n');
         }
+        text.push_str(&self.sections_text);
         text
     }
 
     /// What `ubus call uci get '{"config":"connmark-lb"}'` prints for this config.
     pub fn to_uci_json(&self) -> String {
+        assert!(
+            self.sections_text.is_empty(),
+            "extra sections are written in the UCI text format only"
+        );
         let mut values = Map::new();
         for (index, section) in self.sections().into_iter().enumerate() {
             let mut body = Map::new();

@@ -27,20 +27,29 @@ macro_rules! for_both_backends {
     };
 }
 
+mod busy;
 mod checks;
+mod classes;
 mod dualstack;
 mod e2e;
 mod emulated;
 mod failover;
 mod failover_ipv6;
+mod fuzz;
+mod fw4;
 mod golden;
 mod hardening;
+mod hitless;
 mod lbconfig;
 mod luci;
+mod netifd;
+mod netifd6;
 mod netns;
 mod owrt;
 mod packaging;
 mod pkgmgr;
+mod procd;
 mod rpcd;
 mod selftest;
 mod traffic;
+mod ubus_object;

@@ -3,10 +3,13 @@
 //! through the kit's `owrt.sh`. A [`Stack`] owns one STATE directory: dropping it stops every
 //! daemon of that state and removes the directory, also when the test fails.
 
+use crate::netns::{link_addr, link_device, link_gateway};
 use crate::packaging::{TempDir, repo, run, run_ok};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Where the kit was built: OWRT_PREFIX (exported by the Makefile), else target/owrt.
 pub fn prefix() -> PathBuf {
@@ -32,6 +35,70 @@ pub fn owrt<S: AsRef<OsStr>>(args: &[S]) -> Command {
 /// Runs an owrt.sh command that must succeed; returns its stdout.
 pub fn owrt_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
     run_ok(&mut owrt(args))
+}
+
+/// Polls `check` every 100 ms until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// /etc/config/network for the test router (tests/it/netns.rs): loopback, `lan` on eth0 and
+/// one static interface per link, `wan` on wan1, `wanb` on wan2, ..., with the ISP as gateway.
+pub fn network_config(links: usize) -> String {
+    let mut text = String::from(
+        "config interface 'loopback'\n\toption device 'lo'\n\toption proto 'static'\n\
+         \toption ipaddr '127.0.0.1'\n\toption netmask '255.0.0.0'\n\n\
+         config interface 'lan'\n\toption device 'eth0'\n\toption proto 'static'\n\
+         \toption ipaddr '192.168.77.1'\n\toption netmask '255.255.255.0'\n",
+    );
+    for link in 1..=links {
+        text.push_str(&format!(
+            "\nconfig interface '{name}'\n\toption device '{device}'\n\toption proto 'static'\n\
+             \toption ipaddr '{addr}'\n\toption netmask '255.255.255.0'\n\
+             \toption gateway '{gateway}'\n\toption metric '{metric}'\n",
+            name = netifd_name(link),
+            device = link_device(link),
+            addr = link_addr(link),
+            gateway = link_gateway(link),
+            metric = 10 * link,
+        ));
+    }
+    text
+}
+
+/// The netifd interface of link `link`: `wan`, `wanb`, `wanc`, ...
+pub fn netifd_name(link: usize) -> String {
+    match link {
+        1 => "wan".to_string(),
+        n => format!("wan{}", char::from(b'a' + u8::try_from(n - 1).unwrap())),
+    }
+}
+
+/// /etc/config/connmark-lb as a router has it: every link named by its netifd interface
+/// (device, gateway and address come from netifd), balanced by `weights` from the LAN.
+pub fn netifd_lb_config(enabled: bool, weights: &[u32]) -> String {
+    let mut text = format!(
+        "config globals 'globals'\n\toption enabled '{}'\n\toption backend 'nftables'\n\
+         \tlist lan 'eth0'\n",
+        u8::from(enabled)
+    );
+    for (i, weight) in weights.iter().enumerate() {
+        let name = netifd_name(i + 1);
+        text.push_str(&format!(
+            "\nconfig interface '{name}'\n\toption interface '{name}'\n\toption weight '{weight}'\n"
+        ));
+    }
+    text
 }
 
 /// One running stack of OpenWrt daemons (ubusd + rpcd, and whatever a test adds: netifd,
@@ -79,6 +146,75 @@ impl Stack {
         PathBuf::from(self.ok::<&str>("ubus-start", &[]).trim())
     }
 
+    /// `owrt.sh COMMAND STATE args...`, whatever its exit status.
+    pub fn output<S: AsRef<OsStr>>(&self, command: &str, args: &[S]) -> Output {
+        run(&mut self.command(command, args))
+    }
+
+    /// Starts netifd in `netns` with `network` as /etc/config/network and the hotplug scripts
+    /// of `hotplug` (a directory holding `iface/`); waits until every interface named in
+    /// `up` is up.
+    pub fn start_netifd(&self, netns: &str, network: &str, hotplug: &Path, up: &[String]) {
+        let file = self.path("network.uci");
+        std::fs::write(&file, network).unwrap();
+        self.ok(
+            "netifd-start",
+            &[OsStr::new(netns), file.as_os_str(), hotplug.as_os_str()],
+        );
+        for name in up {
+            self.wait_interface(name, true);
+        }
+    }
+
+    /// Waits until netifd reports interface `name` up (with its default route) or down.
+    pub fn wait_interface(&self, name: &str, up: bool) {
+        let object = format!("network.interface.{name}");
+        wait_for(
+            Duration::from_secs(15),
+            &format!("{object} up={up}"),
+            || {
+                let status = self.call(&object, "status", "{}");
+                // A WAN is usable to us once its default route is there, which netifd may
+                // add just after the interface is up.
+                let has_route = status["route"].as_array().is_some_and(|r| !r.is_empty());
+                let routed = !name.starts_with("wan") || has_route == up;
+                (status["up"] == up && routed).then_some(())
+            },
+        );
+    }
+
+    /// Starts procd in `netns` with the init scripts of `initd` and the programs of `sbin`
+    /// in /usr/sbin of its OpenWrt-like view.
+    pub fn start_procd(&self, netns: &str, initd: &Path, sbin: &Path) {
+        let args: [&OsStr; 5] = [
+            OsStr::new(netns),
+            OsStr::new("--initd"),
+            initd.as_os_str(),
+            OsStr::new("--sbin"),
+            sbin.as_os_str(),
+        ];
+        self.ok("procd-start", &args);
+    }
+
+    /// Runs `args` inside the procd view; it must succeed. Returns stdout.
+    pub fn exec<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
+        self.ok("procd-exec", args)
+    }
+
+    /// procd's view of service `name` (`ubus call service list`), `{}` when it has none.
+    pub fn service(&self, name: &str) -> serde_json::Value {
+        let reply = self.call("service", "list", &format!(r#"{{"name":"{name}"}}"#));
+        reply
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}))
+    }
+
+    /// A daemon log of this stack (`ubusd`, `rpcd`, `netifd`, `procd`, `procd-syslog`).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.state().join(format!("log/{name}.log"))).unwrap_or_default()
+    }
+
     /// `ubus call OBJECT METHOD ARGS` with the kit's ubus CLI; the reply as JSON.
     pub fn call(&self, object: &str, method: &str, args: &str) -> serde_json::Value {
         let text = self.ok("ubus", &["call", object, method, args]);
@@ -91,6 +227,16 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if thread::panicking() {
+            for name in ["netifd", "procd", "procd-syslog", "rpcd"] {
+                eprintln!("=== {name}.log:\n{}", self.log(name));
+            }
+            let hotplug = self.state().join("netifd/hotplug.log");
+            eprintln!(
+                "=== hotplug.log:\n{}",
+                std::fs::read_to_string(hotplug).unwrap_or_default()
+            );
+        }
         let out = run(&mut self.command::<&str>("ubus-stop", &[]));
         if !out.status.success() {
             eprintln!(

@@ -279,19 +279,90 @@ pub fn connect_from(
 }
 
 /// One short connection: connect, read the address line the server sends, close first.
-fn short_connection(source: Option<IpAddr>, target: SocketAddr) -> Result<IpAddr, String> {
+pub fn short_connection(source: Option<IpAddr>, target: SocketAddr) -> Result<IpAddr, String> {
     let stream = connect_from(source, target, CONNECT_TIMEOUT)
         .map_err(|e| format!("connect {target}: {e}"))?;
+    read_peer_line(&stream, target)
+}
+
+/// The address line a server sends first.
+fn read_peer_line(stream: &TcpStream, target: SocketAddr) -> Result<IpAddr, String> {
     stream
         .set_read_timeout(Some(READ_TIMEOUT))
         .map_err(|e| format!("set timeout: {e}"))?;
     let mut line = String::new();
-    BufReader::new(&stream)
+    BufReader::new(stream)
         .read_line(&mut line)
         .map_err(|e| format!("read from {target}: {e}"))?;
     line.trim()
         .parse()
         .map_err(|e| format!("bad answer {line:?} from {target}: {e}"))
+}
+
+/// How a client socket is bound before it connects, as a service pinned to a link would.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    /// To a local address (`bind`).
+    Address(IpAddr),
+    /// To a device (`SO_BINDTODEVICE`).
+    Device(String),
+}
+
+/// One short connection from a bound socket: the address the server saw.
+pub fn short_connection_bound(bound: &Bound, target: SocketAddr) -> Result<IpAddr, String> {
+    let device = match bound {
+        Bound::Address(source) => return short_connection(Some(*source), target),
+        Bound::Device(device) => device,
+    };
+    let family = match target {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| format!("socket: {e}"))?;
+    setsockopt(
+        &fd,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(device),
+    )
+    .map_err(|e| format!("bind to {device}: {e}"))?;
+    // A blocking connect gives up after the send timeout.
+    let limit = TimeVal::new(
+        CONNECT_TIMEOUT.as_secs() as i64,
+        i64::from(CONNECT_TIMEOUT.subsec_micros()),
+    );
+    setsockopt(&fd, sockopt::SendTimeout, &limit).map_err(|e| format!("timeout: {e}"))?;
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(target))
+        .map_err(|e| format!("connect {bound:?} -> {target}: {e}"))?;
+    read_peer_line(&TcpStream::from(fd), target)
+}
+
+/// One connection from each bound socket in turn, from namespace `ns`: what the server saw
+/// for each.
+pub fn tcp_bound_each(
+    ns: &Netns,
+    sockets: &[Bound],
+    target: impl Into<SocketAddr>,
+) -> Vec<Result<IpAddr, String>> {
+    let (sockets, target) = (sockets.to_vec(), target.into());
+    spawn_in(ns, move || {
+        sockets
+            .iter()
+            .map(|bound| short_connection_bound(bound, target))
+            .collect()
+    })
+    .join()
+    .expect("tcp client thread panicked")
+}
+
+/// One connection from each of `sources` (local addresses) in turn, from namespace `ns`.
+pub fn tcp_from_each(
+    ns: &Netns,
+    sources: &[Ipv4Addr],
+    target: impl Into<SocketAddr>,
+) -> Vec<Result<IpAddr, String>> {
+    let sockets: Vec<Bound> = sources.iter().map(|&a| Bound::Address(a.into())).collect();
+    tcp_bound_each(ns, &sockets, target)
 }
 
 /// Short TCP connections from a namespace on a few worker threads, running in the background

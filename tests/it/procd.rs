@@ -1,0 +1,310 @@
+//! Our init script under the real procd (the kit's OpenWrt-like view inside the router's
+//! namespace), with the config served by the real rpcd and the WAN links by the real netifd:
+//! start, reload (SIGHUP: same pid, new weights), the `config.change` trigger LuCI's Save &
+//! Apply causes (rpcd `uci commit`), interface triggers from netifd's events, respawn after
+//! `kill -9`, stop (nothing of ours left), `enabled 0`, enable/disable.
+
+use crate::checks::{LinkLoad, servers, tcp_target};
+use crate::netns::{Netns, Topology};
+use crate::owrt::{Stack, netifd_lb_config, netifd_name, network_config, wait_for};
+use crate::packaging::{TempDir, repo};
+use crate::traffic::Server;
+use crate::traffic::tcp_connections;
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// OpenWrt's /etc/init.d/network runs netifd with `procd_set_param watch network.interface`;
+/// that watch is what turns netifd's notifications into the `interface.*` events interface
+/// triggers match. netifd itself runs from `owrt.sh netifd-start` here, so this service only
+/// holds the watch.
+const NETWORK_WATCH: &str = "#!/bin/sh /etc/rc.common
+USE_PROCD=1
+START=20
+start_service() {
+	procd_open_instance
+	procd_set_param command /bin/sleep 86400
+	procd_set_param watch network.interface
+	procd_close_instance
+}
+";
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The router's init.d (our script and `network`) and sbin (our binary) for the procd view.
+pub fn view_dirs(
+    dir: &TempDir,
+    with_network_watch: bool,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (initd, sbin) = (dir.join("initd"), dir.join("sbin"));
+    fs::create_dir_all(&initd).unwrap();
+    fs::create_dir_all(&sbin).unwrap();
+    let script = initd.join("connmark-lb");
+    fs::copy(repo().join("files/etc/init.d/connmark-lb"), &script).unwrap();
+    if with_network_watch {
+        fs::write(initd.join("network"), NETWORK_WATCH).unwrap();
+    }
+    for entry in fs::read_dir(&initd).unwrap() {
+        let path = entry.unwrap().path();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_connmark-lb"), sbin.join("connmark-lb"))
+        .unwrap();
+    (initd, sbin)
+}
+
+/// The daemon's pid in the view while procd reports its instance running.
+pub fn daemon_pid(stack: &Stack) -> Option<u64> {
+    let instance = &stack.service("connmark-lb")["instances"]["daemon"];
+    (instance["running"] == true)
+        .then(|| instance["pid"].as_u64())
+        .flatten()
+}
+
+/// The divisor of the (first) policy's balancing rule, the sum of its live links' weights: 1
+/// when it sends everything to one link; None without our table.
+pub fn balance_modulus(router: &Netns) -> Option<u32> {
+    let out = router.output("nft", &["list", "table", "inet", "connmark_lb"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().map(str::trim);
+    lines.find(|line| line.starts_with("chain policy_"))?;
+    let rule = lines.next()?;
+    match rule.split(" mod ").nth(1) {
+        Some(rest) => rest.split_whitespace().next()?.parse().ok(),
+        None => rule.starts_with("goto mark_").then_some(1),
+    }
+}
+
+/// The routes of table `table` in the router ("" while the table does not exist).
+pub fn table_routes(router: &Netns, table: u32) -> String {
+    let out = router.output(
+        "ip",
+        &["-4", "route", "show", "table", &table.to_string()],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until table `table` holds `route` (or, with "", nothing).
+pub fn wait_table(router: &Netns, table: u32, route: &str) {
+    wait_for(WAIT, &format!("table {table} with {route:?}"), || {
+        let routes = table_routes(router, table);
+        let matches = match route {
+            "" => routes.trim().is_empty(),
+            _ => routes.contains(route),
+        };
+        matches.then_some(())
+    });
+}
+
+/// Waits until the balancing rule divides by `modulus`.
+pub fn wait_modulus(router: &Netns, modulus: u32, why: &str) {
+    wait_for(WAIT, why, || {
+        (balance_modulus(router) == Some(modulus)).then_some(())
+    });
+}
+
+/// The test router run by OpenWrt's daemons: the namespaces of [`Topology`] with two links
+/// and the server's services, ubusd + rpcd serving our config (enabled, both links named by
+/// their netifd interface, 1:1), and netifd configuring lan and both WANs, running the
+/// hotplug scripts of `hotplug` (a directory holding `iface/`; none without).
+pub struct OpenwrtRouter {
+    /// Declared first: its daemons stop before the namespaces go.
+    pub stack: Stack,
+    pub socket: PathBuf,
+    _servers: Vec<Server>,
+    pub topo: Topology,
+}
+
+impl OpenwrtRouter {
+    pub fn start(tag: &str, hotplug: Option<&Path>) -> OpenwrtRouter {
+        let topo = Topology::new(2);
+        let servers = servers(&topo);
+        // netifd configures the WANs (and their default routes) itself.
+        topo.router
+            .ip_batch("address flush dev wan1\naddress flush dev wan2\n");
+        let stack = Stack::new(tag);
+        let socket = stack.start_ubus();
+        stack.write_config("connmark-lb", &netifd_lb_config(true, &[1, 1]));
+        let none = stack.path("hotplug");
+        std::fs::create_dir_all(none.join("iface")).unwrap();
+        let up = [netifd_name(1), netifd_name(2)];
+        let hotplug = hotplug.unwrap_or(&none);
+        stack.start_netifd(topo.router.name(), &network_config(2), hotplug, &up);
+        OpenwrtRouter {
+            stack,
+            socket,
+            _servers: servers,
+            topo,
+        }
+    }
+}
+
+#[test]
+fn init_script_under_real_procd_rpcd_and_netifd() {
+    let world = OpenwrtRouter::start("procd", None);
+    let (stack, topo) = (&world.stack, &world.topo);
+    let router = &topo.router;
+    let files = TempDir::new("procd-view");
+    let (initd, sbin) = view_dirs(&files, true);
+    stack.start_procd(router.name(), &initd, &sbin);
+    stack.exec(&["/etc/init.d/network", "start"]);
+    let init = |verb: &str| stack.exec(&["/etc/init.d/connmark-lb", verb]);
+
+    // start: a running instance whose rules balance over both netifd links.
+    init("start");
+    let pid = wait_for(WAIT, "the daemon instance", || daemon_pid(stack));
+    wait_modulus(router, 2, "rules for both links");
+    let load = LinkLoad::from_tally(topo, &tcp_connections(&topo.lan, tcp_target(), 20));
+    load.assert_shares("procd start", &[1, 1], 10.0);
+
+    // reload: SIGHUP to the same process, which applies the new weights.
+    stack.write_config("connmark-lb", &netifd_lb_config(true, &[1, 3]));
+    init("reload");
+    wait_modulus(router, 4, "weights 1:3 after reload");
+    assert_eq!(daemon_pid(stack), Some(pid), "reload restarted the daemon");
+
+    // LuCI's Save & Apply: rpcd commits and sends config.change; procd's trigger reloads.
+    let set = r#"{"config":"connmark-lb","section":"wanb","values":{"weight":"2"}}"#;
+    stack.call("uci", "set", set);
+    stack.call("uci", "commit", r#"{"config":"connmark-lb"}"#);
+    let committed = Instant::now();
+    wait_modulus(router, 3, "weights 1:2 after the config.change trigger");
+    eprintln!(
+        "FIGURE config.change trigger applied in {:?}",
+        committed.elapsed()
+    );
+    assert_eq!(daemon_pid(stack), Some(pid));
+
+    // Interface triggers (no hotplug hook here): ifdown takes the link out and empties its
+    // table, ifup brings it back.
+    stack.call("network.interface.wanb", "down", "{}");
+    wait_modulus(router, 1, "wanb out of the balance after ifdown");
+    wait_table(router, 4002, "");
+    stack.call("network.interface.wanb", "up", "{}");
+    wait_modulus(router, 3, "wanb back after ifup");
+    wait_table(router, 4002, "default via 10.0.2.1 dev wan2");
+    assert_eq!(daemon_pid(stack), Some(pid));
+
+    // kill -9: procd respawns it, and the new daemon keeps the rules.
+    stack.exec(&["kill", "-9", &pid.to_string()]);
+    let respawned = wait_for(WAIT, "a respawned daemon", || {
+        daemon_pid(stack).filter(|p| *p != pid)
+    });
+    assert_eq!(balance_modulus(router), Some(3));
+    // Until the new daemon has written its status, `status` rightly calls the old one stale.
+    wait_for(WAIT, "the respawned daemon's status", || {
+        let out = stack.output("procd-exec", &["connmark-lb", "status"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("\"pid\": {respawned}"))
+            .then_some(())
+    });
+
+    // stop: the instance is gone and so is everything of ours.
+    init("stop");
+    assert_eq!(
+        stack.service("connmark-lb"),
+        Value::Object(Default::default())
+    );
+    assert_nothing_of_ours(router);
+
+    // enabled 0: start runs no daemon and loads nothing.
+    stack.write_config("connmark-lb", &netifd_lb_config(false, &[1, 1]));
+    init("start");
+    assert_eq!(daemon_pid(stack), None);
+    assert_nothing_of_ours(router);
+
+    // enable / disable: the rc.d links.
+    init("enable");
+    let links = stack.exec(&["ls", "/etc/rc.d"]);
+    assert!(
+        links.contains("S25connmark-lb") && links.contains("K10connmark-lb"),
+        "{links}"
+    );
+    init("disable");
+    assert!(!stack.exec(&["ls", "/etc/rc.d"]).contains("connmark-lb"));
+    let log = stack.log("procd-syslog");
+    assert!(
+        log.contains("daemon.info connmark-lb") && log.contains("connmark-lb: started:"),
+        "procd did not log our start at info level: {log}"
+    );
+    interface_triggers_follow_enabled_netifd_links(stack);
+    stop_waits_for_the_daemon_only_while_it_is_ours(stack);
+}
+
+/// Triggers and the hotplug hook's interface list cover the enabled links netifd manages: a
+/// link with a fixed device follows no netifd interface, a disabled one is left out.
+fn interface_triggers_follow_enabled_netifd_links(stack: &Stack) {
+    let config = format!(
+        "{}\nconfig interface 'lte'\n\toption device 'wwan0'\n\n\
+         config interface 'spare'\n\toption enabled '0'\n\toption interface 'wan4'\n\n\
+         config interface 'wan3'\n\toption weight '1'\n",
+        netifd_lb_config(true, &[1, 1])
+    );
+    stack.write_config("connmark-lb", &config);
+    stack.exec(&["/etc/init.d/connmark-lb", "start"]);
+    let followed = stack.exec(&["cat", "/var/run/connmark-lb.ifaces"]);
+    assert_eq!(followed, "wan wanb wan3\n");
+    let service = stack.call(
+        "service",
+        "list",
+        r#"{"name":"connmark-lb","verbose":true}"#,
+    );
+    let triggers = service["connmark-lb"]["triggers"].to_string();
+    for iface in ["\"wan\"", "\"wanb\"", "\"wan3\"", "\"connmark-lb\""] {
+        assert!(
+            triggers.contains(iface),
+            "no trigger for {iface}: {triggers}"
+        );
+    }
+    for iface in ["lte", "wan4", "spare"] {
+        assert!(!triggers.contains(iface), "trigger for {iface}: {triggers}");
+    }
+    stack.exec(&["/etc/init.d/connmark-lb", "stop"]);
+    assert!(
+        stack
+            .exec(&["ls", "/var/run"])
+            .lines()
+            .all(|f| f != "connmark-lb.ifaces")
+    );
+}
+
+/// `stop` removes our rules only after the daemon has exited, waits for a daemon that does
+/// not exit only for a bounded time, and ignores a pidfile of another process.
+fn stop_waits_for_the_daemon_only_while_it_is_ours(stack: &Stack) {
+    let time_stop = |daemon: &str, cleanup: &str| {
+        let script = format!(
+            "{daemon}\nstarted=$(date +%s)\n/etc/init.d/connmark-lb stop >/dev/null\n\
+             echo $(( $(date +%s) - started ))\n{cleanup}"
+        );
+        let waited: u64 = stack.exec(&["sh", "-c", &script]).trim().parse().unwrap();
+        waited
+    };
+    // A process named connmark-lb that ignores SIGTERM: stop gives up after about 7 s.
+    let hung = "mkdir -p /var/run/hung && cp /bin/sleep /var/run/hung/connmark-lb\n\
+                (trap '' TERM; exec /var/run/hung/connmark-lb 60) >/dev/null 2>&1 &\n\
+                echo $! >/var/run/connmark-lb.pid";
+    let waited = time_stop(hung, "kill -9 $(cat /var/run/connmark-lb.pid)");
+    assert!(
+        (5..=10).contains(&waited),
+        "stop waited {waited} s for a hung daemon"
+    );
+    // The pidfile names a live process that is not ours: no waiting.
+    let waited = time_stop("echo $$ >/var/run/connmark-lb.pid", "");
+    assert!(waited <= 1, "stop waited {waited} s for a stranger");
+}
+
+/// No table, ip rule or route of ours in `router`.
+pub fn assert_nothing_of_ours(router: &Netns) {
+    assert!(!router.run("nft list tables").contains("connmark_lb"));
+    let rules = router.run("ip -4 rule show");
+    assert!(
+        !rules.contains("lookup 400") && !rules.contains("suppress_prefixlength"),
+        "{rules}"
+    );
+    for table in [4001, 4002] {
+        assert_eq!(table_routes(router, table).trim(), "", "table {table}");
+    }
+}
