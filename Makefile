@@ -33,7 +33,7 @@ rust_target = $(strip \
 	$(if $(filter mipsel_24kc mipsel_74kc,$(1)),mipsel-unknown-linux-musl, \
 	$(if $(filter mips_24kc mips_74kc,$(1)),mips-unknown-linux-musl, \
 	$(error ARCH=$(1): use x86_64, aarch64_*, $(ARM_ARCHES), mips(el)_24kc or mips(el)_74kc; \
-		other routers build with the OpenWrt SDK))))))))
+		other routers build with the OpenWrt SDK)))))))
 static_bin = target/$(1)/release/connmark-lb
 
 # Rustup ships no standard library here for MIPS (tier 3) or 32-bit ARM: those targets build
