@@ -38,10 +38,11 @@ static_bin = target/$(1)/release/connmark-lb
 
 # Rustup ships no standard library here for MIPS (tier 3) or 32-bit ARM: those targets build
 # std from the pinned nightly's rust-src and link with zig (cross/toolchain.env, cross/zig-cc,
-# .cargo/config.toml). The others use the stable toolchain and its prebuilt std.
+# .cargo/config.toml), with std's `optimize_for_size` (smaller algorithms and formatting: the
+# MIPS binary 1,022,640 -> 774,276 bytes). The others use the stable toolchain and its std.
 include cross/toolchain.env
 BUILD_STD_TARGETS := armv7-unknown-linux-musleabihf mipsel-unknown-linux-musl mips-unknown-linux-musl
-BUILD_STD := -Z build-std=std,panic_abort
+BUILD_STD := -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
 cargo_for = $(if $(filter $(1),$(BUILD_STD_TARGETS)),$(CARGO) +$(NIGHTLY),$(CARGO))
 build_std_for = $(if $(filter $(1),$(BUILD_STD_TARGETS)),$(BUILD_STD))
 
