@@ -13,6 +13,13 @@ if ! rustup "+$NIGHTLY" component list --installed 2>/dev/null | grep -q '^rust-
 	rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
 fi
 
+# x86_64 builds std too (the Makefile's BUILD_STD_TARGETS); rust-lld links it with the musl
+# start files and libc of the nightly's x86_64 musl target.
+if ! rustup "+$NIGHTLY" target list --installed | grep -qx x86_64-unknown-linux-musl; then
+	echo "install-cross: adding x86_64-unknown-linux-musl to $NIGHTLY"
+	rustup target add --toolchain "$NIGHTLY" x86_64-unknown-linux-musl
+fi
+
 zig=$ZIG_HOME/ziglang/zig
 if [ "$("$zig" version 2>/dev/null)" != "$ZIGLANG" ]; then
 	echo "install-cross: installing ziglang $ZIGLANG into $ZIG_HOME"
