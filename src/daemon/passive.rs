@@ -394,6 +394,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn unanswered_connections_to_several_destinations_make_a_link_suspect() {
         let mut w = watcher();
         let t0 = Instant::now();
@@ -419,6 +420,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn no_suspicion_without_evidence_from_several_places() {
         let t0 = Instant::now();
         let later = t0 + MAX_PATIENCE;

@@ -437,6 +437,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn only_changes_to_our_objects_count() {
         let h = heal(Backend::Nftables);
         let ours = nft(NFPROTO_INET, "connmark_lb", None);
@@ -508,6 +509,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn a_deleted_table_stands_for_everything_in_it() {
         let mut h = heal(Backend::Nftables);
         for (message, chain) in [
@@ -523,6 +525,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn reapplies_settle_and_stay_within_the_budget() {
         let mut h = heal(Backend::Nftables);
         let t0 = Instant::now();
