@@ -269,13 +269,17 @@ pub fn connect_from(
         &SockaddrStorage::from(SocketAddr::new(source, 0)),
     )?;
     // A blocking connect gives up after the send timeout.
-    // TimeValLike converts to this target's time_t (32 bits on 32-bit musl targets).
-    let micros = i64::try_from(timeout.as_micros()).expect("connect timeout fits in i64");
-    let limit = TimeVal::microseconds(micros);
+    let limit = time_val(timeout);
     setsockopt(&fd, sockopt::SendTimeout, &limit)?;
     connect(fd.as_raw_fd(), &SockaddrStorage::from(target))?;
     setsockopt(&fd, sockopt::SendTimeout, &TimeVal::new(0, 0))?;
     Ok(TcpStream::from(fd))
+}
+
+/// `duration` as a socket timeout; `TimeValLike` converts to this target's `time_t` (32 bits
+/// on 32-bit musl targets).
+fn time_val(duration: Duration) -> TimeVal {
+    TimeVal::microseconds(i64::try_from(duration.as_micros()).expect("timeout fits in i64"))
 }
 
 /// One short connection: connect, read the address line the server sends, close first.
@@ -327,10 +331,7 @@ pub fn short_connection_bound(bound: &Bound, target: SocketAddr) -> Result<IpAdd
     )
     .map_err(|e| format!("bind to {device}: {e}"))?;
     // A blocking connect gives up after the send timeout.
-    let limit = TimeVal::new(
-        CONNECT_TIMEOUT.as_secs() as i64,
-        i64::from(CONNECT_TIMEOUT.subsec_micros()),
-    );
+    let limit = time_val(CONNECT_TIMEOUT);
     setsockopt(&fd, sockopt::SendTimeout, &limit).map_err(|e| format!("timeout: {e}"))?;
     connect(fd.as_raw_fd(), &SockaddrStorage::from(target))
         .map_err(|e| format!("connect {bound:?} -> {target}: {e}"))?;
