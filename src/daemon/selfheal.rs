@@ -42,7 +42,6 @@ const NFT_MSG_DELCHAIN: u8 = 5;
 const NFT_MSG_NEWRULE: u8 = 6;
 const NFT_MSG_DELRULE: u8 = 8;
 const NFT_MSG_DELSET: u8 = 11;
-const NFT_MSG_DELSETELEM: u8 = 14;
 /// The table name is attribute 1 of table, chain, rule and set messages; the chain is
 /// attribute 3 of a chain message and 2 of a rule message.
 const NFTA_TABLE: u16 = 1;
@@ -297,12 +296,11 @@ impl SelfHeal {
         .map(|a| a.text().to_string());
         let deleted = matches!(
             message,
-            NFT_MSG_DELTABLE
-                | NFT_MSG_DELCHAIN
-                | NFT_MSG_DELRULE
-                | NFT_MSG_DELSET
-                | NFT_MSG_DELSETELEM
+            NFT_MSG_DELTABLE | NFT_MSG_DELCHAIN | NFT_MSG_DELRULE | NFT_MSG_DELSET
         );
+        // Set elements (NEWSETELEM, DELSETELEM) come and go by themselves (timeouts,
+        // dnsmasq's `nftset=`, the ruleset's own `update @set`): data, not a change to our
+        // rules, so they fall through to `None` below.
         let whole = matches!(message, NFT_MSG_NEWTABLE | NFT_MSG_DELTABLE);
         let what = match (message, &chain) {
             _ if whole => String::new(),
@@ -310,7 +308,7 @@ impl SelfHeal {
             (NFT_MSG_NEWRULE | NFT_MSG_DELRULE, Some(chain)) => {
                 format!("rules of chain {chain} of ")
             }
-            (NFT_MSG_DELSET | NFT_MSG_DELSETELEM, _) => "sets of ".to_string(),
+            (NFT_MSG_DELSET, _) => "a set of ".to_string(),
             _ => return None,
         };
         let verb = if deleted { "deleted" } else { "changed" };
@@ -432,6 +430,8 @@ mod tests {
         note.map(|n| n.text)
     }
 
+    const NFT_MSG_DELSETELEM: u8 = 14;
+
     fn kind(message: u8) -> u16 {
         NFNL_SUBSYS_NFTABLES << 8 | u16::from(message)
     }
@@ -456,6 +456,11 @@ mod tests {
         assert_eq!(
             h.nft_change(kind(NFT_MSG_DELTABLE), &nft(NFPROTO_INET, "fw4", None)),
             None
+        );
+        assert_eq!(
+            h.nft_change(kind(NFT_MSG_DELSETELEM), &ours),
+            None,
+            "set elements expire by themselves"
         );
         assert_eq!(
             h.nft_change(
