@@ -196,6 +196,9 @@ impl SelfHeal {
     }
 
     /// Our own apply just ran: what it announced is dropped, and a pending re-apply is done.
+    /// A deletion by someone else while our apply ran would be dropped with it, so with
+    /// nftables the table is looked up once (one netlink request, no process): if it is gone,
+    /// that counts as a change like any other.
     pub fn ignore_own_changes(&mut self) {
         for fd in [&self.nft, &self.route] {
             while let Ok(Received::Data(_) | Received::Overrun) =
@@ -205,6 +208,14 @@ impl SelfHeal {
         self.notes.clear();
         self.more = 0;
         self.due = None;
+        if self.backend == Backend::Nftables && !nft_table_exists() {
+            self.note(Note {
+                scope: format!("nft table {NFT_TABLE}"),
+                whole: true,
+                text: format!("nft table {NFT_TABLE} deleted"),
+            });
+            self.due = Some(Instant::now() + SETTLE);
+        }
     }
 
     /// Whether a re-apply is due now, within the budget.
@@ -389,6 +400,56 @@ impl SelfHeal {
     }
 }
 
+/// Whether our nft table exists, asked over nfnetlink (`NFT_MSG_GETTABLE`); an error other than
+/// "no such table" counts as existing, so a failing question never causes a re-apply.
+fn nft_table_exists() -> bool {
+    const NFT_MSG_GETTABLE: u16 = 1;
+    let name = NFT_TABLE.strip_prefix("inet ").unwrap_or(NFT_TABLE);
+    let Ok(fd) = netlink::open(SockProtocol::NetlinkNetFilter, &[], 1 << 16, NFT_NAME) else {
+        return true;
+    };
+    let value = format!("{name}\0");
+    let attr_len = 4 + value.len();
+    let len = netlink::HEADER_LEN + NFGENMSG_LEN + attr_len.next_multiple_of(4);
+    let mut request = Vec::with_capacity(len);
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    netlink::push_header(
+        &mut request,
+        len,
+        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE,
+        flags,
+        1,
+    );
+    request.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+    request.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    request.extend_from_slice(&NFTA_TABLE.to_ne_bytes());
+    request.extend_from_slice(value.as_bytes());
+    request.resize(len, 0);
+    if netlink::send_all(&fd, &request, NFT_NAME).is_err() {
+        return true;
+    }
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        match netlink::receive(&fd, &mut buffer, NFT_NAME) {
+            Ok(Received::Data(len)) => {
+                for message in netlink::messages(&buffer[..len]) {
+                    if i32::from(message.kind) == libc::NLMSG_ERROR {
+                        let code = message
+                            .payload
+                            .get(0..4)
+                            .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
+                        return code != -libc::ENOENT;
+                    }
+                }
+            }
+            Ok(Received::Empty) => std::thread::sleep(Duration::from_micros(200)),
+            _ => return true,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +571,16 @@ mod tests {
         );
         route[at..].copy_from_slice(&254u32.to_ne_bytes());
         assert_eq!(h.route_change(RTM_DELROUTE, &route), None);
+    }
+
+    #[test]
+    fn the_table_is_looked_up_over_netlink() {
+        let ns = crate::daemon::testns::Netns::new("heal");
+        assert!(!ns.enter(nft_table_exists));
+        ns.nft("table inet connmark_lb {\n chain c {\n }\n}\n");
+        assert!(ns.enter(nft_table_exists));
+        ns.nft("delete table inet connmark_lb");
+        assert!(!ns.enter(nft_table_exists));
     }
 
     #[test]
