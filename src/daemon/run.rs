@@ -17,7 +17,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::bus::{Bus, Request, check_reply};
+use super::bus::{Bus, Request, check_reply, explain_reply};
 use super::conntrack;
 use super::counters;
 use super::devices::{DeviceMonitor, running_devices};
@@ -385,6 +385,12 @@ impl Daemon<'_> {
                     (config.warnings, output)
                 });
                 self.bus.answer(call, Some(&check_reply(outcome)));
+                None
+            }
+            Some(Request::Explain) => {
+                let plan = Plan::build(&self.config, &plan_states(&self.resolved, &self.links));
+                let reply = explain_reply(&self.config, &plan, &call.args);
+                self.bus.answer(call, Some(&reply));
                 None
             }
             None => {
