@@ -1,7 +1,7 @@
 //! The daemon's ubus object `connmark-lb`: `status` (what status.json holds, plus the backend
 //! and live per-link counters), `reload` (what SIGHUP does), `check` (what `connmark-lb
-//! check` would say of the config now) and `explain` (`connmark-lb explain --json` against
-//! the daemon's own view of its links), for LuCI and scripts.
+//! check` would say of the config now) and `explain` (what `connmark-lb explain --json`
+//! says of a new connection, for LuCI's Explain page), for LuCI and scripts.
 //!
 //! The connection lives in the daemon's poll loop and never blocks it (see
 //! [`ObjectConnection`]). Without ubusd, or when ubusd restarts, the daemon connects and
@@ -15,10 +15,7 @@ use nix::poll::{PollFd, PollFlags};
 use serde_json::{Map, Value};
 
 use super::{log, log_error};
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::explain::{self, Facts, Query};
-use crate::plan::Plan;
 use crate::source::ubus::{self, Call, ObjectConnection, Status};
 
 /// The object's name on ubus.
@@ -33,6 +30,7 @@ pub enum Request {
     Status,
     Reload,
     Check,
+    /// Its arguments: `source`, `destination`, `protocol`, `port`.
     Explain,
 }
 
@@ -55,34 +53,6 @@ pub fn check_reply(outcome: Result<(Vec<String>, String)>) -> Map<String, Value>
     reply.insert("warnings".into(), warnings.into());
     reply.insert("output".into(), output.into());
     reply
-}
-
-/// The answer to `explain {source, destination, protocol, port}` (the last two optional):
-/// `connmark-lb explain --json`'s object for `plan`, or `{"error": why}` for a bad question.
-pub fn explain_reply(
-    config: &Config,
-    plan: &Plan,
-    args: &Map<String, Value>,
-) -> Map<String, Value> {
-    let words: Vec<String> = ["source", "destination", "protocol", "port"]
-        .iter()
-        .map_while(|key| match args.get(*key) {
-            Some(Value::String(word)) if !word.is_empty() => Some(word.clone()),
-            Some(Value::Number(number)) => Some(number.to_string()),
-            _ => None,
-        })
-        .collect();
-    let answer = Query::parse(&words).and_then(|query| {
-        let facts = Facts::read()?;
-        Ok(explain::explain(config, plan, &facts, &query).to_json(plan, &query))
-    });
-    match answer {
-        Ok(Value::Object(reply)) => reply,
-        Ok(_) => Map::new(),
-        Err(e) => [("error".to_string(), Value::from(e.to_string()))]
-            .into_iter()
-            .collect(),
-    }
 }
 
 /// The object's connection, or when to try again.

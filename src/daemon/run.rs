@@ -17,7 +17,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::bus::{Bus, Request, check_reply, explain_reply};
+use super::bus::{Bus, Request, check_reply};
 use super::counters;
 use super::devices::{DeviceMonitor, running_devices};
 use super::hook::{Hook, HookEvent};
@@ -33,6 +33,7 @@ use crate::config::{Config, FlushEvent};
 use crate::error::{Context, Error, Result};
 use crate::plan::{LinkState, Plan};
 use crate::source::ubus::Call;
+use serde_json::{Map, Value};
 
 /// How long to wait before trying again when the rules could not be brought up to date.
 const RULES_RETRY: Duration = Duration::from_secs(5);
@@ -52,7 +53,13 @@ pub struct Options<'a> {
     pub ubus_socket: Option<&'a Path>,
     /// What `check` prints for a config and its link states (the ubus `check` answer).
     pub check: &'a dyn Fn(&Config, &[LinkState]) -> String,
+    /// What `explain --json` says of the connection a call's arguments describe (the ubus
+    /// `explain` answer, for LuCI's Explain page).
+    pub explain: &'a dyn Fn(&Table) -> Table,
 }
+
+/// A ubus message's table: a call's arguments, a reply.
+pub type Table = Map<String, Value>;
 
 /// Why the daemon returned.
 #[derive(Debug)]
@@ -561,9 +568,8 @@ impl Daemon<'_> {
                 None
             }
             Some(Request::Explain) => {
-                let plan = Plan::build(&self.config, &plan_states(&self.resolved, &self.links));
-                let reply = explain_reply(&self.config, &plan, &call.args);
-                self.bus.answer(call, Some(&reply));
+                self.bus
+                    .answer(call, Some(&(self.options.explain)(&call.args)));
                 None
             }
             None => {
