@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -49,11 +49,14 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
     }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|e| Error::io(dir.display(), e.into()))?;
+    // SAFETY: mkdir reads the NUL-terminated path only during the call.
+    if unsafe { libc::mkdir(path.as_ptr(), 0o700) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != ErrorKind::AlreadyExists {
             return Err(Error::io(dir.display(), e));
         }
-        _ => {}
     }
     let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir.display(), e))?;
     let uid = unsafe { libc::geteuid() };

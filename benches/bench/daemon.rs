@@ -150,7 +150,7 @@ fn memory(options: &Options) -> (Summary, u64) {
 }
 
 /// `links` links of weight 1, each probing the server through its ISP, with `extra` options.
-fn tracked(links: usize, extra: &[(&str, &str)]) -> LbConfig {
+pub fn tracked(links: usize, extra: &[(&str, &str)]) -> LbConfig {
     let mut config = LbConfig::new(Backend::Nftables, Balance::RoundRobin, &vec![1; links]);
     for link in 1..=links {
         let section = link_device(link);
@@ -162,13 +162,13 @@ fn tracked(links: usize, extra: &[(&str, &str)]) -> LbConfig {
     config
 }
 
-fn all_links(status: &Value, state: &str) -> bool {
+pub fn all_links(status: &Value, state: &str) -> bool {
     status["links"]
         .as_array()
         .is_some_and(|links| links.iter().all(|l| l["state"] == state))
 }
 
-fn link_state(status: &Value, link: usize) -> String {
+pub fn link_state(status: &Value, link: usize) -> String {
     status["links"][link - 1]["state"]
         .as_str()
         .unwrap_or_default()
@@ -191,14 +191,20 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// `connmark-lb run` in the router (under strace when asked), stopped with SIGTERM when dropped.
-struct Daemon {
+pub struct Daemon {
     child: Child,
-    status: PathBuf,
+    pub status: PathBuf,
     log: PathBuf,
+    events: PathBuf,
 }
 
 impl Daemon {
-    fn start(topo: &Topology, binary: &Path, config: &ConfigFile, trace: Option<&Path>) -> Daemon {
+    pub fn start(
+        topo: &Topology,
+        binary: &Path,
+        config: &ConfigFile,
+        trace: Option<&Path>,
+    ) -> Daemon {
         let dir = topo.dir.path().join("daemon");
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let state_dir = topo.state_dir();
@@ -225,6 +231,7 @@ impl Daemon {
             child: measure::spawn(&topo.router, &invocation),
             status: state_dir.join("status.json"),
             log: dir.join("stderr"),
+            events: dir.join("stdout"),
         };
         daemon.wait("the first status.json", |_| true);
         daemon
@@ -236,7 +243,7 @@ impl Daemon {
     }
 
     /// Polls status.json every 5 ms until `done` holds (bounded by [`STATE_TIMEOUT`]).
-    fn wait(&mut self, what: &str, done: impl Fn(&Value) -> bool) {
+    pub fn wait(&mut self, what: &str, done: impl Fn(&Value) -> bool) {
         let started = Instant::now();
         loop {
             if self.status().is_some_and(|s| done(&s)) {
@@ -259,7 +266,7 @@ impl Daemon {
     }
 
     /// The daemon's own pid (under strace the child is strace).
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.status()
             .and_then(|s| s["pid"].as_u64())
             .and_then(|pid| u32::try_from(pid).ok())
@@ -268,6 +275,11 @@ impl Daemon {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the daemon reported on stdout (state changes and the like) so far.
+    pub fn events(&self) -> String {
+        std::fs::read_to_string(&self.events).unwrap_or_default()
     }
 }
 

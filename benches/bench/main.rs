@@ -5,6 +5,9 @@
 //! every measurement still works; `make test` runs it so the bench cannot rot.
 
 #[allow(dead_code, unused_imports)]
+#[path = "../../tests/it/busy.rs"]
+mod busy;
+#[allow(dead_code, unused_imports)]
 #[path = "../../tests/it/checks.rs"]
 mod checks;
 #[allow(dead_code, unused_imports)]
@@ -23,6 +26,7 @@ mod classes;
 mod daemon;
 mod dataplane;
 mod footprint;
+mod hitless;
 mod ipv6;
 mod measure;
 mod nft_cost;

@@ -13,6 +13,7 @@ type Measure = fn(&Options) -> Section;
 const ALL: &[(&str, Measure)] = &[
     ("ipv6", crate::ipv6::measure),
     ("classes", crate::classes::measure),
+    ("hitless", crate::hitless::measure),
 ];
 
 /// The keys `--only` accepts.

@@ -39,7 +39,7 @@ pub fn run_within(program: &str, args: &[&str], input: &str, limit: Duration) ->
             &line,
             std::io::Error::new(
                 ErrorKind::TimedOut,
-                format!("no result within {} s: killed", limit.as_secs_f32()),
+                format!("no result within {limit:?}: killed"),
             ),
         )
     };
@@ -187,7 +187,7 @@ mod tests {
             started.elapsed()
         );
         assert!(
-            e.to_string().contains("sleep 30: no result within 0.3 s"),
+            e.to_string().contains("sleep 30: no result within 300ms"),
             "{e}"
         );
         // Also one that never reads its input, and one that closed its output but lives on.

@@ -8,6 +8,11 @@ use super::family::Family;
 use super::value::SectionReader;
 use crate::error::Result;
 
+/// `failure_interval` unless set (or `interval` is shorter): once a round was lost, the next
+/// ones follow quickly, each waiting only as long as the link's own replies take (see
+/// `daemon::health`), so a dead link is out within 3 s with the other defaults.
+pub const DEFAULT_FAILURE_INTERVAL: Duration = Duration::from_millis(300);
+
 /// The typed tracking options of one link; the defaults are the ones whose detection and
 /// recovery bounds `daemon::health` works out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +68,7 @@ impl Default for TrackConfig {
             count: 3,
             timeout: Duration::from_secs(1),
             interval: Duration::from_secs(1),
-            failure_interval: Duration::from_secs(1),
+            failure_interval: DEFAULT_FAILURE_INTERVAL,
             recovery_interval: Duration::from_secs(1),
             down: 3,
             up: 5,
@@ -74,9 +79,11 @@ impl Default for TrackConfig {
     }
 }
 
-/// The tracking options. `failure_interval` and `recovery_interval` default to `interval`
-/// (as in mwan3), and `timeout` to 1 s or the shortest interval if that is shorter, so a lost
-/// round never delays the next one unless the user asks for it.
+/// The tracking options. `recovery_interval` defaults to `interval` (as in mwan3),
+/// `failure_interval` to [`DEFAULT_FAILURE_INTERVAL`] or `interval` if that is shorter, and
+/// `timeout` to 1 s or the shorter of `interval` and `recovery_interval`, so a lost round never
+/// delays the next one unless the user asks for it (a round while failing waits less, see
+/// `daemon::health`).
 pub(super) fn read_track(r: &mut SectionReader, family: Family) -> Result<TrackConfig> {
     let d = TrackConfig::default();
     let mut track_ip: Vec<IpAddr> = Vec::new();
@@ -104,13 +111,11 @@ pub(super) fn read_track(r: &mut SectionReader, family: Family) -> Result<TrackC
     }
     let count = r.int("count", d.count, 1, 100)?;
     let interval = r.seconds("interval", d.interval)?;
-    let failure_interval = r.seconds("failure_interval", interval)?;
+    let failure_interval = r.seconds("failure_interval", interval.min(d.failure_interval))?;
     let recovery_interval = r.seconds("recovery_interval", interval)?;
-    let shortest = interval.min(failure_interval).min(recovery_interval);
-    let timeout = r.seconds("timeout", d.timeout.min(shortest))?;
+    let timeout = r.seconds("timeout", d.timeout.min(interval).min(recovery_interval))?;
     for (option, value) in [
         ("interval", interval),
-        ("failure_interval", failure_interval),
         ("recovery_interval", recovery_interval),
     ] {
         if timeout > value {
@@ -155,7 +160,7 @@ fn read_quality(r: &mut SectionReader, timeout: Duration) -> Result<Option<Quali
     let d = Quality::default();
     let on = r.bool("check_quality", false)?;
     let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-    let max_ms = 3_600_000;
+    let max_ms = 60_000;
     let failure_ms = r.int("failure_latency", millis(d.failure_latency), 1, max_ms)?;
     let recovery_ms = r.int("recovery_latency", millis(d.recovery_latency), 1, max_ms)?;
     let failure_loss = r.int("failure_loss", d.failure_loss, 0, 100)?;

@@ -12,7 +12,9 @@
 //!   least one of its requests gets a reply.
 //! - `reliability`: targets that must answer for the round to be *good*.
 //! - `timeout`: how long a round waits for replies. A round ends when every request has been
-//!   answered or when `timeout` has passed.
+//!   answered or when `timeout` has passed. A round while `Failing` waits only three times the
+//!   link's recent round-trip time (at least [`FAILING_MIN_WAIT`], at most `timeout`): the link
+//!   answered that fast until just now, so a longer wait only delays the verdict.
 //! - `interval`, `failure_interval`, `recovery_interval`: time from the start of one round to
 //!   the start of the next while the link is up or down, failing, and recovering. A round never
 //!   overlaps the previous one, so a lost round lasts `timeout` and the period is really
@@ -37,16 +39,18 @@
 //!
 //! # Defaults and their arithmetic
 //!
-//! `interval = failure_interval = recovery_interval = 1 s`, `timeout = 1 s`, `count = 3`,
-//! `reliability = 1`, `down = 3`, `up = 5`. With `timeout` no longer than any interval, a round
-//! always finishes before the next one is due, so rounds start exactly one interval apart.
+//! `interval = recovery_interval = 1 s`, `failure_interval = 0.3 s`, `timeout = 1 s`,
+//! `count = 3`, `reliability = 1`, `down = 3`, `up = 5`. With `timeout` no longer than
+//! `interval` and `recovery_interval`, a round always finishes before the next one is due.
 //!
-//! - **Detection of a silent total failure: at most 4 s.** Worst case, the last good round got
-//!   its replies just before the failure at `t0`. The next round starts at most `interval`
-//!   later and is lost, as are the two after it (one `failure_interval` apart); the third lost
-//!   round reports at its `timeout`:
-//!   `interval + (down - 1) * max(failure_interval, timeout) + timeout = 1 + 2 + 1 = 4 s`.
-//!   Best case (the failure swallows the replies of a round already in flight): 3 s.
+//! - **Detection of a silent total failure: at most 2.6 s** (on a link whose round-trip time
+//!   is under 100 ms; `wait` below is three times it, at least 0.3 s). Worst case, the last
+//!   good round got its replies just before the failure at `t0`. The next round starts at most
+//!   `interval` later and is lost after `timeout`; the two after it follow one
+//!   `max(failure_interval, wait)` apart and are lost too:
+//!   `interval + timeout + (down - 1) * max(failure_interval, wait) = 1 + 1 + 0.6 = 2.6 s`.
+//!   Best case (the failure swallows the replies of a round already in flight): 1.6 s. With
+//!   passive health a link the LAN is using goes in under a second (see `daemon::passive`).
 //! - **Recovery: at most 5 s plus one round-trip time.** Worst case, the round running when
 //!   the link heals is still lost. The next one starts at most `max(interval, timeout)` later
 //!   and is good, then `up - 1` more good rounds follow one `recovery_interval` apart, and the
@@ -68,6 +72,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use crate::config::track::TrackConfig;
+
+/// The shortest a round waits for replies while the link is failing.
+pub const FAILING_MIN_WAIT: Duration = Duration::from_millis(300);
 
 /// Rounds the status figures (`window_loss_percent`, `window_rtt_us`) average over.
 pub const WINDOW_ROUNDS: usize = 10;
@@ -221,6 +228,17 @@ impl LinkHealth {
         }
     }
 
+    /// How long the next round waits for replies: `timeout`, or while failing three times the
+    /// recent round-trip time within [`FAILING_MIN_WAIT`]..`timeout`.
+    pub fn round_wait(&self) -> Duration {
+        match (self.state, self.window().rtt) {
+            (LinkState::Failing, Some(rtt)) => {
+                (rtt * 3).max(FAILING_MIN_WAIT).min(self.config.timeout)
+            }
+            _ => self.config.timeout,
+        }
+    }
+
     /// The delay between round starts in the current state; `None` when the link is not
     /// probed.
     pub fn next_round(&self) -> Option<Duration> {
@@ -365,10 +383,15 @@ mod tests {
     #[test]
     fn defaults_meet_the_documented_bounds() {
         let c = TrackConfig::default();
-        assert!(c.timeout <= c.interval.min(c.failure_interval).min(c.recovery_interval));
-        let detection = c.interval + c.failure_interval.max(c.timeout) * (c.down - 1) + c.timeout;
-        assert_eq!(detection, Duration::from_secs(4));
-        assert!(detection <= Duration::from_secs(5));
+        assert!(c.timeout <= c.interval.min(c.recovery_interval));
+        let mut h = LinkHealth::new(tracked(), true);
+        h.on_round(&GOOD, 0);
+        h.on_round(&BAD, 100);
+        let wait = h.round_wait();
+        assert_eq!(wait, FAILING_MIN_WAIT, "20 ms round trips");
+        let detection = c.interval + c.timeout + c.failure_interval.max(wait) * (c.down - 1);
+        assert_eq!(detection, Duration::from_millis(2600));
+        assert!(detection < Duration::from_secs(3));
         let recovery = c.interval.max(c.timeout) + c.recovery_interval * (c.up - 1);
         assert_eq!(recovery, Duration::from_secs(5));
         assert!(recovery < Duration::from_secs(10));
@@ -575,7 +598,7 @@ mod tests {
             ..tracked()
         });
         assert_eq!(h.state(), LinkState::Failing);
-        assert_eq!(h.next_round(), Some(Duration::from_secs(1)));
+        assert_eq!(h.next_round(), Some(Duration::from_millis(300)));
         assert_eq!(
             h.on_round(&BAD, loss(&BAD)).to,
             LinkState::Down,

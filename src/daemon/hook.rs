@@ -74,11 +74,11 @@ impl Hook {
             self.queued.push(event.clone());
             return Err(Error::Protocol(format!(
                 "{}: {MAX_RUNNING} runs still busy; {} {} queued (runs when one ends or is \
-                 killed after {} s)",
+                 killed after {:?})",
                 self.path.display(),
                 event.interface,
                 event.action,
-                self.timeout.as_secs_f32()
+                self.timeout
             )));
         }
         self.start(event)?;
@@ -118,10 +118,10 @@ impl Hook {
             unsafe { libc::kill(-(run.child.id() as i32), libc::SIGKILL) };
             let _ = run.child.wait();
             super::log_error(&format!(
-                "{}: run for {} killed after {} s",
+                "{}: run for {} killed after {:?}",
                 self.path.display(),
                 run.interface,
-                self.timeout.as_secs_f32()
+                self.timeout
             ));
         }
         self.running

@@ -6,13 +6,28 @@
 //! everything a link learns comes back as an [`Outcome`] for the loop to act on.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::health::{LinkHealth, RoundSummary, TrackConfig, Transition};
 use super::log_error;
 use super::probe::{LinkRoute, Prober, Round, RoundReport};
 use super::status::{self, LinkStatus};
 use crate::config::FlushEvent;
+
+/// Requests per target in a confirmation burst, and the shortest time it waits for them (three
+/// times the link's recent round-trip time when that is longer, never more than `timeout`).
+/// Eight requests: with 20% loss each way a burst is lost whole with probability 0.36^8, once
+/// in 3,500 suspicions, so random loss cannot pass for a dead link.
+const BURST_COUNT: u16 = 8;
+const BURST_MIN_WAIT: Duration = Duration::from_millis(200);
+
+/// The round in flight: when it started, and whether it is a confirmation burst.
+#[derive(Debug)]
+struct InFlight {
+    started: Instant,
+    round: Round,
+    burst: bool,
+}
 
 /// What made a link's state move, or at least what it just saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +40,8 @@ pub enum Cause {
     },
     /// The device went up (`true`) or down.
     Device(bool),
+    /// A confirmation burst (passive health suspected the link) ended.
+    Burst { answered: u32, targets: u32 },
 }
 
 /// One thing that happened to a link.
@@ -41,7 +58,7 @@ impl Outcome {
         match self.cause {
             Cause::Device(true) => events.push(FlushEvent::IfUp),
             Cause::Device(false) => events.push(FlushEvent::IfDown),
-            Cause::Round { .. } => {}
+            Cause::Round { .. } | Cause::Burst { .. } => {}
         }
         if self.transition.usable_changed() {
             events.push(if self.transition.to.is_usable() {
@@ -67,8 +84,7 @@ pub struct Link {
     track: TrackConfig,
     health: LinkHealth,
     prober: Option<Prober>,
-    /// The round in flight and when it started.
-    round: Option<(Instant, Round)>,
+    round: Option<InFlight>,
     next_start: Option<Instant>,
     last_loss: Option<u32>,
     last_change: SystemTime,
@@ -139,7 +155,7 @@ impl Link {
     /// next round; `None` while it is not probed.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.round {
-            Some((_, round)) => Some(round.deadline()),
+            Some(flight) => Some(flight.round.deadline()),
             None => self.next_start,
         }
     }
@@ -154,20 +170,25 @@ impl Link {
     /// since the loop may have been busy while they arrived), ends a round that is answered
     /// or overdue, starts one that is due.
     pub fn advance(&mut self, now: Instant, readable: bool) -> Option<Outcome> {
-        if let Some((started, mut round)) = self.round.take() {
+        if let Some(mut flight) = self.round.take() {
             let mut failed = false;
-            let overdue = now >= round.deadline();
+            let overdue = now >= flight.round.deadline();
             if let (true, Some(prober)) = (readable || overdue, self.prober.as_mut()) {
-                if let Err(e) = prober.receive(&mut round) {
+                if let Err(e) = prober.receive(&mut flight.round) {
                     self.note_problem(Some(e.to_string()));
                     self.prober = None;
                     failed = true;
                 }
             }
-            if failed || round.is_complete() || overdue {
-                return Some(self.conclude(started, &round.finish(), now));
+            if failed || flight.round.is_complete() || overdue {
+                let report = flight.round.finish();
+                return Some(if flight.burst {
+                    self.conclude_burst(flight.started, &report, now)
+                } else {
+                    self.conclude(flight.started, &report, now)
+                });
             }
-            self.round = Some((started, round));
+            self.round = Some(flight);
             return None;
         }
         if self.next_start.is_none_or(|due| due > now) {
@@ -212,12 +233,94 @@ impl Link {
                 }
             }
         }
-        let round = self.prober.as_mut()?.start();
+        let count = u16::try_from(self.track.count).unwrap_or(u16::MAX);
+        let wait = self.health.round_wait();
+        let round = self.prober.as_mut()?.start_with(count, wait);
         if round.is_complete() {
             return Some(self.conclude(now, &round.finish(), now));
         }
-        self.round = Some((now, round));
+        self.round = Some(InFlight {
+            started: now,
+            round,
+            burst: false,
+        });
         None
+    }
+
+    /// Passive health suspects the link: probes it at once with a short burst (replacing the
+    /// round in flight, whose replies are then ignored). Returns whether a burst started; a
+    /// link without passive health or targets, not in use, or already confirming is left as
+    /// it is.
+    pub fn confirm(&mut self, now: Instant) -> bool {
+        let confirming = self.round.as_ref().is_some_and(|f| f.burst);
+        if !self.track.passive
+            || !self.health.is_tracked()
+            || !self.usable()
+            || !self.device_up()
+            || confirming
+        {
+            return false;
+        }
+        if self.prober.is_none() {
+            match Prober::open(&self.route, &self.track) {
+                Ok(prober) => self.prober = Some(prober),
+                Err(e) => {
+                    self.note_problem(Some(e.to_string()));
+                    return false;
+                }
+            }
+        }
+        let wait = self
+            .health
+            .window()
+            .rtt
+            .map_or(BURST_MIN_WAIT, |rtt| (rtt * 3).max(BURST_MIN_WAIT))
+            .min(self.track.timeout);
+        let Some(prober) = self.prober.as_mut() else {
+            return false;
+        };
+        self.round = Some(InFlight {
+            started: now,
+            round: prober.start_with(BURST_COUNT, wait),
+            burst: true,
+        });
+        true
+    }
+
+    /// Whether passive health watches this link: it is on, and probes can confirm.
+    pub fn watched_passively(&self) -> bool {
+        self.track.passive && self.health.is_tracked()
+    }
+
+    /// The recent round-trip time of the link's probes, for passive health's patience.
+    pub fn recent_rtt(&self) -> Option<Duration> {
+        self.health.window().rtt
+    }
+
+    /// Feeds a finished burst to health: down at once when it was bad, else nothing changes;
+    /// regular rounds go on from its start.
+    fn conclude_burst(&mut self, started: Instant, report: &RoundReport, now: Instant) -> Outcome {
+        let summary = report.summary();
+        let transition = self.health.on_confirmation(&summary);
+        self.schedule(&transition, started, now);
+        self.record(
+            transition,
+            Cause::Burst {
+                answered: summary.answered,
+                targets: self.targets(),
+            },
+        )
+    }
+
+    /// The next round starts its state's delay after `started`, or now if that has passed.
+    fn schedule(&mut self, transition: &Transition, started: Instant, now: Instant) {
+        self.next_start = transition
+            .next_round
+            .map(|delay| (started + delay).max(now));
+    }
+
+    fn targets(&self) -> u32 {
+        u32::try_from(self.track.track_ip.len()).unwrap_or(u32::MAX)
     }
 
     /// Feeds a finished round to health and schedules the next one.
@@ -239,14 +342,12 @@ impl Link {
         };
         let transition = self.health.on_round(&summary, loss_percent);
         self.last_loss = Some(loss_percent);
-        self.next_start = transition
-            .next_round
-            .map(|delay| (started + delay).max(now));
+        self.schedule(&transition, started, now);
         self.record(
             transition,
             Cause::Round {
                 answered: summary.answered,
-                targets: u32::try_from(self.track.track_ip.len()).unwrap_or(u32::MAX),
+                targets: self.targets(),
                 loss_percent,
             },
         )

@@ -7,8 +7,12 @@ pub mod devices;
 pub mod health;
 pub mod hook;
 mod link;
+mod netlink;
+mod passive;
 pub mod probe;
+mod resteer;
 mod run;
+mod selfheal;
 pub mod status;
 #[cfg(test)]
 mod testns;

@@ -258,7 +258,13 @@ impl Prober {
     /// Sends one round: `count` echo requests to each target, back to back. A request that
     /// cannot be sent is recorded as lost with its reason; it is not an error of the round.
     pub fn start(&mut self) -> Round {
-        let count = usize::from(self.count);
+        self.start_with(self.count, self.timeout)
+    }
+
+    /// Sends a round of `count` requests to each target that gives up after `timeout`: the
+    /// confirmation burst of a suspect link.
+    pub fn start_with(&mut self, count: u16, timeout: Duration) -> Round {
+        let count = usize::from(count);
         let first_seq = self.next_seq;
         let started = Instant::now();
         let mut requests = Vec::with_capacity(self.targets.len() * count);
@@ -284,7 +290,7 @@ impl Prober {
         }
         Round {
             started,
-            deadline: started + self.timeout,
+            deadline: started + timeout,
             first_seq,
             count,
             outstanding: requests.iter().filter(|r| r.sent.is_ok()).count(),

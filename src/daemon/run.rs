@@ -18,12 +18,14 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::bus::{Bus, Request};
-use super::conntrack;
 use super::counters;
 use super::devices::{DeviceMonitor, running_devices};
 use super::hook::{Hook, HookEvent};
 use super::link::{Cause, Link, Outcome};
+use super::passive::{LinkWatch, PassiveWatcher};
 use super::probe::LinkRoute;
+use super::resteer::Sweeps;
+use super::selfheal::{SelfHeal, Verdict};
 use super::status::{self, Status};
 use super::{log, log_error};
 use crate::apply::{self, Backend};
@@ -80,6 +82,24 @@ struct Daemon<'a> {
     /// Rules still to be brought up to date after a failure, and when to try again.
     pending: RulesUpdate,
     retry_at: Option<Instant>,
+    /// Passive health, while some link has it on.
+    passive: Option<PassiveWatcher>,
+    /// Conntrack entries being deleted.
+    sweeps: Sweeps,
+    /// Watches our rules, ip rules and routes (None when its sockets could not be opened).
+    heal: Option<SelfHeal>,
+}
+
+/// What one descriptor in the poll set belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    Devices,
+    Passive,
+    Heal,
+    Bus,
+    Sweep(usize),
+    Link(usize),
 }
 
 /// Applies the config, then tracks the links and fails over until a signal says stop.
@@ -102,6 +122,9 @@ pub fn run(options: &Options) -> Result<Exit> {
         bus: Bus::new(options.ubus_socket.map(Path::to_path_buf)),
         pending: RulesUpdate::Nothing,
         retry_at: None,
+        passive: None,
+        sweeps: Sweeps::default(),
+        heal: None,
     };
     apply::apply(
         &daemon.config,
@@ -109,6 +132,11 @@ pub fn run(options: &Options) -> Result<Exit> {
         options.state_dir,
     )
     .context("applying the config")?;
+    let (backend, routing) = daemon.ours();
+    daemon.heal = SelfHeal::open(backend, routing)
+        .map_err(|e| log_error(&format!("cannot watch for changes to our rules: {e}")))
+        .ok();
+    daemon.watch_passively();
     log(&format!("started: {}", daemon.summary()));
     daemon.save_status();
     let exit = daemon.event_loop(&signals, &monitor);
@@ -120,17 +148,23 @@ pub fn run(options: &Options) -> Result<Exit> {
 
 impl Daemon<'_> {
     fn event_loop(&mut self, signals: &SignalFd, monitor: &DeviceMonitor) -> Result<Exit> {
-        let mut readable: Vec<bool> = Vec::new();
+        let mut ready: Vec<Source> = Vec::new();
         loop {
             let now = Instant::now();
             let mut outcomes = Vec::new();
             for (i, link) in self.links.iter_mut().enumerate() {
-                let ready = readable.get(i).copied().unwrap_or(false);
-                outcomes.extend(link.advance(now, ready).map(|o| (i, o)));
+                let readable = ready.contains(&Source::Link(i));
+                outcomes.extend(link.advance(now, readable).map(|o| (i, o)));
             }
             if !outcomes.is_empty() {
                 self.act(outcomes, false);
             }
+            let swept: Vec<bool> = (0..self.sweeps.fds().count())
+                .map(|i| ready.contains(&Source::Sweep(i)))
+                .collect();
+            self.sweeps.advance(&swept);
+            self.check_passive(now);
+            self.check_heal(now);
             if self.retry_at.is_some_and(|at| at <= now) {
                 self.update_rules(self.pending);
             }
@@ -138,44 +172,71 @@ impl Daemon<'_> {
                 self.hook.reap();
             }
 
+            let timeout = self.poll_timeout();
             let mut fds = vec![
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
                 PollFd::new(monitor.as_fd(), PollFlags::POLLIN),
             ];
-            let mut owners = Vec::new();
+            let mut owners = vec![Source::Signals, Source::Devices];
+            if let Some(passive) = &self.passive {
+                fds.push(PollFd::new(passive.as_fd(), PollFlags::POLLIN));
+                owners.push(Source::Passive);
+            }
+            if let Some(heal) = &self.heal {
+                for fd in heal.fds() {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    owners.push(Source::Heal);
+                }
+            }
+            for (i, fd) in self.sweeps.fds().enumerate() {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                owners.push(Source::Sweep(i));
+            }
             for (i, link) in self.links.iter().enumerate() {
                 if let Some(fd) = link.poll_fd() {
                     fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                    owners.push(i);
+                    owners.push(Source::Link(i));
                 }
             }
-            let bus_slot = self.bus.poll_fd().map(|fd| {
+            if let Some(fd) = self.bus.poll_fd() {
                 fds.push(fd);
-                fds.len() - 1
-            });
-            match poll(&mut fds, self.poll_timeout()) {
+                owners.push(Source::Bus);
+            }
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::io("poll", e.into())),
             }
-            let hit = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            let signalled = hit(&fds[0]);
-            let devices_changed = hit(&fds[1]);
-            readable = vec![false; self.links.len()];
-            for (fd, &i) in fds[2..].iter().zip(&owners) {
-                readable[i] = hit(fd);
-            }
-            let bus_ready = bus_slot.is_some_and(|slot| hit(&fds[slot]));
+            ready = fds
+                .iter()
+                .zip(&owners)
+                .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(_, owner)| *owner)
+                .collect();
             drop(fds);
-            if signalled {
+            let now = Instant::now();
+            if ready.contains(&Source::Signals) {
                 match self.on_signals(signals)? {
                     Signalled::Exit(exit) => return Ok(exit),
-                    Signalled::Reloaded => readable.clear(),
+                    Signalled::Reloaded => ready.retain(|s| !matches!(s, Source::Link(_))),
                     Signalled::Nothing => {}
                 }
             }
-            if devices_changed && monitor.drain()? {
+            if ready.contains(&Source::Devices) && monitor.drain()? {
                 self.on_devices();
             }
+            if let (true, Some(passive)) = (ready.contains(&Source::Passive), &mut self.passive) {
+                if let Err(e) = passive.drain(now) {
+                    log_error(&format!("passive health stopped: {e}"));
+                    self.passive = None;
+                }
+            }
+            if let (true, Some(heal)) = (ready.contains(&Source::Heal), &mut self.heal) {
+                if let Err(e) = heal.read(now) {
+                    log_error(&format!("watching our rules stopped: {e}"));
+                    self.heal = None;
+                }
+            }
+            let bus_ready = ready.contains(&Source::Bus);
             for (call, request) in self.bus.service(Instant::now(), bus_ready) {
                 if let Some(exit) = self.answer(&call, request) {
                     return Ok(exit);
@@ -184,8 +245,11 @@ impl Daemon<'_> {
         }
     }
 
-    /// Until the nearest link deadline, rules retry or hook timeout; forever when there is none.
-    fn poll_timeout(&self) -> PollTimeout {
+    /// Until the nearest link deadline, rules retry, hook timeout, passive or self-healing
+    /// deadline; forever when there is none.
+    fn poll_timeout(&mut self) -> PollTimeout {
+        let passive = self.passive.as_mut().and_then(PassiveWatcher::deadline);
+        let heal = self.heal.as_ref().and_then(SelfHeal::deadline);
         let next = self
             .links
             .iter()
@@ -193,6 +257,8 @@ impl Daemon<'_> {
             .chain(self.retry_at)
             .chain(self.bus.deadline())
             .chain(self.hook.deadline())
+            .chain(passive)
+            .chain(heal)
             .min();
         match next {
             None => PollTimeout::NONE,
@@ -201,6 +267,86 @@ impl Daemon<'_> {
                 let left = at.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
             }
+        }
+    }
+
+    /// Probes the links passive health suspects now.
+    fn check_passive(&mut self, now: Instant) {
+        let Some(passive) = &mut self.passive else {
+            return;
+        };
+        for suspicion in passive.check(now) {
+            let Some(link) = self.links.get_mut(suspicion.link) else {
+                continue;
+            };
+            if link.confirm(now) {
+                log(&format!(
+                    "{} ({}): suspect: {suspicion}; probing it now",
+                    link.name,
+                    link.route.device.as_deref().unwrap_or("no device")
+                ));
+            }
+        }
+    }
+
+    /// Applies everything again when something of ours changed behind our back.
+    fn check_heal(&mut self, now: Instant) {
+        let Some(heal) = &mut self.heal else {
+            return;
+        };
+        match heal.check(now) {
+            Verdict::Nothing => {}
+            Verdict::Paused(why) => log_error(&why),
+            Verdict::Reapply(what) => {
+                log(&format!(
+                    "our rules changed behind our back ({what}): applying again"
+                ));
+                self.update_rules(RulesUpdate::Everything);
+                self.save_status();
+            }
+        }
+    }
+
+    /// What is ours in the kernel: the backend, ip rules and tables of the running config.
+    fn ours(&self) -> (Backend, crate::plan::Routing) {
+        let plan = Plan::build(&self.config, &self.resolved);
+        (
+            Backend::resolve(self.config.globals.backend),
+            plan.routing(),
+        )
+    }
+
+    /// Opens, resets or closes the passive watcher for the current links: it runs while some
+    /// link has passive health on (a listener makes the kernel announce every connection).
+    fn watch_passively(&mut self) {
+        let watches: Vec<LinkWatch> = self
+            .links
+            .iter()
+            .map(|link| {
+                let mut watch = LinkWatch::new(link.route.mark, link.watched_passively());
+                watch.set_rtt(link.recent_rtt());
+                watch
+            })
+            .collect();
+        let mask = self.config.globals.mark_mask;
+        if !watches.iter().any(|w| w.enabled) {
+            self.passive = None;
+            return;
+        }
+        match &mut self.passive {
+            Some(passive) => passive.reset(mask, watches),
+            None => {
+                self.passive = PassiveWatcher::open(mask, watches)
+                    .map_err(|e| log_error(&format!("passive health is off: {e}")))
+                    .ok();
+            }
+        }
+    }
+
+    /// Our own apply just ran: the changes it announced are not someone else's.
+    fn after_own_apply(&mut self) {
+        if let Some(heal) = &mut self.heal {
+            heal.ignore_own_changes();
         }
     }
 
@@ -280,11 +426,13 @@ impl Daemon<'_> {
                 outcomes.extend(link.set_device(up, now).map(|o| (i, o)));
             }
         }
-        if let Err(e) = apply::apply(
+        let applied = apply::apply(
             &config,
             plan_states(&resolved, &links),
             self.options.state_dir,
-        ) {
+        );
+        self.after_own_apply();
+        if let Err(e) = applied {
             log_error(&format!("reload failed, keeping the running config: {e}"));
             return None;
         }
@@ -293,6 +441,11 @@ impl Daemon<'_> {
         self.links = links;
         self.pending = RulesUpdate::Nothing;
         self.retry_at = None;
+        let (backend, routing) = self.ours();
+        if let Some(heal) = &mut self.heal {
+            heal.reconfigure(backend, routing);
+        }
+        self.watch_passively();
         log(&format!("reloaded: {}", self.summary()));
         self.act(outcomes, true);
         None
@@ -303,9 +456,27 @@ impl Daemon<'_> {
     /// deleted must find the new rules when it comes back.
     fn act(&mut self, outcomes: Vec<(usize, Outcome)>, rules_done: bool) {
         let mut needed = RulesUpdate::Nothing;
+        let now = Instant::now();
         for (i, outcome) in &outcomes {
+            let link = &self.links[*i];
             if outcome.transition.changed() {
-                log(&describe(&self.links[*i], outcome));
+                log(&describe(link, outcome));
+            }
+            if let Some(passive) = &mut self.passive {
+                if let Cause::Burst { answered, targets } = outcome.cause {
+                    if outcome.transition.changed() {
+                        passive.confirmed(*i);
+                    } else {
+                        passive.cleared(*i, now);
+                        log(&format!(
+                            "{}: burst answered ({answered}/{targets} targets); not suspect any more",
+                            link.name
+                        ));
+                    }
+                }
+                if let Some(watch) = passive.links.get_mut(*i) {
+                    watch.set_rtt(link.recent_rtt());
+                }
             }
             if matches!(outcome.cause, Cause::Device(_)) {
                 needed = needed.max(RulesUpdate::Everything);
@@ -318,7 +489,8 @@ impl Daemon<'_> {
         }
         let mask = self.config.globals.mark_mask;
         for (i, outcome) in &outcomes {
-            after_change(&mut self.hook, mask, &self.links[*i], outcome);
+            self.sweeps.after_change(mask, &self.links[*i], outcome);
+            run_hook(&mut self.hook, &self.links[*i], outcome);
         }
         self.save_status();
     }
@@ -343,6 +515,7 @@ impl Daemon<'_> {
                 apply::apply(&self.config, states, self.options.state_dir).map(drop)
             }
         };
+        self.after_own_apply();
         match result {
             Ok(()) => {
                 self.pending = RulesUpdate::Nothing;
@@ -385,6 +558,7 @@ impl Daemon<'_> {
     fn status(&self) -> Status {
         Status {
             pid: std::process::id(),
+            reapplies: self.heal.as_ref().map_or(0, |h| h.reapplies),
             backend: Backend::resolve(self.config.globals.backend)
                 .name()
                 .to_string(),
@@ -504,6 +678,11 @@ fn describe(link: &Link, outcome: &Outcome) -> String {
             targets,
             loss_percent,
         } => format!("{answered}/{targets} targets answered, {loss_percent}% lost"),
+        Cause::Burst { answered, targets } => {
+            format!(
+                "burst of probes after passive suspicion: {answered}/{targets} targets answered"
+            )
+        }
         Cause::Device(true) => "device up".to_string(),
         Cause::Device(false) => "device down".to_string(),
     };
@@ -521,37 +700,23 @@ fn describe(link: &Link, outcome: &Outcome) -> String {
     )
 }
 
-/// Deletes the link's conntrack entries when one of this outcome's events is configured for
-/// it, and runs the hook when its usability changed.
-fn after_change(hook: &mut Hook, mask: u32, link: &Link, outcome: &Outcome) {
-    let events = outcome.events();
-    if let Some(event) = events.iter().find(|e| link.flush_conntrack.contains(e)) {
-        match conntrack::delete_marked(link.route.mark, mask) {
-            Ok(()) => log(&format!(
-                "{}: deleted its conntrack entries ({})",
-                link.name,
-                event.as_str()
-            )),
-            Err(e) => log_error(&format!(
-                "{}: deleting its conntrack entries failed: {e}",
-                link.name
-            )),
-        }
+/// Runs the hook when the link's usability changed.
+fn run_hook(hook: &mut Hook, link: &Link, outcome: &Outcome) {
+    if !outcome.transition.usable_changed() {
+        return;
     }
-    if outcome.transition.usable_changed() {
-        let action = if outcome.transition.to.is_usable() {
-            FlushEvent::Connected
-        } else {
-            FlushEvent::Disconnected
-        };
-        let event = HookEvent {
-            action: action.as_str(),
-            interface: link.name.clone(),
-            device: link.route.device.clone().unwrap_or_default(),
-            state: outcome.transition.to.as_str(),
-        };
-        if let Err(e) = hook.run(&event) {
-            log_error(&format!("{}: hook: {e}", link.name));
-        }
+    let action = if outcome.transition.to.is_usable() {
+        FlushEvent::Connected
+    } else {
+        FlushEvent::Disconnected
+    };
+    let event = HookEvent {
+        action: action.as_str(),
+        interface: link.name.clone(),
+        device: link.route.device.clone().unwrap_or_default(),
+        state: outcome.transition.to.as_str(),
+    };
+    if let Err(e) = hook.run(&event) {
+        log_error(&format!("{}: hook: {e}", link.name));
     }
 }

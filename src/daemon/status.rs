@@ -17,6 +17,9 @@ use crate::state;
 pub struct Status {
     /// The daemon's process id (for signals).
     pub pid: u32,
+    /// Times the daemon applied again because its rules, ip rules or routes were changed
+    /// behind its back.
+    pub reapplies: u64,
     /// `nftables` or `iptables`: the backend the rules are loaded with.
     pub backend: String,
     pub links: Vec<LinkStatus>,
@@ -71,7 +74,7 @@ impl Status {
                 })
             })
             .collect();
-        json!({ "pid": self.pid, "backend": self.backend, "links": links })
+        json!({ "pid": self.pid, "backend": self.backend, "reapplies": self.reapplies, "links": links })
     }
 }
 
@@ -145,6 +148,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cmlb-status-{}", std::process::id()));
         let status = Status {
             pid: 42,
+            reapplies: 1,
             backend: "nftables".into(),
             links: vec![LinkStatus {
                 interface: "wanb".into(),

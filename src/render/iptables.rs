@@ -13,7 +13,7 @@ use crate::plan::{Choice, Plan};
 use std::fmt::Write;
 
 /// (table, built-in chain, our chain) jumps we install, at the top of the built-in chain.
-const JUMPS: [(&str, &str, &str); 3] = [
+pub const JUMPS: [(&str, &str, &str); 3] = [
     ("mangle", "PREROUTING", "PREROUTING"),
     ("mangle", "OUTPUT", "OUTPUT"),
     ("nat", "POSTROUTING", "POSTROUTING"),

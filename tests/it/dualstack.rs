@@ -162,6 +162,20 @@ fn stop_leaves_no_ipv6_state(backend: Backend) {
     let topo = Topology::dual_stack(2);
     let pristine = topo.router_state();
     let ra = accept_ra(&topo);
+    // An IPv4-only config on a dual-stack router leaves IPv6 entirely alone.
+    let v4 = topo.write_config("v4", &LbConfig::new(backend, Balance::RoundRobin, &[1, 1]));
+    topo.apply(&v4);
+    let only_v4 = topo.router_state();
+    assert_eq!(
+        only_v4.rules6, pristine.rules6,
+        "IPv4-only config added ip -6 rules"
+    );
+    assert!(
+        !only_v4.ip6tables.contains("CMLB_"),
+        "{}",
+        only_v4.ip6tables
+    );
+    assert_eq!(sysctl(&topo, "net.ipv6.conf.all.forwarding"), "0");
     let config = topo.write_config("lb", &dual_stack(backend, &[1, 1]));
     topo.apply(&config);
     let applied = topo.router_state();

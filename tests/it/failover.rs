@@ -18,6 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use crate::busy;
 use crate::checks::{LinkLoad, servers, tcp_target};
 use crate::lbconfig::{Backend, Balance, ConfigFile, LbConfig};
 use crate::netns::{Loss, SERVICE, Topology, link_addr, link_device};
@@ -69,7 +70,7 @@ impl Daemon {
     }
 
     /// The parsed status.json, if it is there.
-    fn status(&self) -> Option<Value> {
+    pub fn status(&self) -> Option<Value> {
         let text = std::fs::read_to_string(&self.status).ok()?;
         serde_json::from_str(&text).ok()
     }
@@ -82,7 +83,7 @@ impl Daemon {
 
     /// Polls status.json every 10 ms until `done` holds; fails when the daemon exits or
     /// `timeout` passes. Returns how long it took.
-    fn wait_for(
+    pub fn wait_for(
         &mut self,
         what: &str,
         timeout: Duration,
@@ -113,7 +114,7 @@ impl Daemon {
 
     /// Waits until every link reports `state` and, if it is tracked, answered probes in its
     /// last round (when `state` is up) or lost them all (when down).
-    fn wait_all(&mut self, state: &str, timeout: Duration) -> Duration {
+    pub fn wait_all(&mut self, state: &str, timeout: Duration) -> Duration {
         let loss = if state == "up" { 0 } else { 100 };
         self.wait_for(&format!("every link {state}"), timeout, |s| {
             s["links"].as_array().is_some_and(|links| {
@@ -151,6 +152,19 @@ impl Daemon {
             assert!(
                 Instant::now() < deadline,
                 "daemon did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (bounded) until the log holds `text`.
+    pub fn wait_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {text:?}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -292,22 +306,12 @@ fn attempts_around(
 
 fn one_attempt() -> Attempt {
     let started = Instant::now();
-    let link = TcpStream::connect_timeout(&tcp_target().into(), ATTEMPT_CONNECT_TIMEOUT)
-        .map_err(|e| format!("connect: {e}"))
-        .and_then(|stream| {
-            let took = started.elapsed();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .map_err(|e| e.to_string())?;
-            let mut line = String::new();
-            BufReader::new(&stream)
-                .read_line(&mut line)
-                .map_err(|e| format!("read: {e}"))?;
-            let addr: Ipv4Addr = line.trim().parse().map_err(|e| format!("{line:?}: {e}"))?;
-            link_of(addr)
-                .map(|link| (link, took))
-                .ok_or(format!("unknown address {addr}"))
-        });
+    let link = busy::greeting(tcp_target(), ATTEMPT_CONNECT_TIMEOUT).and_then(|(took, line)| {
+        let addr: Ipv4Addr = line.trim().parse().map_err(|e| format!("{line:?}: {e}"))?;
+        link_of(addr)
+            .map(|link| (link, took))
+            .ok_or(format!("unknown address {addr}"))
+    });
     match link {
         Ok((link, took)) => Attempt {
             started,
@@ -326,14 +330,17 @@ fn one_attempt() -> Attempt {
 /// src/daemon/health.rs).
 pub struct Timing {
     pub interval: Duration,
+    pub failure_interval: Duration,
     pub timeout: Duration,
     pub down: u32,
     pub up: u32,
 }
 
 impl Timing {
+    /// A failing round waits 0.3 s here (three round trips are far less).
     pub fn detection_bound(&self) -> Duration {
-        self.interval + self.interval.max(self.timeout) * (self.down - 1) + self.timeout
+        let failing = self.failure_interval.max(Duration::from_millis(300));
+        self.interval + self.timeout + failing * (self.down - 1)
     }
 
     /// Without the round trip time, which is well under a millisecond here.
@@ -493,10 +500,12 @@ impl LongConnection {
 
 #[test]
 fn silent_failure_with_defaults_is_detected_and_healed() {
-    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    // Passive health off: this measures the probes alone (tests/it/hitless.rs has both).
+    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[("passive", "0")]));
     let long = LongConnection::on_link_1(&lab.topo);
     let timing = Timing {
         interval: Duration::from_secs(1),
+        failure_interval: Duration::from_millis(300),
         timeout: Duration::from_secs(1),
         down: 3,
         up: 5,
@@ -519,7 +528,7 @@ fn silent_failure_with_defaults_is_detected_and_healed() {
     for line in [
         "wan2 (wan2): up -> failing (0/1 targets answered, 100% lost)",
         "wan2 (wan2): failing -> down (0/1 targets answered, 100% lost); new connections avoid it",
-        "wan2: deleted its conntrack entries (disconnected)",
+        "wan2: deleting its conntrack entries (disconnected)",
         "wan2 (wan2): down -> recovering (1/1 targets answered, 0% lost)",
         "wan2 (wan2): recovering -> up (1/1 targets answered, 0% lost); new connections use it again",
     ] {
@@ -533,9 +542,14 @@ fn silent_failure_with_defaults_is_detected_and_healed() {
 
 #[test]
 fn silent_failure_with_half_second_interval() {
-    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[("interval", "0.5")]));
+    let mut lab = Lab::new(&tracked(
+        Backend::Nftables,
+        2,
+        &[("interval", "0.5"), ("passive", "0")],
+    ));
     let timing = Timing {
         interval: Duration::from_millis(500),
+        failure_interval: Duration::from_millis(300),
         timeout: Duration::from_millis(500),
         down: 3,
         up: 5,
@@ -619,6 +633,11 @@ fn only_the_dead_links_conntrack_entries_are_deleted() {
     topo.add_loss(3, Loss::All);
     lab.daemon.wait_link(2, "down", Duration::from_secs(10));
     lab.daemon.wait_link(3, "down", Duration::from_secs(10));
+    // The deleting runs in the daemon's loop after the state change: wait for its report.
+    lab.daemon
+        .wait_log("wan2: deleted ", Duration::from_secs(5));
+    lab.daemon
+        .wait_log("wan3: deleted 0 conntrack entries", Duration::from_secs(5));
     let after = lan_entries_per_link(&lab.topo);
     assert_eq!(
         after,
@@ -627,10 +646,14 @@ fn only_the_dead_links_conntrack_entries_are_deleted() {
     );
     let log = lab.daemon.log();
     assert!(
-        log.contains("wan2: deleted its conntrack entries (disconnected)"),
+        log.contains("wan2: deleting its conntrack entries (disconnected)"),
         "{log}"
     );
-    assert!(!log.contains("wan3: deleted"), "{log}");
+    assert!(!log.contains("wan3: deleting its conntrack"), "{log}");
+    assert!(
+        log.contains("wan3: deleting its unanswered connections"),
+        "a link leaving use always loses its unanswered connections:\n{log}"
+    );
 }
 
 #[test]
@@ -790,29 +813,16 @@ fn proc_status_kb(pid: Pid, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// User plus system CPU time of `pid` so far.
-fn cpu_time(pid: Pid) -> Duration {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after_name = &text[text.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / per_second)
-}
-
 /// Four links probed every second: the daemon's memory and CPU over a bounded run.
 #[test]
 fn footprint_tracking_four_links() {
     let mut lab = Lab::new(&tracked(Backend::Nftables, 4, &[]));
     let pid = lab.daemon.pid();
     let run = Duration::from_secs(20);
-    let cpu_before = cpu_time(pid);
+    let cpu_before = busy::cpu_time(pid.as_raw());
     let started = Instant::now();
     std::thread::sleep(run);
-    let cpu = cpu_time(pid) - cpu_before;
+    let cpu = busy::cpu_time(pid.as_raw()) - cpu_before;
     let elapsed = started.elapsed();
     let rss = proc_status_kb(pid, "VmRSS");
     let hwm = proc_status_kb(pid, "VmHWM");

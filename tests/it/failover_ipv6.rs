@@ -38,6 +38,7 @@ fn ipv4_and_ipv6_fail_independently(backend: Backend) {
     let name = backend.name();
     let timing = Timing {
         interval: Duration::from_millis(500),
+        failure_interval: Duration::from_millis(300),
         timeout: Duration::from_millis(500),
         down: 3,
         up: 5,
@@ -117,7 +118,7 @@ fn ipv4_and_ipv6_fail_independently(backend: Backend) {
     let log = lab.daemon.log();
     for line in [
         "wan2_6 (wan2): failing -> down (0/1 targets answered, 100% lost); new connections avoid it",
-        "wan2_6: deleted its conntrack entries (disconnected)",
+        "wan2_6: deleting its conntrack entries (disconnected)",
         "wan2_6 (wan2): recovering -> up (1/1 targets answered, 0% lost)",
         "wan1 (wan1): failing -> down",
     ] {

@@ -37,6 +37,33 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Asserts `output` exited with `code` and its stderr says `needle`.
+fn assert_failed(output: &Output, code: i32, needle: &str) {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{text}");
+    assert!(text.contains(needle), "expected {needle:?} in: {text}");
+}
+
+/// Panics with the differences when the router no longer matches `before`.
+fn assert_unchanged(topo: &Topology, before: &RouterState, what: &str) {
+    if let Some(diff) = before.differences(&topo.router_state()) {
+        panic!("{what} changed the router:\n{diff}");
+    }
+}
+
+/// Waits for `child` at most `limit`; kills it and fails naming `what` when it takes longer.
+fn wait_within(child: &mut std::process::Child, limit: Duration, what: &str) {
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The router's state with every part's lines sorted: equal whatever order the objects were
 /// created in.
 fn sorted_state(topo: &Topology) -> RouterState {
@@ -238,11 +265,8 @@ fn unwritable_state_dir_changes_nothing() {
     let pristine = topo.router_state();
     let file = topo.dir.write("not-a-dir", "");
     let output = lb_sh(&topo, "", &["apply", c.flag(), c.path_str()], &file);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(stderr(&output).contains("not-a-dir"), "{}", stderr(&output));
-    if let Some(diff) = pristine.differences(&topo.router_state()) {
-        panic!("apply with a file as state dir changed the router:\n{diff}");
-    }
+    assert_failed(&output, 1, "not-a-dir");
+    assert_unchanged(&topo, &pristine, "apply with a file as state dir");
     let ro = topo.dir.path().join("ro");
     std::fs::create_dir(&ro).expect("mkdir");
     let ro_str = ro.to_str().expect("utf-8");
@@ -255,11 +279,8 @@ fn unwritable_state_dir_changes_nothing() {
         .arg(LB)
         .args(["apply", c.flag(), c.path_str(), "--state-dir", ro_str]);
     let output = crate::netns::run_command(&mut command, None);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(stderr(&output).contains("Read-only"), "{}", stderr(&output));
-    if let Some(diff) = pristine.differences(&topo.router_state()) {
-        panic!("apply with a read-only state dir changed the router:\n{diff}");
-    }
+    assert_failed(&output, 1, "Read-only");
+    assert_unchanged(&topo, &pristine, "apply with a read-only state dir");
 }
 
 /// With umask 000 the state dir and files are still private; a symlink planted where a temp
@@ -296,25 +317,13 @@ fn state_files_are_private_and_never_followed() {
     std::fs::create_dir(&loose).expect("mkdir");
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let output = lb_sh(&topo, "", &args, &loose);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("writable by others"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 1, "writable by others");
     let foreign = topo.dir.path().join("foreign");
     std::fs::create_dir(&foreign).expect("mkdir");
     std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown");
     let output = lb_sh(&topo, "", &args, &foreign);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("owned by uid 65534"),
-        "{}",
-        stderr(&output)
-    );
-    if let Some(diff) = pristine.differences(&topo.router_state()) {
-        panic!("a refused state dir changed the router:\n{diff}");
-    }
+    assert_failed(&output, 1, "owned by uid 65534");
+    assert_unchanged(&topo, &pristine, "a refused state dir");
 }
 
 /// `status` exits 0 only while the recorded daemon lives: after kill -9 (status.json left
@@ -348,12 +357,7 @@ fn status_of_a_dead_daemon_exits_1() {
     daemon.wait().expect("reap the daemon");
     assert!(status_file.exists(), "kill -9 leaves status.json behind");
     let output = topo.lb(&["status"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("not running"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 1, "not running");
 
     let text = std::fs::read_to_string(&status_file).expect("status.json");
     let value: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -531,26 +535,16 @@ fn a_hung_tool_is_killed_and_reported() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start apply");
-    while apply.try_wait().expect("wait").is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = apply.kill();
-            let _ = apply.wait();
-            panic!("apply hangs with the hung nft");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = apply.wait_with_output().expect("apply output");
-    let took = started.elapsed();
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(took < Duration::from_secs(20), "apply took {took:?}");
-    assert!(
-        stderr(&output).contains("nft -f -: no result within 10 s: killed"),
-        "{}",
-        stderr(&output)
+    wait_within(
+        &mut apply,
+        Duration::from_secs(30),
+        "apply hangs with the hung nft",
     );
-    if let Some(diff) = pristine.differences(&topo.router_state()) {
-        panic!("a killed apply changed the router:\n{diff}");
-    }
+    let took = started.elapsed();
+    let output = apply.wait_with_output().expect("apply output");
+    assert_failed(&output, 1, "nft -f -: no result within 10s: killed");
+    assert!(took < Duration::from_secs(20), "apply took {took:?}");
+    assert_unchanged(&topo, &pristine, "a killed apply");
 
     std::fs::remove_file(&trigger).expect("untrigger");
     let log = topo.dir.path().join("daemon.err");
@@ -570,22 +564,16 @@ fn a_hung_tool_is_killed_and_reported() {
     }
     std::fs::write(&trigger, "").expect("trigger");
     let pid = Pid::from_raw(daemon.id() as i32);
-    let hup = Instant::now();
     kill(pid, Signal::SIGHUP).expect("SIGHUP");
     std::thread::sleep(Duration::from_secs(1));
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
-    let exit = loop {
-        if let Some(exit) = daemon.try_wait().expect("wait") {
-            break exit;
-        }
-        if hup.elapsed() > Duration::from_secs(20) {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-            panic!("the daemon hangs with the hung nft");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    wait_within(
+        &mut daemon,
+        Duration::from_secs(19),
+        "the daemon hangs with the hung nft",
+    );
+    let exit = daemon.wait().expect("reap the daemon");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(exit.success(), "{exit}: {text}");
-    assert!(text.contains("no result within 10 s: killed"), "{text}");
+    assert!(text.contains("no result within 10s: killed"), "{text}");
 }

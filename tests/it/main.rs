@@ -26,6 +26,7 @@ macro_rules! for_both_backends {
     };
 }
 
+mod busy;
 mod checks;
 mod classes;
 mod dualstack;
@@ -36,6 +37,7 @@ mod fuzz;
 mod fw4;
 mod golden;
 mod hardening;
+mod hitless;
 mod lbconfig;
 mod luci;
 mod netifd;

@@ -194,9 +194,10 @@ fn init_script_under_real_procd_rpcd_and_netifd() {
         daemon_pid(stack).filter(|p| *p != pid)
     });
     assert_eq!(balance_modulus(router), Some(3));
+    // Until the new daemon has written its status, `status` rightly calls the old one stale.
     wait_for(WAIT, "the respawned daemon's status", || {
-        stack
-            .exec(&["connmark-lb", "status"])
+        let out = stack.output("procd-exec", &["connmark-lb", "status"]);
+        String::from_utf8_lossy(&out.stdout)
             .contains(&format!("\"pid\": {respawned}"))
             .then_some(())
     });

@@ -768,13 +768,18 @@ fn slow_netifd(count: usize, delay: Option<Duration>) -> impl FnMut(&Request) ->
     }
 }
 
-#[test]
-fn a_silent_netifd_costs_one_timeout_for_all_links() {
+/// Resolves 20 netifd links against [`slow_netifd`]; returns the states, warnings and time.
+fn resolve_twenty(delay: Option<Duration>) -> (Vec<crate::plan::LinkState>, Vec<String>, Duration) {
     let config = netifd_links(20);
-    let server = TestServer::start(Some(hello()), slow_netifd(20, None));
+    let server = TestServer::start(Some(hello()), slow_netifd(20, delay));
     let started = Instant::now();
     let (states, warnings) = crate::source::resolve_links(&config, &server.socket);
-    let took = started.elapsed();
+    (states, warnings, started.elapsed())
+}
+
+#[test]
+fn a_silent_netifd_costs_one_timeout_for_all_links() {
+    let (states, warnings, took) = resolve_twenty(None);
     assert!(
         took < crate::source::UBUS_TIMEOUT + Duration::from_secs(1),
         "{took:?}"
@@ -786,14 +791,7 @@ fn a_silent_netifd_costs_one_timeout_for_all_links() {
 
 #[test]
 fn a_slow_netifd_is_bounded_by_one_deadline_for_all_links() {
-    let config = netifd_links(20);
-    let server = TestServer::start(
-        Some(hello()),
-        slow_netifd(20, Some(Duration::from_millis(700))),
-    );
-    let started = Instant::now();
-    let (states, warnings) = crate::source::resolve_links(&config, &server.socket);
-    let took = started.elapsed();
+    let (states, warnings, took) = resolve_twenty(Some(Duration::from_millis(700)));
     assert!(
         took < crate::source::RESOLVE_DEADLINE + Duration::from_secs(1),
         "{took:?}"

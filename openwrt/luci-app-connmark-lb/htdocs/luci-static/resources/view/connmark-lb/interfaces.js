@@ -131,9 +131,9 @@ return view.extend({
 		o.modalonly = true;
 
 		[
-			[ 'timeout', _('Timeout (s)'), _('Seconds a round waits for replies. Default 1, or the shortest interval if that is shorter.'), '1' ],
+			[ 'timeout', _('Timeout (s)'), _('Seconds a round waits for replies. Default 1, or the interval or recovery interval if shorter.'), '1' ],
 			[ 'interval', _('Interval (s)'), _('Seconds from one round\'s start to the next while the link is up or down.'), '1' ],
-			[ 'failure_interval', _('Failure interval (s)'), _('The interval while the link is failing; default: interval.'), _('interval') ],
+			[ 'failure_interval', _('Failure interval (s)'), _('The interval while the link is failing (such a round waits three round trips, at least 0.3 s); default: 0.3, or interval if shorter.'), '0.3' ],
 			[ 'recovery_interval', _('Recovery interval (s)'), _('The interval while the link is recovering; default: interval.'), _('interval') ]
 		].forEach(function(d) {
 			o = s.taboption('tracking', form.Value, d[0], d[1], d[2]);
