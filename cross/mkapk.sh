@@ -18,12 +18,8 @@
 # as noarch; BINARY is not used).
 set -euo pipefail
 
-if [ "$#" -ne 3 ]; then
-	sed -n 's/^# \{0,1\}//; /^usage:/,/^Prints/p' "$0" >&2
-	exit 2
-fi
-arch=$1 binary=$2 outdir=$3
 root=$(cd "$(dirname "$0")/.." && pwd)
+# Reads the arguments (ARCH BINARY OUTDIR).
 # shellcheck source=cross/package.sh
 . "$root/cross/package.sh"
 

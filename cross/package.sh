@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# The variables below are read by the scripts that source this file; root and
-# binary are theirs.
+# The variables below are read by the scripts that source this file; root is
+# theirs.
 # shellcheck disable=SC2034,SC2154
 # The maintainer scripts are written literally (their variables expand on the router).
 # shellcheck disable=SC2016
@@ -13,9 +13,14 @@
 # (a test compares both formats with the Makefile and runs them with the real
 # opkg and apk).
 #
-# The caller sets: root (the project tree), binary (the executable to ship),
-# and PACKAGE to describe luci-app-connmark-lb instead (cross/package-luci.sh;
-# it needs no binary).
+# The caller sets root (the project tree) and passes its arguments
+# (ARCH BINARY OUTDIR, see its usage); PACKAGE describes luci-app-connmark-lb
+# instead (cross/package-luci.sh; it needs no binary).
+if [ "$#" -ne 3 ]; then
+	sed -n 's/^# \{0,1\}//; /^usage:/,/^Prints/p' "$0" >&2
+	exit 2
+fi
+arch=$1 binary=$2 outdir=$3
 # Files must be owned by root in the package: without root, the caller runs
 # again as root of a user namespace (its own files then belong to uid 0).
 if [ "$(id -u)" != 0 ]; then

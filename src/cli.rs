@@ -5,6 +5,7 @@ use crate::config::{Config, Family};
 use crate::daemon::{self, status};
 use crate::error::{Context, Error, Result};
 use crate::explain;
+use crate::inspect;
 use crate::live::{IpState, IptablesState};
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
 use crate::plan::{LinkState, Plan};
@@ -180,6 +181,10 @@ pub fn run(args: &Args) -> Result<()> {
                 state_dir: &args.state_dir,
                 hook: &args.hook,
                 ubus_socket: args.ubus_socket.as_deref(),
+                check: &|config, states| {
+                    check_text_for(config, Backend::resolve(config.globals.backend), states)
+                },
+                explain: &|params| inspect::explain(args, params),
             };
             match daemon::run(&options)? {
                 daemon::Exit::Signal(_) => Ok(()),
@@ -196,10 +201,22 @@ pub fn run(args: &Args) -> Result<()> {
     }
 }
 
-/// `explain`: the plan as apply would build it now, with each link's liveness from the daemon
-/// when one runs, and the kernel's set contents.
+/// `explain`: [`explain_now`], printed as text or as one JSON object.
 fn explain(args: &Args) -> Result<()> {
     let query = explain::Query::parse(&args.operands)?;
+    let (answer, plan) = explain_now(args, &query)?;
+    if args.json {
+        println!("{}", answer.to_json(&plan, &query));
+    } else {
+        print!("{}", answer.to_text(&plan, &query));
+    }
+    Ok(())
+}
+
+/// Which way `query` would go now: the plan as apply would build it now, with each link's
+/// liveness from the daemon when one runs, and the kernel's set contents. The command line and
+/// the daemon's ubus `explain` (the LuCI Explain page) both answer with this.
+pub fn explain_now(args: &Args, query: &explain::Query) -> Result<(explain::Explanation, Plan)> {
     let config = args.load_config()?;
     let mut states = args.link_states(&config);
     // Devices are the same in either family's listing.
@@ -220,13 +237,8 @@ fn explain(args: &Args) -> Result<()> {
     }
     let plan = Plan::build(&config, &states);
     let facts = explain::Facts::read()?;
-    let answer = explain::explain(&config, &plan, &facts, &query);
-    if args.json {
-        println!("{}", answer.to_json(&plan, &query));
-    } else {
-        print!("{}", answer.to_text(&plan, &query));
-    }
-    Ok(())
+    let answer = explain::explain(&config, &plan, &facts, query);
+    Ok((answer, plan))
 }
 
 /// `globals.enabled 0`: apply and run remove our rules instead of installing them.

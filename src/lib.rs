@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod error;
 pub mod explain;
 pub mod hash;
+pub mod inspect;
 pub mod live;
 pub mod names;
 pub mod netifd;

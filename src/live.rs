@@ -6,7 +6,6 @@
 use crate::error::{Error, Result};
 use crate::plan::{DeviceName, IpRule, Route, RuleAction, Selector};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// A route found in one of our tables.
@@ -179,55 +178,36 @@ impl IptablesState {
     }
 }
 
-/// Received and sent bytes per device, from `/proc/net/dev` (64-bit counters; the name is
+/// Received and sent bytes of `device`, from `/proc/net/dev` (64-bit counters; the name is
 /// followed by a colon and 16 numbers, received bytes first, sent bytes ninth).
-pub fn parse_net_dev(text: &str) -> HashMap<String, (u64, u64)> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, numbers) = line.split_once(':')?;
-            let numbers: Vec<u64> = numbers
-                .split_whitespace()
-                .map(|n| n.parse().ok())
-                .collect::<Option<_>>()?;
-            Some((
-                name.trim().to_string(),
-                (*numbers.first()?, *numbers.get(8)?),
-            ))
-        })
-        .collect()
+pub fn net_dev_bytes(text: &str, device: &str) -> Option<(u64, u64)> {
+    let numbers = text.lines().find_map(|line| {
+        let (name, numbers) = line.split_once(':')?;
+        (name.trim() == device).then_some(numbers)
+    })?;
+    let mut numbers = numbers.split_whitespace().map(|n| n.parse::<u64>().ok());
+    Some((numbers.next()??, numbers.nth(7)??))
 }
 
-/// The packet count of the first counter in each chain of an `nft list table` listing.
-pub fn nft_chain_packets(listing: &str) -> HashMap<String, u64> {
-    let mut counted = HashMap::new();
-    let mut chain: Option<&str> = None;
-    for line in listing.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix("chain ") {
-            chain = name.strip_suffix(" {");
-        } else if let (Some(name), Some(rest)) = (chain, line.split("counter packets ").nth(1)) {
-            if let Some(packets) = rest.split_whitespace().next().and_then(|n| n.parse().ok()) {
-                counted.entry(name.to_string()).or_insert(packets);
-            }
-        }
-    }
-    counted
+/// The packet count of the first counter in `chain` of an `nft list table` listing.
+pub fn nft_chain_packets(listing: &str, chain: &str) -> Option<u64> {
+    let start = format!("chain {chain} {{");
+    let mut lines = listing.lines().map(str::trim);
+    lines.find(|line| *line == start)?;
+    lines
+        .take_while(|line| *line != "}")
+        .find_map(|line| line.split("counter packets ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
 }
 
-/// The packet count of the first rule of each chain in `iptables-save -c` output
+/// The packet count of the first rule of `chain` in `iptables-save -c` output
 /// (`[packets:bytes] -A CHAIN ...`).
-pub fn iptables_chain_packets(save: &str) -> HashMap<String, u64> {
-    let mut counted = HashMap::new();
-    for line in save.lines() {
-        let Some((counters, rule)) = line.strip_prefix('[').and_then(|l| l.split_once("] -A "))
-        else {
-            continue;
-        };
-        let packets = counters.split(':').next().and_then(|n| n.parse().ok());
-        if let (Some(packets), Some(chain)) = (packets, rule.split_whitespace().next()) {
-            counted.entry(chain.to_string()).or_insert(packets);
-        }
-    }
-    counted
+pub fn iptables_chain_packets(save: &str, chain: &str) -> Option<u64> {
+    let rule = format!("] -A {chain} ");
+    save.lines().find_map(|line| {
+        let (counters, _) = line.strip_prefix('[')?.split_once(&rule)?;
+        counters.split(':').next()?.parse().ok()
+    })
 }
 
 /// Which of `candidates` (tables of nft family `family`, `ip` or `ip6`) hold nothing in
@@ -274,21 +254,20 @@ mod tests {
              face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
              lo:     840      12    0    0    0     0          0         0      840      12    0    0    0     0       0          0\n  \
              wan1:98765432109 70    0    0    0     0          0         0     5400      60    0    0    0     0       0          0\n";
-        let bytes = parse_net_dev(net_dev);
-        assert_eq!(bytes["wan1"], (98_765_432_109, 5400));
-        assert_eq!(bytes["lo"], (840, 840));
-        assert_eq!(bytes.len(), 2);
+        assert_eq!(net_dev_bytes(net_dev, "wan1"), Some((98_765_432_109, 5400)));
+        assert_eq!(net_dev_bytes(net_dev, "lo"), Some((840, 840)));
+        assert_eq!(net_dev_bytes(net_dev, "wan"), None);
 
         let nft = "table inet connmark_lb {\n\tchain mark_wan1 {\n\t\tcounter packets 20 bytes 1200 meta mark set meta mark & 0xffffc0ff | 0x00000100\n\t\tct mark set ct mark & 0xffffc0ff | 0x00000100\n\t}\n\tchain mark_wan2 {\n\t\tcounter packets 3 bytes 180 meta mark set 0x1\n\t}\n\tchain rules {\n\t\tgoto policy_x\n\t}\n}\n";
-        let packets = nft_chain_packets(nft);
-        assert_eq!(packets["mark_wan1"], 20);
-        assert_eq!(packets["mark_wan2"], 3);
-        assert_eq!(packets.len(), 2);
+        assert_eq!(nft_chain_packets(nft, "mark_wan1"), Some(20));
+        assert_eq!(nft_chain_packets(nft, "mark_wan2"), Some(3));
+        assert_eq!(nft_chain_packets(nft, "rules"), None);
+        assert_eq!(nft_chain_packets(nft, "mark_wan"), None);
 
         let save = "*mangle\n:PREROUTING ACCEPT [90:5400]\n:CMLB_MARK_1 - [0:0]\n[7:420] -A CMLB_MARK_1 -j MARK --set-xmark 0x100/0x3f00\n[7:420] -A CMLB_MARK_1 -j CONNMARK --save-mark\n[0:0] -A CMLB_MARK_2 -j MARK --set-xmark 0x200/0x3f00\nCOMMIT\n";
-        let packets = iptables_chain_packets(save);
-        assert_eq!(packets["CMLB_MARK_1"], 7);
-        assert_eq!(packets["CMLB_MARK_2"], 0);
+        assert_eq!(iptables_chain_packets(save, "CMLB_MARK_1"), Some(7));
+        assert_eq!(iptables_chain_packets(save, "CMLB_MARK_2"), Some(0));
+        assert_eq!(iptables_chain_packets(save, "CMLB_MARK_3"), None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The daemon's ubus object `connmark-lb`: `status` (what status.json holds, plus the backend
-//! and live per-link counters) and `reload` (what SIGHUP does), for LuCI and scripts.
+//! and live per-link counters), `reload` (what SIGHUP does), `check` (what `connmark-lb
+//! check` would say of the config now) and `explain` (what `connmark-lb explain --json`
+//! says of a new connection, for LuCI's Explain page), for LuCI and scripts.
 //!
 //! The connection lives in the daemon's poll loop and never blocks it (see
 //! [`ObjectConnection`]). Without ubusd, or when ubusd restarts, the daemon connects and
@@ -13,11 +15,12 @@ use nix::poll::{PollFd, PollFlags};
 use serde_json::{Map, Value};
 
 use super::{log, log_error};
+use crate::error::{Error, Result};
 use crate::source::ubus::{self, Call, ObjectConnection, Status};
 
 /// The object's name on ubus.
 pub const OBJECT: &str = "connmark-lb";
-const METHODS: [&str; 2] = ["status", "reload"];
+const METHODS: [&str; 4] = ["status", "reload", "check", "explain"];
 /// How long to wait before connecting again after ubusd went away or was not there.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -26,6 +29,30 @@ const RETRY: Duration = Duration::from_secs(2);
 pub enum Request {
     Status,
     Reload,
+    Check,
+    /// Its arguments: `source`, `destination`, `protocol`, `port`.
+    Explain,
+}
+
+/// The answer to `check`: `valid`, `errors` (one per problem), `warnings` and, when valid,
+/// `output` (what `connmark-lb check` prints), from the config's warnings and that output or
+/// the error reading it.
+pub fn check_reply(outcome: Result<(Vec<String>, String)>) -> Map<String, Value> {
+    let (errors, warnings, output) = match outcome {
+        Ok((warnings, output)) => (Vec::new(), warnings, Some(output)),
+        Err(Error::Many(errors)) => (
+            errors.iter().map(ToString::to_string).collect(),
+            Vec::new(),
+            None,
+        ),
+        Err(e) => (vec![e.to_string()], Vec::new(), None),
+    };
+    let mut reply = Map::new();
+    reply.insert("valid".into(), Value::Bool(errors.is_empty()));
+    reply.insert("errors".into(), errors.into());
+    reply.insert("warnings".into(), warnings.into());
+    reply.insert("output".into(), output.into());
+    reply
 }
 
 /// The object's connection, or when to try again.
@@ -94,6 +121,8 @@ impl Bus {
                         let request = match call.method.as_str() {
                             "status" => Some(Request::Status),
                             "reload" => Some(Request::Reload),
+                            "check" => Some(Request::Check),
+                            "explain" => Some(Request::Explain),
                             _ => None,
                         };
                         (call, request)

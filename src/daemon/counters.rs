@@ -5,14 +5,12 @@
 //! (one `nft list table` or `iptables-save -c -t mangle`; the counters restart at every full
 //! apply, since the chains are created anew).
 
-use std::collections::HashMap;
-
 use serde_json::{Map, Value, json};
 
 use super::log_error;
 use super::status::Status;
 use crate::apply::{Backend, exec};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::live;
 use crate::names::NFT_TABLE;
 use crate::plan::Plan;
@@ -22,13 +20,13 @@ use crate::render::{iptables, nft};
 /// `rx_bytes` and `tx_bytes` (its device's counters) and `new_connections` (since the last
 /// full apply); null where a figure cannot be had (no device, no rules loaded).
 pub fn live_status(status: &Status, backend: Backend, plan: &Plan) -> Map<String, Value> {
-    let bytes = device_bytes().unwrap_or_else(|e| {
-        log_error(&format!("reading device counters: {e}"));
-        HashMap::new()
+    let devices = std::fs::read_to_string("/proc/net/dev").unwrap_or_else(|e| {
+        log_error(&format!("reading /proc/net/dev: {e}"));
+        String::new()
     });
-    let counted = new_connections(backend, plan).unwrap_or_else(|e| {
+    let rules = read_rules(backend).unwrap_or_else(|e| {
         log_error(&format!("reading the new-connection counters: {e}"));
-        HashMap::new()
+        String::new()
     });
     let mut reply = match status.to_json() {
         Value::Object(reply) => reply,
@@ -36,52 +34,33 @@ pub fn live_status(status: &Status, backend: Backend, plan: &Plan) -> Map<String
     };
     if let Some(Value::Array(links)) = reply.get_mut("links") {
         for (json, link) in links.iter_mut().zip(&status.links) {
-            let device = link.device.as_ref().and_then(|d| bytes.get(d));
-            json["rx_bytes"] = json!(device.map(|(rx, _)| rx));
-            json["tx_bytes"] = json!(device.map(|(_, tx)| tx));
-            json["new_connections"] = json!(counted.get(&link.interface));
+            let bytes = link
+                .device
+                .as_ref()
+                .and_then(|d| live::net_dev_bytes(&devices, d));
+            json["rx_bytes"] = json!(bytes.map(|(rx, _)| rx));
+            json["tx_bytes"] = json!(bytes.map(|(_, tx)| tx));
+            let planned = plan.links.iter().find(|l| l.name == link.interface);
+            let counted = planned.and_then(|l| match backend {
+                Backend::Nftables => live::nft_chain_packets(&rules, &nft::mark_chain(&l.name)),
+                Backend::Iptables => {
+                    live::iptables_chain_packets(&rules, &iptables::mark_chain_name(plan, l.mark))
+                }
+            });
+            json["new_connections"] = json!(counted);
         }
     }
     reply
 }
 
-/// Received and sent bytes per device of this network namespace.
-pub fn device_bytes() -> Result<HashMap<String, (u64, u64)>> {
-    let text =
-        std::fs::read_to_string("/proc/net/dev").map_err(|e| Error::io("/proc/net/dev", e))?;
-    Ok(live::parse_net_dev(&text))
-}
-
-/// New connections per link name since the last full apply.
-pub fn new_connections(backend: Backend, plan: &Plan) -> Result<HashMap<String, u64>> {
-    let (text, chains): (String, Vec<(String, String)>) = match backend {
+/// Our ruleset with its counters: the nft table, or iptables' mangle table.
+fn read_rules(backend: Backend) -> Result<String> {
+    match backend {
         Backend::Nftables => {
             let mut args = vec!["list", "table"];
             args.extend(NFT_TABLE.split(' '));
-            let text = exec::run("nft", &args, "")?;
-            let chains = plan
-                .links
-                .iter()
-                .map(|l| (l.name.clone(), nft::mark_chain(&l.name)))
-                .collect();
-            (text, chains)
+            exec::run("nft", &args, "")
         }
-        Backend::Iptables => {
-            let text = exec::run("iptables-save", &["-c", "-t", "mangle"], "")?;
-            let chains = plan
-                .links
-                .iter()
-                .map(|l| (l.name.clone(), iptables::mark_chain_name(plan, l.mark)))
-                .collect();
-            (text, chains)
-        }
-    };
-    let counted = match backend {
-        Backend::Nftables => live::nft_chain_packets(&text),
-        Backend::Iptables => live::iptables_chain_packets(&text),
-    };
-    Ok(chains
-        .into_iter()
-        .filter_map(|(link, chain)| counted.get(&chain).map(|n| (link, *n)))
-        .collect())
+        Backend::Iptables => exec::run("iptables-save", &["-c", "-t", "mangle"], ""),
+    }
 }

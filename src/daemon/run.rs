@@ -17,7 +17,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::bus::{Bus, Request};
+use super::bus::{Bus, Request, check_reply};
 use super::counters;
 use super::devices::{DeviceMonitor, running_devices};
 use super::hook::{Hook, HookEvent};
@@ -33,6 +33,7 @@ use crate::config::{Config, FlushEvent};
 use crate::error::{Context, Error, Result};
 use crate::plan::{LinkState, Plan};
 use crate::source::ubus::Call;
+use serde_json::{Map, Value};
 
 /// How long to wait before trying again when the rules could not be brought up to date.
 const RULES_RETRY: Duration = Duration::from_secs(5);
@@ -50,7 +51,15 @@ pub struct Options<'a> {
     pub hook: &'a Path,
     /// The ubusd socket our object `connmark-lb` registers on; None: the system's.
     pub ubus_socket: Option<&'a Path>,
+    /// What `check` prints for a config and its link states (the ubus `check` answer).
+    pub check: &'a dyn Fn(&Config, &[LinkState]) -> String,
+    /// What `explain --json` says of the connection a call's arguments describe (the ubus
+    /// `explain` answer, for LuCI's Explain page).
+    pub explain: &'a dyn Fn(&Table) -> Table,
 }
+
+/// A ubus message's table: a call's arguments, a reply.
+pub type Table = Map<String, Value>;
 
 /// Why the daemon returned.
 #[derive(Debug)]
@@ -547,6 +556,21 @@ impl Daemon<'_> {
                 let exit = self.reload("ubus reload");
                 self.bus.answer(call, Some(&Default::default()));
                 exit
+            }
+            Some(Request::Check) => {
+                // The config read and links resolved as a reload would; nothing changes.
+                let outcome = (self.options.load_config)().map(|config| {
+                    let states = (self.options.link_states)(&config);
+                    let output = (self.options.check)(&config, &states);
+                    (config.warnings, output)
+                });
+                self.bus.answer(call, Some(&check_reply(outcome)));
+                None
+            }
+            Some(Request::Explain) => {
+                self.bus
+                    .answer(call, Some(&(self.options.explain)(&call.args)));
+                None
             }
             None => {
                 self.bus.answer(call, None);

@@ -14,9 +14,14 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::netns::{SERVICE, Topology, link_addr, link_gateway, run_command};
+use crate::checks::{servers, tcp_target};
+use crate::netns::{LAN_HOST, SERVICE, Topology, link_addr, link_gateway, run_command};
 use crate::owrt::{self, Stack, root_init_with};
 use crate::packaging::{EPOCH, TempDir, crate_version, package_binary, repo, run_ok};
+use crate::traffic::{short_connection, spawn_in};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// The last lines of the daemon's and the web server's logs in STATE, for a failure report.
 fn logs(state: &Path) -> String {
@@ -177,11 +182,36 @@ const INTERFACE_CASES: &[(&str, &str)] = &[
     ("gateway", "10.0.1.1"),
     ("gateway", "10.0.1.256"),
     ("gateway", "010.0.1.1"),
+    ("gateway", "2001:db8::1"),
+    ("failure_latency", "60000"),
+    ("failure_latency", "60001"),
+    ("failure_latency", "0"),
+    ("recovery_latency", "1000"),
+    ("recovery_latency", "1001"),
+    ("failure_loss", "101"),
+    ("recovery_loss", "40"),
+    ("recovery_loss", "41"),
     ("source", "10.0.1.2"),
     ("source", "host"),
     ("device", "eth0.2"),
     ("device", "a-very-long-devname"),
     ("device", "eth\"0"),
+];
+
+/// Typed into the Edit dialog of rule `dns_main` (proto udp, dest_port 53).
+const RULE_CASES: &[(&str, &str)] = &[
+    ("proto", "tcp"),
+    ("proto", "gre"),
+    ("proto", "256"),
+    ("dest_port", "443"),
+    ("dest_port", "8000-8080"),
+    ("dest_port", "22,80,443"),
+    ("dest_port", "0"),
+    ("dest_port", "70000"),
+    ("dest_port", "80-70"),
+    ("dest_port", "http"),
+    ("src_port", "1024:2048"),
+    ("src_port", "1024-"),
 ];
 
 /// Whether `connmark-lb check` accepts `option` = `value` in `section` of the test's config;
@@ -299,6 +329,27 @@ fn luci_pages_in_a_real_browser() {
         argv.extend(args);
         argv.iter().map(|a| a.to_string()).collect::<Vec<_>>()
     };
+    let state = owrt.state().display().to_string();
+    let kit = |args: &[&str]| {
+        let prefix = owrt::prefix();
+        let mut argv = vec![
+            prefix.join("bin/owrt.sh").display().to_string(),
+            "-p".to_string(),
+            prefix.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    };
+    let in_view = |args: &[&str]| {
+        let mut all = vec!["procd-exec", &state];
+        all.extend(args);
+        kit(&all)
+    };
+    let ip_netns = |ns: &str, line: &str| {
+        let mut argv = vec!["ip", "netns", "exec", ns];
+        argv.extend(line.split_whitespace());
+        argv.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
     let spec = json!({
         "url": url.trim(),
         "password": "openwrt-kit",
@@ -306,15 +357,54 @@ fn luci_pages_in_a_real_browser() {
         "pages": pages,
         "weight": {"section": "wan2", "value": 3},
         "ruleset": nft(&["list", "table", "inet", "connmark_lb"]),
-        "validation": {"globals": GLOBALS_CASES, "interface": INTERFACE_CASES},
+        "validation": {
+            "globals": GLOBALS_CASES,
+            "interface": INTERFACE_CASES,
+            "rule": RULE_CASES,
+            "rule_section": "dns_main",
+        },
+        "check": in_view(&["connmark-lb", "check"]),
+        "status": kit(&["ubus", &state, "call", "connmark-lb", "status"]),
+        "drop": ip_netns(topo.isp(2).name(), "nft add rule inet isp loss counter name lost drop"),
+        "down_link": "wan2",
+        "explain": {
+            "source": LAN_HOST.to_string(),
+            "destination": SERVICE.to_string(),
+            "protocol": "tcp",
+            "port": tcp_target().port(),
+            "argv": in_view(&[
+                "connmark-lb",
+                "explain",
+                "--json",
+                &LAN_HOST.to_string(),
+                &SERVICE.to_string(),
+                "tcp",
+                &tcp_target().port().to_string(),
+            ]),
+        },
     });
     let spec_file = topo.dir.write("browser.json", &spec.to_string());
+    // New LAN connections about every 40 ms while the browser works, for the Status page's
+    // shares and rates.
+    let _servers = servers(&topo);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        spawn_in(&topo.lan, move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = short_connection(None, tcp_target().into());
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        })
+    };
     let output = run_command(
         Command::new("python3")
             .arg(repo().join("tests/luci/browser.py"))
             .arg(&spec_file),
         None,
     );
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("the LAN load thread");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -336,7 +426,11 @@ fn luci_pages_in_a_real_browser() {
     );
     let results = &step(&steps, "validation")["results"];
     let mut disagreements = Vec::new();
-    for (section, key) in [("globals", "globals"), ("wan2", "interface")] {
+    for (section, key) in [
+        ("globals", "globals"),
+        ("wan2", "interface"),
+        ("dns_main", "rule"),
+    ] {
         for case in results[key].as_array().expect("validation results") {
             let (option, value) = (case[0].as_str().unwrap(), case[1].as_str().unwrap());
             let form = case[2].as_bool().expect("a verdict");
@@ -372,6 +466,76 @@ fn luci_pages_in_a_real_browser() {
         after.contains("numgen inc mod 4 vmap { 0 : goto mark_wan1, 1-3 : goto mark_wan2 }"),
         "the running daemon did not load the new weights:\n{after}"
     );
+    // The Check page shows what `connmark-lb check` prints.
+    let check = step(&steps, "check");
+    assert_eq!(check["page"]["valid"], true, "{check}");
+    let cli = check["cli"].as_str().expect("connmark-lb check ran");
+    assert!(cli.contains("table inet connmark_lb {"), "{cli}");
+    assert_eq!(
+        check["page"]["output"].as_str().map(str::trim_end),
+        Some(cli.trim_end()),
+        "the Check page and `connmark-lb check` differ"
+    );
+
+    // With weights 1:3, the Status page's shares of the last refresh are about 25% and 75%,
+    // and both links carry traffic.
+    let figures = &step(&steps, "figures")["links"];
+    let link = |name: &str| {
+        figures
+            .as_array()
+            .and_then(|links| links.iter().find(|l| l[0] == name))
+            .unwrap_or_else(|| panic!("no row for {name}: {figures}"))
+    };
+    for (name, share) in [("wan1", 0.25), ("wan2", 0.75)] {
+        let row = link(name);
+        let shown = row[1].as_f64().unwrap_or_else(|| panic!("no share: {row}"));
+        assert!(
+            (shown - share).abs() < 0.15,
+            "{name}'s share {shown}, expected {share}"
+        );
+        for rate in [&row[2], &row[3]] {
+            assert!(
+                rate.as_f64().unwrap_or_default() > 0.0,
+                "{name} without traffic: {row}"
+            );
+        }
+    }
+
+    // The Status page shows the dead link down within one refresh (3 s) of the daemon.
+    let down = step(&steps, "down");
+    let daemon = down["daemon_after"]
+        .as_f64()
+        .expect("the daemon saw the link down");
+    let page = down["page_after"]
+        .as_f64()
+        .expect("the page showed the link down");
+    assert!(
+        page <= daemon + 3.0 + 1.0,
+        "page showed down {page:.1} s after the drop, daemon {daemon:.1} s: {down}"
+    );
+    let row = down["row"].as_str().unwrap_or_default();
+    assert!(row.contains("down for"), "{row}");
+
+    // The Explain page answers what `connmark-lb explain --json` answers: with wan2 down,
+    // rule `everything`, policy `balanced`, link wan1 with its address.
+    let explain = step(&steps, "explain");
+    let (page, cli) = (&explain["page"], &explain["cli"]);
+    assert!(cli.is_object(), "connmark-lb explain failed: {explain}");
+    for (shown, key) in [
+        ("decision", "decision"),
+        ("interface", "interface"),
+        ("source-address", "source_address"),
+        ("rule", "rule"),
+        ("policy", "policy"),
+    ] {
+        assert_eq!(
+            page[shown], cli[key],
+            "Explain page {shown} differs: {explain}"
+        );
+    }
+    assert_eq!(cli["interface"], "wan1", "{explain}");
+    assert_eq!(cli["source_address"], link_addr(1).to_string(), "{explain}");
+
     let done = step(&steps, "done");
     assert_eq!(done["errors"], json!([]), "JavaScript errors: {done}");
     eprintln!(

@@ -277,7 +277,7 @@ pub fn connect_from(
 }
 
 /// One short connection: connect, read the address line the server sends, close first.
-fn short_connection(source: Option<IpAddr>, target: SocketAddr) -> Result<IpAddr, String> {
+pub fn short_connection(source: Option<IpAddr>, target: SocketAddr) -> Result<IpAddr, String> {
     let stream = connect_from(source, target, CONNECT_TIMEOUT)
         .map_err(|e| format!("connect {target}: {e}"))?;
     read_peer_line(&stream, target)

@@ -8,6 +8,7 @@ use crate::lbconfig::{Backend, Balance, LbConfig};
 use crate::netns::Topology;
 use crate::owrt::{Stack, wait_for};
 use crate::traffic::tcp_connections;
+use connmark_lb::source::ubus::Client;
 use serde_json::Value;
 use std::fs::File;
 use std::os::unix::net::UnixListener;
@@ -109,6 +110,21 @@ fn daemon_serves_status_and_reload_on_real_ubusd_and_registers_again_after_a_res
         }
     }
 
+    // The round trip of one status call over ubusd, with our own client.
+    let mut client = Client::connect(&socket, Duration::from_secs(3)).unwrap();
+    let mut took: Vec<Duration> = (0..21)
+        .map(|_| {
+            let started = Instant::now();
+            client.call("connmark-lb", "status", &Value::Null).unwrap();
+            started.elapsed()
+        })
+        .collect();
+    took.sort();
+    eprintln!(
+        "FIGURE ubus call connmark-lb status: median {:?}, max {:?} (21 calls)",
+        took[10], took[20]
+    );
+
     let tally = tcp_connections(&topo.lan, tcp_target(), 40);
     assert_eq!(tally.succeeded(), 40);
     let counted = status(&stack).unwrap();
@@ -121,6 +137,26 @@ fn daemon_serves_status_and_reload_on_real_ubusd_and_registers_again_after_a_res
         );
         assert!(l["rx_bytes"].as_u64() > before["rx_bytes"].as_u64());
     }
+
+    // check: what `connmark-lb check` says of the config as the daemon reads it now.
+    let checked = stack.call("connmark-lb", "check", "{}");
+    assert_eq!(checked["valid"], true, "{checked}");
+    assert_eq!(checked["errors"], serde_json::json!([]));
+    let output = checked["output"].as_str().unwrap_or_default();
+    assert!(output.contains("table inet connmark_lb {"), "{checked}");
+    let broken = LbConfig::new(Backend::Nftables, Balance::RoundRobin, &[1, 1])
+        .with_option("wan2", "weight", "x");
+    std::fs::write(&file, broken.to_uci()).unwrap();
+    let checked = stack.call("connmark-lb", "check", "{}");
+    assert_eq!(checked["valid"], false, "{checked}");
+    assert!(
+        checked["errors"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("weight"),
+        "{checked}"
+    );
+    assert_eq!(checked["output"], Value::Null);
 
     // reload = SIGHUP: same daemon, the new weights, counters from the new apply.
     let reweighted = LbConfig::new(Backend::Nftables, Balance::RoundRobin, &[1, 3]);

@@ -13,9 +13,11 @@ procd and connmark-lb daemon) holds:
   ruleset    argv printing the router's nft table of connmark-lb
   status     argv printing `ubus call connmark-lb status`
   drop       argv making one ISP drop everything; down_link: that link's interface section
-  validation {"globals": [[OPTION, VALUE], ...], "interface": [...]}: values typed into the
-             Global settings form and into the Edit dialog of interface `weight.section`;
+  validation {"globals": [[OPTION, VALUE], ...], "interface": [...], "rule": [...],
+             "rule_section": NAME}: values typed into the Global settings form and into the
+             Edit dialogs of interface `weight.section` and of rule `rule_section`;
              reports which ones the form marks invalid (the caller asks the binary)
+  check      argv printing `connmark-lb check` of the saved config, as the Check page shows it
   explain    {"source","destination","protocol","port","argv"}: asked on the Explain page and
              with argv (`connmark-lb explain --json ...`)
 
@@ -89,13 +91,20 @@ def visit_pages(page, errors):
                errors=errors[before:])
 
 
+# Types one value, reads the verdict, puts the field's own value back (cases are independent).
 VERDICT = """([id, value]) => {
     const input = document.getElementById(id);
     if (!input) return null;
-    input.value = value;
-    for (const kind of ['input', 'keyup', 'blur'])
-        input.dispatchEvent(new Event(kind, { bubbles: true }));
-    return !input.classList.contains('cbi-input-invalid');
+    const type = (text) => {
+        input.value = text;
+        for (const kind of ['input', 'keyup', 'change', 'blur'])
+            input.dispatchEvent(new Event(kind, { bubbles: true }));
+    };
+    const own = input.value;
+    type(value);
+    const accepted = !input.classList.contains('cbi-input-invalid');
+    type(own);
+    return accepted;
 }"""
 
 
@@ -115,13 +124,14 @@ def validation(page):
     """The forms' verdicts on values the binary accepts or refuses."""
     open_page(page, 'admin/network/connmark-lb/globals')
     results = {'globals': verdicts(page, 'globals', spec['validation']['globals'])}
-    open_page(page, 'admin/network/connmark-lb/interfaces')
-    section = spec['weight']['section']
-    page.click(f'tr[data-sid="{section}"] .cbi-button-edit')
-    page.wait_for_selector('.modal .cbi-section', timeout=10000)
-    results['interface'] = verdicts(page, section, spec['validation']['interface'])
-    page.screenshot(path=os.path.join(spec['shots'], 'luci-interface-dialog.png'), full_page=True)
-    page.click('.modal button:has-text("Dismiss")')
+    for kind, page_name, section in (('interface', 'interfaces', spec['weight']['section']),
+                                     ('rule', 'rules', spec['validation']['rule_section'])):
+        open_page(page, f'admin/network/connmark-lb/{page_name}')
+        page.click(f'tr[data-sid="{section}"] .cbi-button-edit')
+        page.wait_for_selector('.modal .cbi-section', timeout=10000)
+        results[kind] = verdicts(page, section, spec['validation'][kind])
+        page.screenshot(path=os.path.join(spec['shots'], f'luci-{kind}-dialog.png'), full_page=True)
+        page.click('.modal button:has-text("Dismiss")')
     report('validation', results=results)
 
 
@@ -163,8 +173,16 @@ def watch_link_down(page):
     link = spec['down_link']
     row = f'#connmark-lb-links tr[data-interface="{link}"]'
     page.wait_for_selector(f'{row}[data-state="up"]', timeout=20000)
-    page.wait_for_timeout(3500)  # a second refresh, so shares and rates are filled in
+    # Two more refreshes: shares and rates come from the difference of two replies.
+    page.wait_for_timeout(6500)
     page.screenshot(path=os.path.join(spec['shots'], 'luci-status.png'), full_page=True)
+    figures = page.evaluate('''() => Array.from(document.querySelectorAll('#connmark-lb-links tr[data-interface]'))
+        .map(tr => [tr.dataset.interface, ...['New connections', 'Receive', 'Transmit'].map(t => {
+            const td = tr.querySelector(`td[data-title="${t}"]`);
+            const v = td.dataset.share ?? td.dataset.rate;
+            return v === undefined || v === '' ? null : Number(v);
+        })])''')
+    report('figures', links=figures)
     dropped = time.monotonic()
     code, out, err = run(spec['drop'])
     assert code == 0, f'drop failed: {err}'
@@ -183,6 +201,22 @@ def watch_link_down(page):
     page.screenshot(path=os.path.join(spec['shots'], 'luci-status-down.png'), full_page=True)
     report('down', daemon_after=None if daemon_down is None else daemon_down - dropped,
            page_after=None if page_down is None else page_down - dropped, row=text)
+
+
+def check(page):
+    """The Check page shows what `connmark-lb check` prints for the saved config."""
+    open_page(page, 'admin/network/connmark-lb/check')
+    page.wait_for_selector('#connmark-lb-check, #connmark-lb-check-error', timeout=20000)
+    body = page.locator('#connmark-lb-check')
+    shown = None
+    if body.count():
+        output = page.locator('#connmark-lb-output')
+        shown = {'valid': body.get_attribute('data-valid') == '1',
+                 'output': output.inner_text() if output.count() else None}
+    page.screenshot(path=os.path.join(spec['shots'], 'luci-check.png'), full_page=True)
+    code, out, err = run(spec['check'])
+    report('check', page=shown, cli=out if code == 0 else None, cli_error=err,
+           page_text=page.locator('#connmark-lb-check-body').inner_text())
 
 
 def explain(page):
@@ -227,6 +261,8 @@ with sync_playwright() as p:
     set_weight(page, errors)
     if spec.get('drop'):
         watch_link_down(page)
+    if spec.get('check'):
+        check(page)
     if spec.get('explain'):
         explain(page)
     report('done', errors=errors, seconds=time.monotonic() - started)

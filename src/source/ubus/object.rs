@@ -9,7 +9,7 @@
 //! number; the answer is DATA {OBJID, DATA} unless the caller asked for none (NO_REPLY), then
 //! STATUS {STATUS, OBJID}, both addressed back with that peer and sequence number.
 
-use super::blob::{Attrs, LEN_MASK, c_string, malformed};
+use super::blob::{self, Attrs, LEN_MASK, c_string, malformed};
 use super::{
     ATTR_DATA, ATTR_METHOD, ATTR_OBJID, ATTR_OBJPATH, ATTR_STATUS, HEADER_LEN, MAX_MESSAGE_LEN,
     MSG_DATA, MSG_INVOKE, MSG_STATUS, Message, PREFIX_LEN, Status, connect_until, message, status,
@@ -34,6 +34,8 @@ const ADD_SEQ: u16 = 1;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     pub method: String,
+    /// The call's arguments (its DATA table; empty without one).
+    pub args: Map<String, Value>,
     seq: u16,
     peer: u32,
     object: u32,
@@ -232,18 +234,21 @@ impl ObjectConnection {
             }
             MSG_INVOKE => {
                 let (mut object, mut method, mut no_reply) = (None, None, false);
+                let mut args = Map::new();
                 for attr in Attrs::new(&message.body) {
                     let attr = attr?;
                     match attr.id {
                         ATTR_OBJID => object = Some(attr.u32()?),
                         ATTR_METHOD => method = Some(c_string(attr.payload)?),
                         ATTR_NO_REPLY => no_reply = attr.payload.first().is_some_and(|b| *b != 0),
+                        ATTR_DATA => args = blob::decode_table(attr.payload)?,
                         _ => {}
                     }
                 }
                 match (object, method) {
                     (Some(object), Some(method)) if Some(object) == self.object => Ok(Some(Call {
                         method,
+                        args,
                         seq: message.seq,
                         peer: message.peer,
                         object,

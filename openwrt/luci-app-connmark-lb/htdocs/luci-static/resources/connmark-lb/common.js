@@ -1,6 +1,9 @@
 'use strict';
 'require baseclass';
+'require form';
 'require rpc';
+'require uci';
+'require view';
 
 /*
  * What every connmark-lb page shares: the ubus calls of the daemon's
@@ -83,7 +86,15 @@ var callExplain = rpc.declare({
 	params: [ 'source', 'destination', 'protocol', 'port' ]
 });
 
+/* A form page over our UCI package: loads it first, so choices can list its sections. */
+var ConfigView = view.extend({
+	load: function() {
+		return uci.load('connmark-lb');
+	}
+});
+
 return baseclass.extend({
+	ConfigView: ConfigView,
 	callStatus: callStatus,
 	callReload: callReload,
 	callCheck: callCheck,
@@ -91,6 +102,47 @@ return baseclass.extend({
 	parseU32: parseU32,
 	parseSeconds: parseSeconds,
 	isIPv4: isIPv4,
+
+	/* A table of the named sections of `type` (other sections refer to them by name),
+	 * each edited in a dialog. */
+	grid: function(m, type, title, addTitle) {
+		var s = m.section(form.GridSection, type, title);
+		s.addremove = true;
+		s.anonymous = false;
+		s.nodescriptions = true;
+		s.addbtntitle = addTitle;
+		return s;
+	},
+
+	/* A text option of tab `tab` (null: no tabs) shown in the dialog only: its help,
+	 * the binary's default as placeholder, its validator. */
+	value: function(s, tab, name, title, help, placeholder, validate) {
+		var o = tab ? s.taboption(tab, form.Value, name, title, help)
+			: s.option(form.Value, name, title, help);
+		o.placeholder = placeholder;
+		o.validate = validate;
+		o.modalonly = true;
+		return o;
+	},
+
+	/* `balance` and, for hash, its `hash` key; `inherit` labels the empty choice (a policy
+	 * without its own balance takes the global one). Returns both options. */
+	balance: function(s, help, inherit) {
+		var balance = s.option(form.ListValue, 'balance', _('Balance'), help);
+		if (inherit)
+			balance.value('', inherit);
+		else
+			balance.default = 'round-robin';
+		balance.value('round-robin', _('round-robin (exact weighted rotation)'));
+		balance.value('random', _('random (weighted)'));
+		balance.value('hash', _('hash (resilient, by address)'));
+		var hash = s.option(form.ListValue, 'hash', _('Hash key'), _('What the hash is computed over.'));
+		hash.value('src', _('source address'));
+		hash.value('src dst', _('source and destination address'));
+		hash.default = 'src';
+		hash.depends('balance', 'hash');
+		return [ balance, hash ];
+	},
 
 	/* Validator of an integer option: min..max, the binary's message otherwise. */
 	int: function(min, max) {
@@ -109,13 +161,28 @@ return baseclass.extend({
 		return _('expected seconds greater than 0 and at most 3600 (like 1 or 0.5), got "%s"').format(value);
 	},
 
-	ipv4: function(section_id, value) {
-		if (value == null || value === '' || isIPv4(value))
-			return true;
-		return _('expected an IPv4 address, got "%s"').format(value);
+	/* The address family of an IP address or prefix, or null. */
+	family: function(text) {
+		return isCidr4(text) ? 'ipv4' : isCidr6(text) ? 'ipv6' : null;
 	},
 
-	/* An IPv4 or IPv6 address (the probe targets of either family). */
+	/* An address of the interface's family (option family, ipv4 by default); with
+	 * globalOnly, IPv6 link-local addresses are refused (a SNAT source must be global). */
+	addressOfFamily: function(globalOnly) {
+		return function(section_id, value) {
+			if (value == null || value === '')
+				return true;
+			var family = this.section.formvalue(section_id, 'family') || 'ipv4';
+			var ok = family == 'ipv6' ? isIPv6(value) : isIPv4(value);
+			if (!ok)
+				return _('expected an %s address, got "%s"').format(family == 'ipv6' ? 'IPv6' : 'IPv4', value);
+			if (globalOnly && family == 'ipv6' && /^fe[89ab]/i.test(value))
+				return _('expected a global address, got the link-local %s').format(value);
+			return true;
+		};
+	},
+
+	/* An address (any family), for the Explain page. */
 	address: function(section_id, value) {
 		if (value == null || value === '' || isIPv4(value) || isIPv6(value))
 			return true;
@@ -132,7 +199,39 @@ return baseclass.extend({
 	prefix6: function(section_id, value) {
 		if (value == null || value === '' || isCidr6(value))
 			return true;
-		return _('expected an IPv6 prefix, got "%s"').format(value);
+		return _('expected an IPv6 prefix like 2001:db8:1::/56, got "%s"').format(value);
+	},
+
+	/* Quality thresholds: milliseconds 1..60000 or percent 0..100, the recovery one at
+	 * most the failure one (the binary's defaults when unset). */
+	threshold: function(option) {
+		var loss = /loss$/.test(option);
+		var range = loss ? [ 0, 100 ] : [ 1, 60000 ];
+		var defaults = loss ? { failure: 40, recovery: 10 } : { failure: 1000, recovery: 500 };
+		var kind = loss ? 'loss' : 'latency';
+		var self = this;
+		return function(section_id, value) {
+			var r = self.int(range[0], range[1])(section_id, value);
+			if (r !== true)
+				return r;
+			var get = function(which) {
+				var v = this.section.formvalue(section_id, which + '_' + kind);
+				return (v == null || v === '') ? defaults[which] : parseU32(v);
+			}.bind(this);
+			var failure = get('failure'), recovery = get('recovery');
+			if (failure == null || recovery == null || recovery <= failure)
+				return true;
+			return loss
+				? _('expected at most failure_loss (%d%%), got %d').format(failure, recovery)
+				: _('expected at most failure_latency (%d ms), got %d').format(failure, recovery);
+		};
+	},
+
+	/* A list option's value given twice. */
+	twice: function(option, section_id, value) {
+		var all = L.toArray(option.formvalue(section_id));
+		return all.filter(function(v) { return v == value; }).length > 1
+			? _('%s is listed twice').format(value) : true;
 	},
 
 	device: function(section_id, value) {

@@ -13,7 +13,7 @@ var decisions = {
 	balanced: _('balanced by weight'),
 	sticky: _('sticky: the link this source already uses'),
 	hashed: _('hashed by address'),
-	pinned: _('pinned to the link it arrived on'),
+	pinned: _('pinned: this is the only link it can take'),
 	unreachable: _('unreachable: refused at once'),
 	main: _('not balanced: main routing table'),
 	'default': _('no rule matched: main routing table')

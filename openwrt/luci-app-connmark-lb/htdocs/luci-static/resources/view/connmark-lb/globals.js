@@ -1,15 +1,10 @@
 'use strict';
-'require view';
 'require form';
 'require uci';
 'require connmark-lb.common as common';
 
 /* config globals 'globals': settings shared by every link. */
-return view.extend({
-	load: function() {
-		return uci.load('connmark-lb');
-	},
-
+return common.ConfigView.extend({
 	render: function() {
 		var m, s, o;
 
@@ -32,19 +27,7 @@ return view.extend({
 		o.value('iptables', 'iptables');
 		o.default = 'auto';
 
-		o = s.option(form.ListValue, 'balance', _('Balance'),
-			_('round-robin: exact weighted rotation; random: weighted; hash: by address, and when a link fails only its own sources move.'));
-		o.value('round-robin', _('round-robin'));
-		o.value('random', _('random'));
-		o.value('hash', _('hash'));
-		o.default = 'round-robin';
-
-		o = s.option(form.ListValue, 'hash', _('Hash key'),
-			_('What the hash is computed over.'));
-		o.value('src', _('source address'));
-		o.value('src dst', _('source and destination address'));
-		o.default = 'src';
-		o.depends('balance', 'hash');
+		common.balance(s, _('round-robin: exact weighted rotation; random: weighted; hash: by address, and when a link fails only its own sources move.'));
 
 		o = s.option(form.Flag, 'local_traffic', _('Balance the router\'s own traffic'),
 			_('New connections the router itself opens are classified by the same rules and policies as LAN traffic.'));

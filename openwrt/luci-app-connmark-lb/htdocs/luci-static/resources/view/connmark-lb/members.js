@@ -1,26 +1,17 @@
 'use strict';
-'require view';
 'require form';
 'require uci';
 'require connmark-lb.common as common';
 
 /* config member: an interface with the metric and weight one policy gives it. */
-return view.extend({
-	load: function() {
-		return uci.load('connmark-lb');
-	},
-
+return common.ConfigView.extend({
 	render: function() {
 		var m, s, o;
 
 		m = new form.Map('connmark-lb', _('Multi-WAN members'),
 			_('A member is an interface with the metric and weight one policy gives it. Metric and weight default to the interface\'s own.'));
 
-		s = m.section(form.GridSection, 'member', _('Members'));
-		s.addremove = true;
-		s.anonymous = false;
-		s.nodescriptions = true;
-		s.addbtntitle = _('Add member');
+		s = common.grid(m, 'member', _('Members'), _('Add member'));
 
 		o = s.option(form.ListValue, 'interface', _('Interface'),
 			_('The interface section this member stands for.'));

@@ -1,26 +1,17 @@
 'use strict';
-'require view';
 'require form';
 'require uci';
 'require connmark-lb.common as common';
 
 /* config policy: how new connections are spread over members. */
-return view.extend({
-	load: function() {
-		return uci.load('connmark-lb');
-	},
-
+return common.ConfigView.extend({
 	render: function() {
 		var m, s, o;
 
 		m = new form.Map('connmark-lb', _('Multi-WAN policies'),
 			_('New connections go to the live members of the lowest live metric, by weight. With no policy and no member section, every enabled interface is balanced by its own weight.'));
 
-		s = m.section(form.GridSection, 'policy', _('Policies'));
-		s.addremove = true;
-		s.anonymous = false;
-		s.nodescriptions = true;
-		s.addbtntitle = _('Add policy');
+		s = common.grid(m, 'policy', _('Policies'), _('Add policy'));
 
 		o = s.option(form.MultiValue, 'use_member', _('Members'),
 			_('At least one member whose interface is enabled.'));
@@ -45,20 +36,8 @@ return view.extend({
 		o.value('default', _('default (main table)'));
 		o.default = 'unreachable';
 
-		o = s.option(form.ListValue, 'balance', _('Balance'),
-			_('How this policy spreads new connections; default: the global setting.'));
-		o.value('', _('global setting'));
-		o.value('round-robin', _('round-robin (exact weighted rotation)'));
-		o.value('random', _('random (weighted)'));
-		o.value('hash', _('hash (resilient, by address)'));
-
-		o = s.option(form.ListValue, 'hash', _('Hash key'),
-			_('What the hash of a hash policy is computed over.'));
-		o.value('src', _('source address'));
-		o.value('src dst', _('source and destination address'));
-		o.default = 'src';
-		o.depends('balance', 'hash');
-		o.modalonly = true;
+		common.balance(s, _('How this policy spreads new connections; default: the global setting.'),
+			_('global setting'))[1].modalonly = true;
 
 		return m.render();
 	}

@@ -1,62 +1,44 @@
 'use strict';
-'require view';
 'require form';
 'require uci';
 'require connmark-lb.common as common';
 
 /* config rule (first match decides the policy of a new connection) and config set. */
-return view.extend({
-	load: function() {
-		return uci.load('connmark-lb');
-	},
-
+return common.ConfigView.extend({
 	render: function() {
 		var m, s, o;
 
 		m = new form.Map('connmark-lb', _('Multi-WAN rules'),
 			_('Rules are matched in order; the first match decides. With policies but no rules, all traffic uses the first policy. Traffic that matches no rule is left to the main routing table.'));
 
-		s = m.section(form.GridSection, 'rule', _('Rules'));
-		s.addremove = true;
-		s.anonymous = false;
+		s = common.grid(m, 'rule', _('Rules'), _('Add rule'));
 		s.sortable = true;
-		s.nodescriptions = true;
-		s.addbtntitle = _('Add rule');
 
 		s.tab('match', _('Match'));
 		s.tab('target', _('Target'));
 
 		o = s.taboption('match', form.ListValue, 'family', _('Family'));
-		o.value('', _('any'));
+		o.value('any', _('any'));
 		o.value('ipv4', _('IPv4'));
 		o.value('ipv6', _('IPv6'));
+		o.default = 'any';
 		o.modalonly = true;
 
 		o = s.taboption('match', form.Value, 'proto', _('Protocol'),
 			_('all (default), tcp, udp, icmp or a protocol number.'));
-		o.value('all', _('all'));
-		o.value('tcp', 'tcp');
-		o.value('udp', 'udp');
-		o.value('icmp', 'icmp');
 		o.placeholder = 'all';
 		o.validate = common.proto;
 
-		o = s.taboption('match', form.DynamicList, 'src_ip', _('Source address'),
-			_('Address or prefix.'));
-		o.validate = common.prefix;
-
-		o = s.taboption('match', form.Value, 'src_port', _('Source port'),
-			_('443, 8000-8080 or 22,80,443; needs protocol tcp or udp.'));
-		o.validate = this.portValidator();
-		o.modalonly = true;
-
-		o = s.taboption('match', form.DynamicList, 'dest_ip', _('Destination address'),
-			_('Address or prefix.'));
-		o.validate = common.prefix;
-
-		o = s.taboption('match', form.Value, 'dest_port', _('Destination port'),
-			_('443, 8000-8080 or 22,80,443; needs protocol tcp or udp.'));
-		o.validate = this.portValidator();
+		[ [ 'src', _('Source address'), _('Source port') ],
+		  [ 'dest', _('Destination address'), _('Destination port') ] ].forEach(function(d) {
+			o = s.taboption('match', form.DynamicList, d[0] + '_ip', d[1],
+				_('Address or prefix, all of one family.'));
+			o.validate = this.addressValidator();
+			o = s.taboption('match', form.Value, d[0] + '_port', d[2],
+				_('443, 8000-8080 or 22,80,443; needs protocol tcp or udp.'));
+			o.validate = this.portValidator();
+			o.modalonly = (d[0] == 'src') ? true : null;
+		}, this);
 
 		var sets = uci.sections('connmark-lb', 'set').map(function(set) { return set['.name']; });
 		[ [ 'src_set', _('Source set') ], [ 'dest_set', _('Destination set') ] ].forEach(function(d) {
@@ -98,6 +80,27 @@ return view.extend({
 		o.validate = common.prefix;
 
 		return m.render();
+	},
+
+	/* Addresses or prefixes of the rule's family, or else all of one family. */
+	addressValidator: function() {
+		return function(section_id, value) {
+			var r = common.prefix(section_id, value);
+			if (r !== true || value == null || value === '')
+				return r;
+			var mine = common.family(value);
+			var chosen = this.section.formvalue(section_id, 'family');
+			var label = { ipv4: 'IPv4', ipv6: 'IPv6' };
+			if (chosen == 'ipv4' || chosen == 'ipv6')
+				return chosen == mine ? true
+					: _('%s is %s, but the rule matches only %s traffic').format(value, label[mine], label[chosen]);
+			var others = [ 'src_ip', 'dest_ip' ].reduce(function(all, option) {
+				return all.concat(L.toArray(this.section.formvalue(section_id, option)));
+			}.bind(this), []);
+			var first = others.map(common.family).filter(function(f) { return f != null; })[0];
+			return (first == null || first == mine) ? true
+				: _('%s is %s, but the rule matches only %s traffic').format(value, label[mine], label[first]);
+		};
 	},
 
 	/* Ports need protocol tcp or udp, as the binary says. */

@@ -74,6 +74,9 @@ return view.extend({
 
 	linkRow: function(l, f, now) {
 		var colour = common.stateColour(l.state);
+		/* The mean over the daemon's recent rounds where it reports one, else the last round. */
+		var rtt = l.window_rtt_us != null ? l.window_rtt_us : l.rtt_us;
+		var loss = l.window_loss_percent != null ? l.window_loss_percent : l.loss_percent;
 		var pct = function(v) { return v == null ? '-' : '%.1f %%'.format(v * 100); };
 		var share = f.share != null ? pct(f.share)
 			: E('span', { 'title': _('No new connections since the last refresh: share since the last apply') },
@@ -92,13 +95,13 @@ return view.extend({
 			E('td', { 'class': 'td', 'data-title': _('Last change') },
 				'%s %s'.format(l.state, _('for %s').format(common.duration(now - l.last_change)))),
 			E('td', { 'class': 'td', 'data-title': _('Tracked') }, l.tracked ? _('yes') : _('no')),
-			E('td', { 'class': 'td', 'data-title': _('RTT') },
-				l.rtt_us != null ? '%.1f ms'.format(l.rtt_us / 1000) : '-'),
-			E('td', { 'class': 'td', 'data-title': _('Loss') },
-				l.loss_percent != null ? '%d %%'.format(l.loss_percent) : '-'),
-			E('td', { 'class': 'td', 'data-title': _('New connections') }, share),
-			E('td', { 'class': 'td', 'data-title': _('Receive') }, f.rx != null ? common.rate(f.rx) : '-'),
-			E('td', { 'class': 'td', 'data-title': _('Transmit') }, f.tx != null ? common.rate(f.tx) : '-')
+			E('td', { 'class': 'td', 'data-title': _('RTT') }, rtt != null ? '%.1f ms'.format(rtt / 1000) : '-'),
+			E('td', { 'class': 'td', 'data-title': _('Loss') }, loss != null ? '%d %%'.format(loss) : '-'),
+			E('td', { 'class': 'td', 'data-title': _('New connections'), 'data-share': f.share }, share),
+			E('td', { 'class': 'td', 'data-title': _('Receive'), 'data-rate': f.rx },
+				f.rx != null ? common.rate(f.rx) : '-'),
+			E('td', { 'class': 'td', 'data-title': _('Transmit'), 'data-rate': f.tx },
+				f.tx != null ? common.rate(f.tx) : '-')
 		]);
 	},
 
@@ -109,7 +112,7 @@ return view.extend({
 		var self = this;
 		var table = E('table', { 'class': 'table', 'id': 'connmark-lb-links' }, [
 			E('tr', { 'class': 'tr table-titles' }, [
-				_('Interface'), _('State'), _('Last change'), _('Tracked'), _('RTT'), _('Loss'),
+				_('Interface'), _('State'), _('Last change'), _('Tracked'), _('RTT (recent rounds)'), _('Loss (recent rounds)'),
 				_('New connections'), _('Receive'), _('Transmit')
 			].map(function(t) { return E('th', { 'class': 'th' }, t); }))
 		].concat(rows.map(function(l) { return self.linkRow(l, figures[l.interface] || {}, now); })));
