@@ -239,8 +239,8 @@ fn reapplies_after_quiet(lab: &Lab) -> u64 {
         .expect("reapplies in status.json")
 }
 
-/// `nft flush ruleset`, then deleting our ip rules: each time the daemon applies again within
-/// a second, once, and says what was missing.
+/// `nft flush ruleset`, deleting our ip rules, flushing a link's routing table: each time the
+/// daemon applies again within a second, once, and says what was missing.
 #[test]
 fn self_heals_after_nft_flush_and_deleted_ip_rules() {
     let lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
@@ -277,6 +277,19 @@ fn self_heals_after_nft_flush_and_deleted_ip_rules() {
     assert_eq!(reapplies_after_quiet(&lab), 2, "{}", lab.daemon.log());
     assert!(
         lab.daemon.log().contains("ip rule 4001 deleted"),
+        "{}",
+        lab.daemon.log()
+    );
+
+    let route = || lab.topo.router.run("ip -4 route show table 4002");
+    let before = route();
+    assert!(before.contains("default via"), "{before}");
+    lab.topo.router.run("ip route flush table 4002");
+    let took = healed(&lab, Duration::from_secs(1), || route() == before);
+    eprintln!("FIGURE self-healing after flushing a link's table: back after {took:?}");
+    assert_eq!(reapplies_after_quiet(&lab), 3, "{}", lab.daemon.log());
+    assert!(
+        lab.daemon.log().contains("route in table 4002 deleted"),
         "{}",
         lab.daemon.log()
     );
