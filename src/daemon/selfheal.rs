@@ -434,11 +434,7 @@ fn nft_table_exists() -> bool {
         match netlink::receive(&fd, &mut buffer, NFT_NAME) {
             Ok(Received::Data(len)) => {
                 for message in netlink::messages(&buffer[..len]) {
-                    if i32::from(message.kind) == libc::NLMSG_ERROR {
-                        let code = message
-                            .payload
-                            .get(0..4)
-                            .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
+                    if let Some(code) = message.error_code() {
                         return code != -libc::ENOENT;
                     }
                 }
