@@ -107,6 +107,20 @@ impl Tally {
     }
 }
 
+/// Binds, retrying for up to 3 s while the address is not yet usable: an IPv6 address the
+/// topology just added can still be settling when a server starts.
+fn bind_when_usable<T>(bind: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match bind() {
+            Err(e) if e.kind() == ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// A responder running in a namespace until dropped.
 pub struct Server {
     stop: Arc<AtomicBool>,
@@ -119,7 +133,7 @@ impl Server {
     pub fn tcp(ns: &Netns, addr: impl Into<SocketAddr>) -> Server {
         let addr = addr.into();
         Server::start(ns, move |stop, ready| {
-            let listener = match TcpListener::bind(addr).and_then(|l| {
+            let listener = match bind_when_usable(|| TcpListener::bind(addr)).and_then(|l| {
                 l.set_nonblocking(true)?;
                 Ok(l)
             }) {
@@ -154,7 +168,7 @@ impl Server {
     pub fn udp(ns: &Netns, addr: impl Into<SocketAddr>) -> Server {
         let addr = addr.into();
         Server::start(ns, move |stop, ready| {
-            let socket = match UdpSocket::bind(addr) {
+            let socket = match bind_when_usable(|| UdpSocket::bind(addr)) {
                 Ok(socket) => socket,
                 Err(e) => {
                     let _ = ready.send(Err(format!("bind udp {addr}: {e}")));
