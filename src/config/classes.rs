@@ -90,7 +90,6 @@ pub fn read_set(r: &mut SectionReader) -> Result<AddrSet> {
     let name = r.section.name.clone();
     check_set_name(r, "name", &name)?;
     let mut entries = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     for entry in r.list("entry") {
         let prefix = Cidr::parse(entry).ok_or_else(|| {
             r.error(
@@ -98,9 +97,8 @@ pub fn read_set(r: &mut SectionReader) -> Result<AddrSet> {
                 format!("expected an IPv4 or IPv6 address or prefix, got \"{entry}\""),
             )
         })?;
-        if seen.insert(prefix) {
-            entries.push(prefix);
-        }
+        // A repeated entry is harmless: nft adds an element once.
+        entries.push(prefix);
     }
     Ok(AddrSet { name, entries })
 }

@@ -124,7 +124,7 @@ pub fn is_link_local(addr: &IpAddr) -> bool {
 }
 
 /// An address prefix (`10.0.0.0/8`, `2001:db8:1::/56`), kept with its host bits cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub len: u8,

@@ -120,10 +120,7 @@ impl Sweep {
                 match i32::from(message.kind) {
                     libc::NLMSG_DONE => self.finished = true,
                     libc::NLMSG_ERROR => {
-                        let code = message
-                            .payload
-                            .get(0..4)
-                            .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
+                        let code = message.error_code().unwrap_or(0);
                         if code != 0 {
                             return Err(Error::io(
                                 format!("{DUMP_NAME}: dump"),

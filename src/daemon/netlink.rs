@@ -115,6 +115,17 @@ pub fn messages(datagram: &[u8]) -> impl Iterator<Item = Message<'_>> {
     })
 }
 
+impl Message<'_> {
+    /// The error an `NLMSG_ERROR` message carries (0 for an acknowledgement, a negative errno
+    /// otherwise); `None` for any other message.
+    pub fn error_code(&self) -> Option<i32> {
+        if i32::from(self.kind) != libc::NLMSG_ERROR {
+            return None;
+        }
+        Some(i32::from_ne_bytes(self.payload.get(0..4)?.try_into().ok()?))
+    }
+}
+
 /// One attribute: its type (flags stripped), its value, and the whole attribute as sent.
 #[derive(Debug, Clone, Copy)]
 pub struct Attr<'a> {

@@ -21,7 +21,7 @@
 //! connections: a link whose probes are answered stays up.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,10 @@ use crate::error::Result;
 const GROUPS: [u32; 2] = [1, 2];
 /// `IPS_SRC_NAT`: the entry was source-NATed, so it leaves through a WAN link.
 const IPS_SRC_NAT: u32 = 1 << 4;
-/// Nested attributes of a tuple: `CTA_TUPLE_IP`, then `CTA_IP_V4_DST`.
+/// Nested attributes of a tuple: `CTA_TUPLE_IP`, then `CTA_IP_V4_DST` or `CTA_IP_V6_DST`.
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_DST: u16 = 4;
 /// Unanswered connections, and distinct destinations among them, that make a link suspect.
 pub const SUSPECT_UNANSWERED: usize = 3;
 pub const SUSPECT_DESTINATIONS: usize = 2;
@@ -70,7 +71,7 @@ pub struct LinkWatch {
     pub patience: Duration,
     last_answer: Option<Instant>,
     /// Unanswered connections since the last answer: destination and start.
-    unanswered: VecDeque<(Ipv4Addr, Instant)>,
+    unanswered: VecDeque<(IpAddr, Instant)>,
     hold_off: Duration,
     quiet_until: Option<Instant>,
 }
@@ -120,7 +121,7 @@ impl std::fmt::Display for Suspicion {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     link: usize,
-    destination: Ipv4Addr,
+    destination: IpAddr,
     at: Instant,
 }
 
@@ -280,8 +281,7 @@ impl PassiveWatcher {
             {
                 continue;
             }
-            let mut destinations: Vec<Ipv4Addr> =
-                watch.unanswered.iter().map(|(d, _)| *d).collect();
+            let mut destinations: Vec<IpAddr> = watch.unanswered.iter().map(|(d, _)| *d).collect();
             destinations.sort_unstable();
             destinations.dedup();
             if destinations.len() < SUSPECT_DESTINATIONS {
@@ -327,20 +327,29 @@ struct Event {
     id: u32,
     status: u32,
     mark: u32,
-    destination: Option<Ipv4Addr>,
+    destination: Option<IpAddr>,
 }
 
 impl Event {
     fn parse(payload: &[u8]) -> Option<Event> {
-        if *payload.first()? != libc::AF_INET as u8 {
-            return None;
-        }
+        let v6 = match i32::from(*payload.first()?) {
+            libc::AF_INET => false,
+            libc::AF_INET6 => true,
+            _ => return None,
+        };
         let attrs = payload.get(NFGENMSG_LEN..)?;
-        let destination = netlink::attr(attrs, CTA_TUPLE_ORIG)
-            .and_then(|tuple| netlink::attr(tuple.value, CTA_TUPLE_IP))
-            .and_then(|ip| netlink::attr(ip.value, CTA_IP_V4_DST))
-            .and_then(|dst| dst.be32())
-            .map(Ipv4Addr::from);
+        let ip = netlink::attr(attrs, CTA_TUPLE_ORIG)
+            .and_then(|tuple| netlink::attr(tuple.value, CTA_TUPLE_IP));
+        let destination = ip.and_then(|ip| {
+            if v6 {
+                let dst = netlink::attr(ip.value, CTA_IP_V6_DST)?;
+                let octets: [u8; 16] = dst.value.get(..16)?.try_into().ok()?;
+                Some(IpAddr::V6(Ipv6Addr::from(octets)))
+            } else {
+                let dst = netlink::attr(ip.value, CTA_IP_V4_DST)?;
+                Some(IpAddr::V4(Ipv4Addr::from(dst.be32()?)))
+            }
+        });
         Some(Event {
             id: netlink::attr(attrs, CTA_ID)?.be32()?,
             status: netlink::attr(attrs, CTA_STATUS)?.be32()?,
@@ -371,7 +380,7 @@ mod tests {
             id,
             status: IPS_SRC_NAT,
             mark,
-            destination: Some(Ipv4Addr::new(203, 0, 113, dst)),
+            destination: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, dst))),
         }
     }
 
@@ -394,6 +403,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn unanswered_connections_to_several_destinations_make_a_link_suspect() {
         let mut w = watcher();
         let t0 = Instant::now();
@@ -419,6 +429,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn no_suspicion_without_evidence_from_several_places() {
         let t0 = Instant::now();
         let later = t0 + MAX_PATIENCE;
@@ -491,10 +502,24 @@ mod tests {
                 id: 77,
                 status: IPS_SRC_NAT | 0x8,
                 mark: 0x200,
-                destination: Some(Ipv4Addr::new(203, 0, 113, 9)),
+                destination: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))),
             })
         );
-        payload[0] = libc::AF_INET6 as u8;
-        assert_eq!(Event::parse(&payload), None);
+        payload[0] = libc::AF_UNIX as u8;
+        assert_eq!(Event::parse(&payload), None, "neither family");
+
+        let dst = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
+        let mut ip = Vec::new();
+        ip.extend_from_slice(&20u16.to_ne_bytes());
+        ip.extend_from_slice(&CTA_IP_V6_DST.to_ne_bytes());
+        ip.extend_from_slice(&dst.octets());
+        let mut payload = vec![libc::AF_INET6 as u8, 0, 0, 0];
+        payload.extend(nest(CTA_TUPLE_ORIG, &nest(CTA_TUPLE_IP, &ip)));
+        netlink::push_be32(&mut payload, CTA_STATUS, IPS_SRC_NAT);
+        netlink::push_be32(&mut payload, CTA_ID, 78);
+        assert_eq!(
+            Event::parse(&payload).and_then(|e| e.destination),
+            Some(IpAddr::V6(dst))
+        );
     }
 }

@@ -42,7 +42,6 @@ const NFT_MSG_DELCHAIN: u8 = 5;
 const NFT_MSG_NEWRULE: u8 = 6;
 const NFT_MSG_DELRULE: u8 = 8;
 const NFT_MSG_DELSET: u8 = 11;
-const NFT_MSG_DELSETELEM: u8 = 14;
 /// The table name is attribute 1 of table, chain, rule and set messages; the chain is
 /// attribute 3 of a chain message and 2 of a rule message.
 const NFTA_TABLE: u16 = 1;
@@ -197,6 +196,9 @@ impl SelfHeal {
     }
 
     /// Our own apply just ran: what it announced is dropped, and a pending re-apply is done.
+    /// A deletion by someone else while our apply ran would be dropped with it, so with
+    /// nftables the table is looked up once (one netlink request, no process): if it is gone,
+    /// that counts as a change like any other.
     pub fn ignore_own_changes(&mut self) {
         for fd in [&self.nft, &self.route] {
             while let Ok(Received::Data(_) | Received::Overrun) =
@@ -206,6 +208,14 @@ impl SelfHeal {
         self.notes.clear();
         self.more = 0;
         self.due = None;
+        if self.backend == Backend::Nftables && !nft_table_exists() {
+            self.note(Note {
+                scope: format!("nft table {NFT_TABLE}"),
+                whole: true,
+                text: format!("nft table {NFT_TABLE} deleted"),
+            });
+            self.due = Some(Instant::now() + SETTLE);
+        }
     }
 
     /// Whether a re-apply is due now, within the budget.
@@ -297,12 +307,11 @@ impl SelfHeal {
         .map(|a| a.text().to_string());
         let deleted = matches!(
             message,
-            NFT_MSG_DELTABLE
-                | NFT_MSG_DELCHAIN
-                | NFT_MSG_DELRULE
-                | NFT_MSG_DELSET
-                | NFT_MSG_DELSETELEM
+            NFT_MSG_DELTABLE | NFT_MSG_DELCHAIN | NFT_MSG_DELRULE | NFT_MSG_DELSET
         );
+        // Set elements (NEWSETELEM, DELSETELEM) come and go by themselves (timeouts,
+        // dnsmasq's `nftset=`, the ruleset's own `update @set`): data, not a change to our
+        // rules, so they fall through to `None` below.
         let whole = matches!(message, NFT_MSG_NEWTABLE | NFT_MSG_DELTABLE);
         let what = match (message, &chain) {
             _ if whole => String::new(),
@@ -310,7 +319,7 @@ impl SelfHeal {
             (NFT_MSG_NEWRULE | NFT_MSG_DELRULE, Some(chain)) => {
                 format!("rules of chain {chain} of ")
             }
-            (NFT_MSG_DELSET | NFT_MSG_DELSETELEM, _) => "sets of ".to_string(),
+            (NFT_MSG_DELSET, _) => "a set of ".to_string(),
             _ => return None,
         };
         let verb = if deleted { "deleted" } else { "changed" };
@@ -391,6 +400,52 @@ impl SelfHeal {
     }
 }
 
+/// Whether our nft table exists, asked over nfnetlink (`NFT_MSG_GETTABLE`); an error other than
+/// "no such table" counts as existing, so a failing question never causes a re-apply.
+fn nft_table_exists() -> bool {
+    const NFT_MSG_GETTABLE: u16 = 1;
+    let name = NFT_TABLE.strip_prefix("inet ").unwrap_or(NFT_TABLE);
+    let Ok(fd) = netlink::open(SockProtocol::NetlinkNetFilter, &[], 1 << 16, NFT_NAME) else {
+        return true;
+    };
+    let value = format!("{name}\0");
+    let attr_len = 4 + value.len();
+    let len = netlink::HEADER_LEN + NFGENMSG_LEN + attr_len.next_multiple_of(4);
+    let mut request = Vec::with_capacity(len);
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    netlink::push_header(
+        &mut request,
+        len,
+        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE,
+        flags,
+        1,
+    );
+    request.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+    request.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    request.extend_from_slice(&NFTA_TABLE.to_ne_bytes());
+    request.extend_from_slice(value.as_bytes());
+    request.resize(len, 0);
+    if netlink::send_all(&fd, &request, NFT_NAME).is_err() {
+        return true;
+    }
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        match netlink::receive(&fd, &mut buffer, NFT_NAME) {
+            Ok(Received::Data(len)) => {
+                for message in netlink::messages(&buffer[..len]) {
+                    if let Some(code) = message.error_code() {
+                        return code != -libc::ENOENT;
+                    }
+                }
+            }
+            Ok(Received::Empty) => std::thread::sleep(Duration::from_micros(200)),
+            _ => return true,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,11 +487,14 @@ mod tests {
         note.map(|n| n.text)
     }
 
+    const NFT_MSG_DELSETELEM: u8 = 14;
+
     fn kind(message: u8) -> u16 {
         NFNL_SUBSYS_NFTABLES << 8 | u16::from(message)
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn only_changes_to_our_objects_count() {
         let h = heal(Backend::Nftables);
         let ours = nft(NFPROTO_INET, "connmark_lb", None);
@@ -456,6 +514,11 @@ mod tests {
         assert_eq!(
             h.nft_change(kind(NFT_MSG_DELTABLE), &nft(NFPROTO_INET, "fw4", None)),
             None
+        );
+        assert_eq!(
+            h.nft_change(kind(NFT_MSG_DELSETELEM), &ours),
+            None,
+            "set elements expire by themselves"
         );
         assert_eq!(
             h.nft_change(
@@ -508,6 +571,18 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
+    fn the_table_is_looked_up_over_netlink() {
+        let ns = crate::daemon::testns::Netns::new("heal");
+        assert!(!ns.enter(nft_table_exists));
+        ns.nft("table inet connmark_lb {\n chain c {\n }\n}\n");
+        assert!(ns.enter(nft_table_exists));
+        ns.nft("delete table inet connmark_lb");
+        assert!(!ns.enter(nft_table_exists));
+    }
+
+    #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn a_deleted_table_stands_for_everything_in_it() {
         let mut h = heal(Backend::Nftables);
         for (message, chain) in [
@@ -523,6 +598,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user opens no NETLINK_NETFILTER socket")]
     fn reapplies_settle_and_stay_within_the_budget() {
         let mut h = heal(Backend::Nftables);
         let t0 = Instant::now();

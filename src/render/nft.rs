@@ -10,7 +10,6 @@ use crate::config::{Balance, Family, HashKey, LastResort, Proto, Rule, RuleTarge
 use crate::hash;
 use crate::names::NFT_TABLE;
 use crate::plan::{Choice, Link, Plan, PolicyPlan};
-use std::collections::HashSet;
 use std::fmt::Write;
 
 /// What an earlier apply defined in our table (from its record): this one deletes what it
@@ -74,17 +73,18 @@ pub fn ruleset(plan: &Plan, previous: Previous) -> String {
     }
     // Static entries the config dropped (from sets still there): added first, so deleting
     // never fails.
-    let kept: HashSet<&str> = wanted.iter().map(String::as_str).collect();
-    let set_names: HashSet<&str> = sets.iter().filter_map(|d| d.split(' ').next()).collect();
-    for element in previous
+    let mut kept = wanted;
+    kept.sort_unstable();
+    let set_names: Vec<&str> = sets.iter().filter_map(|d| d.split(' ').next()).collect();
+    let dropped = previous
         .elements
         .iter()
-        .filter(|e| !kept.contains(e.as_str()))
-    {
+        .filter(|e| kept.binary_search(e).is_err());
+    for element in dropped {
         let Some((set, entry)) = element.split_once(' ') else {
             continue;
         };
-        if set_names.contains(set) {
+        if set_names.contains(&set) {
             let _ = writeln!(
                 out,
                 "add element {NFT_TABLE} {set} {{ {entry} }}\ndelete element {NFT_TABLE} {set} {{ {entry} }}"

@@ -28,21 +28,28 @@ fn lan_sources(topo: &Topology, count: u8) -> Vec<Ipv4Addr> {
     let sources: Vec<Ipv4Addr> = (0..count)
         .map(|i| Ipv4Addr::new(192, 168, 77, 10 + i))
         .collect();
-    let script: String = sources
-        .iter()
-        .map(|a| format!("addr add {a}/24 dev eth0\n"))
-        .collect();
-    topo.lan.ip_batch(&script);
+    add_to_lan(topo, sources.iter().map(|&a| a.into()));
     sources
 }
 
-/// The link whose SNAT address the server saw.
+/// Adds addresses to the LAN host's interface (IPv4 in its /24, IPv6 in its /64).
+fn add_to_lan(topo: &Topology, addresses: impl Iterator<Item = IpAddr>) {
+    let script: String = addresses
+        .map(|a| match a {
+            IpAddr::V4(_) => format!("addr add {a}/24 dev eth0\n"),
+            IpAddr::V6(_) => format!("addr add {a}/64 dev eth0 nodad\n"),
+        })
+        .collect();
+    topo.lan.ip_batch(&script);
+}
+
+/// The link whose SNAT (or NAT66) address the server saw.
 fn link_of(seen: &Result<IpAddr, String>) -> usize {
     let addr = seen
         .as_ref()
         .unwrap_or_else(|e| panic!("connection failed: {e}"));
     (1..=9)
-        .find(|&l| IpAddr::from(link_addr(l)) == *addr)
+        .find(|&l| [link_addr(l).into(), v6::link_addr(l).into()].contains(addr))
         .unwrap_or_else(|| panic!("{addr} is no link's address"))
 }
 
@@ -535,16 +542,6 @@ config rule 'rest'
 	option use_policy 'hashed'
 ";
 
-/// The IPv6 link (NAT66 address) the server saw.
-fn link6_of(seen: &Result<IpAddr, String>) -> usize {
-    let addr = seen
-        .as_ref()
-        .unwrap_or_else(|e| panic!("connection failed: {e}"));
-    (1..=9)
-        .find(|&l| IpAddr::from(v6::link_addr(l)) == *addr)
-        .unwrap_or_else(|| panic!("{addr} is no IPv6 link's address"))
-}
-
 /// IPv6 sources stick and hash like IPv4 ones (sets and maps of the IPv6 family), and
 /// `explain` names the link the kernel then uses for an IPv6 source.
 #[test]
@@ -557,16 +554,12 @@ fn ipv6_sources_stick_and_hash() {
     let sources: Vec<Ipv6Addr> = (0x10..0x30)
         .map(|i| Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, i))
         .collect();
-    let script: String = sources
-        .iter()
-        .map(|a| format!("addr add {a}/64 dev eth0 nodad\n"))
-        .collect();
-    topo.lan.ip_batch(&script);
+    add_to_lan(topo, sources.iter().map(|&a| a.into()));
     let links = |sequence: &[Ipv6Addr]| -> Vec<usize> {
         let sockets: Vec<Bound> = sequence.iter().map(|&a| Bound::Address(a.into())).collect();
         tcp_bound_each(&topo.lan, &sockets, tcp6_target())
             .iter()
-            .map(link6_of)
+            .map(link_of)
             .collect()
     };
     let (a, b) = (sources[0], sources[1]);

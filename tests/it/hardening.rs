@@ -51,6 +51,16 @@ fn assert_unchanged(topo: &Topology, before: &RouterState, what: &str) {
     }
 }
 
+/// A child process killed and reaped when dropped, also when the test fails.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits for `child` at most `limit`; kills it and fails naming `what` when it takes longer.
 fn wait_within(child: &mut std::process::Child, limit: Duration, what: &str) {
     let started = Instant::now();
@@ -90,18 +100,48 @@ fn assert_state(topo: &Topology, expected: &RouterState, what: &str) {
     }
 }
 
+/// `connmark-lb args --state-dir <the test's>` in the router.
+fn lb_command(topo: &Topology, args: &[&str]) -> Command {
+    let mut command = topo.router.command(LB);
+    command.args(args).arg("--state-dir").arg(topo.state_dir());
+    command
+}
+
 /// Starts `connmark-lb args` in the router without waiting.
 fn spawn_lb(topo: &Topology, args: &[&str]) -> std::process::Child {
-    topo.router
-        .command(LB)
-        .args(args)
-        .arg("--state-dir")
-        .arg(topo.state_dir())
+    lb_command(topo, args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start connmark-lb")
+}
+
+/// Starts `command` (a `connmark-lb run`) with its stderr in `log` and waits for its first
+/// status.json.
+fn start_daemon(topo: &Topology, mut command: Command, log: &Path) -> Reaped {
+    let mut daemon = Reaped(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("start the daemon"),
+    );
+    let status_file = topo.state_dir().join("status.json");
+    let started = Instant::now();
+    while !status_file.exists() {
+        let exited = daemon.0.try_wait().expect("wait").is_some();
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
+        assert!(!exited, "the daemon exited: {}", log());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no status.json: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    daemon
 }
 
 /// Three applies at once, many rounds, alternating 2 and 3 links, every third round from a
@@ -158,6 +198,65 @@ fn concurrent_applies_and_stops_are_serialised() {
         };
         assert_state(&topo, want, &format!("apply racing stop, round {round}"));
     }
+}
+
+/// The daemon's reloads take the same lock: SIGHUPs while applies of the same config run leave
+/// no failed reload in its log and the router exactly as after one apply.
+#[test]
+fn daemon_reloads_and_applies_are_serialised() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::os::fd::AsRawFd;
+    let topo = Topology::new(2);
+    let c = topo.write_config("two", &config(Backend::Nftables, &[1, 1]));
+    topo.apply(&c);
+    let expected = sorted_state(&topo);
+    topo.stop();
+    let log = topo.dir.path().join("daemon.err");
+    let run = lb_command(&topo, &["run", c.flag(), c.path_str()]);
+    let mut daemon = start_daemon(&topo, run, &log);
+    let pid = Pid::from_raw(daemon.0.id() as i32);
+    for round in 0..30 {
+        kill(pid, Signal::SIGHUP).expect("SIGHUP");
+        let args = ["apply", c.flag(), c.path_str()];
+        let children: Vec<_> = (0..2).map(|_| spawn_lb(&topo, &args)).collect();
+        kill(pid, Signal::SIGHUP).expect("SIGHUP");
+        for child in children {
+            let output = child.wait_with_output().expect("wait for apply");
+            assert!(
+                output.status.success(),
+                "round {round}: {}",
+                stderr(&output)
+            );
+        }
+        // Under the lock no change is halfway.
+        let lock = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(topo.state_dir().join("lock"))
+            .expect("lock file");
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        assert_state(
+            &topo,
+            &expected,
+            &format!("round {round}: reloads beside applies"),
+        );
+        drop(lock);
+    }
+    assert!(
+        daemon.0.try_wait().expect("wait").is_none(),
+        "the daemon exited"
+    );
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    wait_within(
+        &mut daemon.0,
+        Duration::from_secs(10),
+        "the daemon did not stop",
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("reload failed"), "{text}");
+    assert!(!text.contains("updating the rules failed"), "{text}");
 }
 
 /// A route in table 4200 and in 4003 (a table number we would use for a third link), a
@@ -332,29 +431,14 @@ fn state_files_are_private_and_never_followed() {
 fn status_of_a_dead_daemon_exits_1() {
     let topo = Topology::new(2);
     let c = topo.write_config("lb", &config(Backend::Nftables, &[1, 1]));
-    let mut daemon = topo
-        .router
-        .command(LB)
-        .args(["run", c.flag(), c.path_str(), "--state-dir"])
-        .arg(topo.state_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the daemon");
+    let log = topo.dir.path().join("daemon.err");
+    let run = lb_command(&topo, &["run", c.flag(), c.path_str()]);
+    let mut daemon = start_daemon(&topo, run, &log);
     let status_file = topo.state_dir().join("status.json");
-    let started = Instant::now();
-    while !status_file.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no status.json"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let output = topo.lb(&["status"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    daemon.kill().expect("kill -9 the daemon");
-    daemon.wait().expect("reap the daemon");
+    daemon.0.kill().expect("kill -9 the daemon");
+    daemon.0.wait().expect("reap the daemon");
     assert!(status_file.exists(), "kill -9 leaves status.json behind");
     let output = topo.lb(&["status"]);
     assert_failed(&output, 1, "not running");
@@ -517,12 +601,8 @@ fn a_hung_tool_is_killed_and_reported() {
         std::env::var("PATH").unwrap_or_default()
     );
     let lb = |args: &[&str]| {
-        let mut command = topo.router.command(LB);
-        command
-            .env("PATH", &path)
-            .args(args)
-            .arg("--state-dir")
-            .arg(topo.state_dir());
+        let mut command = lb_command(&topo, args);
+        command.env("PATH", &path);
         command
     };
 
@@ -548,31 +628,18 @@ fn a_hung_tool_is_killed_and_reported() {
 
     std::fs::remove_file(&trigger).expect("untrigger");
     let log = topo.dir.path().join("daemon.err");
-    let mut daemon = lb(&["run", c.flag(), c.path_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start the daemon");
-    let status_file = topo.state_dir().join("status.json");
-    while !status_file.exists() {
-        assert!(
-            daemon.try_wait().expect("wait").is_none(),
-            "the daemon exited"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut daemon = start_daemon(&topo, lb(&["run", c.flag(), c.path_str()]), &log);
     std::fs::write(&trigger, "").expect("trigger");
-    let pid = Pid::from_raw(daemon.id() as i32);
+    let pid = Pid::from_raw(daemon.0.id() as i32);
     kill(pid, Signal::SIGHUP).expect("SIGHUP");
     std::thread::sleep(Duration::from_secs(1));
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
     wait_within(
-        &mut daemon,
+        &mut daemon.0,
         Duration::from_secs(19),
         "the daemon hangs with the hung nft",
     );
-    let exit = daemon.wait().expect("reap the daemon");
+    let exit = daemon.0.wait().expect("reap the daemon");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(exit.success(), "{exit}: {text}");
     assert!(text.contains("no result within 10s: killed"), "{text}");

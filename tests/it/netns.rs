@@ -686,7 +686,7 @@ fn add_ipv6(lan: &Netns, router: &Netns, isps: &[Netns], srv: &Netns) {
     }
     lan.ip_batch(&lan_script);
     let mut router_script = format!("addr add {}/64 dev eth0 nodad\n", v6::ROUTER_ULA);
-    let mut srv_script = format!("addr add {}/128 dev lo\n", v6::SERVICE);
+    let mut srv_script = format!("addr add {}/128 dev lo nodad\n", v6::SERVICE);
     for (i, isp) in isps.iter().enumerate() {
         let link = i + 1;
         let lan_subnet = v6::host_in_prefix(link).segments();

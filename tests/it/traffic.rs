@@ -107,6 +107,20 @@ impl Tally {
     }
 }
 
+/// Binds, retrying for up to 3 s while the address is not yet usable: an IPv6 address the
+/// topology just added can still be settling when a server starts.
+fn bind_when_usable<T>(bind: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match bind() {
+            Err(e) if e.kind() == ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// A responder running in a namespace until dropped.
 pub struct Server {
     stop: Arc<AtomicBool>,
@@ -119,7 +133,7 @@ impl Server {
     pub fn tcp(ns: &Netns, addr: impl Into<SocketAddr>) -> Server {
         let addr = addr.into();
         Server::start(ns, move |stop, ready| {
-            let listener = match TcpListener::bind(addr).and_then(|l| {
+            let listener = match bind_when_usable(|| TcpListener::bind(addr)).and_then(|l| {
                 l.set_nonblocking(true)?;
                 Ok(l)
             }) {
@@ -154,7 +168,7 @@ impl Server {
     pub fn udp(ns: &Netns, addr: impl Into<SocketAddr>) -> Server {
         let addr = addr.into();
         Server::start(ns, move |stop, ready| {
-            let socket = match UdpSocket::bind(addr) {
+            let socket = match bind_when_usable(|| UdpSocket::bind(addr)) {
                 Ok(socket) => socket,
                 Err(e) => {
                     let _ = ready.send(Err(format!("bind udp {addr}: {e}")));
@@ -269,13 +283,17 @@ pub fn connect_from(
         &SockaddrStorage::from(SocketAddr::new(source, 0)),
     )?;
     // A blocking connect gives up after the send timeout.
-    // TimeValLike converts to this target's time_t (32 bits on 32-bit musl targets).
-    let micros = i64::try_from(timeout.as_micros()).expect("connect timeout fits in i64");
-    let limit = TimeVal::microseconds(micros);
+    let limit = time_val(timeout);
     setsockopt(&fd, sockopt::SendTimeout, &limit)?;
     connect(fd.as_raw_fd(), &SockaddrStorage::from(target))?;
     setsockopt(&fd, sockopt::SendTimeout, &TimeVal::new(0, 0))?;
     Ok(TcpStream::from(fd))
+}
+
+/// `duration` as a socket timeout; `TimeValLike` converts to this target's `time_t` (32 bits
+/// on 32-bit musl targets).
+fn time_val(duration: Duration) -> TimeVal {
+    TimeVal::microseconds(i64::try_from(duration.as_micros()).expect("timeout fits in i64"))
 }
 
 /// One short connection: connect, read the address line the server sends, close first.
@@ -327,10 +345,7 @@ pub fn short_connection_bound(bound: &Bound, target: SocketAddr) -> Result<IpAdd
     )
     .map_err(|e| format!("bind to {device}: {e}"))?;
     // A blocking connect gives up after the send timeout.
-    let limit = TimeVal::new(
-        CONNECT_TIMEOUT.as_secs() as i64,
-        i64::from(CONNECT_TIMEOUT.subsec_micros()),
-    );
+    let limit = time_val(CONNECT_TIMEOUT);
     setsockopt(&fd, sockopt::SendTimeout, &limit).map_err(|e| format!("timeout: {e}"))?;
     connect(fd.as_raw_fd(), &SockaddrStorage::from(target))
         .map_err(|e| format!("connect {bound:?} -> {target}: {e}"))?;

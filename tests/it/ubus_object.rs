@@ -158,6 +158,28 @@ fn daemon_serves_status_and_reload_on_real_ubusd_and_registers_again_after_a_res
     );
     assert_eq!(checked["output"], Value::Null);
 
+    // explain: which link a connection would take, as LuCI's Explain page asks it.
+    std::fs::write(&file, config.to_uci()).unwrap();
+    let question =
+        r#"{"source":"192.168.77.2","destination":"172.31.255.1","protocol":"tcp","port":7000}"#;
+    let answer = stack.call("connmark-lb", "explain", question);
+    assert_eq!(answer["decision"], "balanced", "{answer}");
+    assert_eq!(answer["port"], 7000, "{answer}");
+    let members = answer["members"].as_array().map(Vec::len);
+    assert_eq!(members, Some(2), "{answer}");
+    let wrong = stack.call(
+        "connmark-lb",
+        "explain",
+        r#"{"source":"lan","destination":"x"}"#,
+    );
+    assert!(
+        wrong["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not an IP address"),
+        "{wrong}"
+    );
+
     // reload = SIGHUP: same daemon, the new weights, counters from the new apply.
     let reweighted = LbConfig::new(Backend::Nftables, Balance::RoundRobin, &[1, 3]);
     std::fs::write(&file, reweighted.to_uci()).unwrap();
