@@ -119,7 +119,9 @@ deps:
 kit: deps
 	$(KIT)/build.sh $(OWRT_PREFIX)
 
+# The MIPS release binary comes first: tests/it/emulated.rs runs it under qemu in `cargo test`.
 test: deps lint kit
+	$(MAKE) cross TARGET=mips-unknown-linux-musl
 	$(CARGO) test
 	$(CARGO) test --bench bench -- --smoke
 	$(MAKE) ipk ARCH=x86_64
@@ -131,7 +133,7 @@ test: deps lint kit
 		grep -q 'table inet connmark_lb {'
 	$(MAKE) apk ARCH=x86_64
 	scripts/apk-install-check.sh $(DIST)/x86_64/connmark-lb-$(VERSION)-r1.apk
-	$(MAKE) test-emulated
+	$(MAKE) $(EMULATED_TARGETS:%=test-on-%)
 
 # The unit and golden tests built for big- and little-endian 32-bit MIPS and run under
 # qemu-user (the cargo runner), which catches byte-order and 32-bit bugs in the ubus,
@@ -144,7 +146,7 @@ emulated_test = $(CARGO) +$(NIGHTLY) test -Z build-std --profile emulated --targ
 	--config 'target.$(1).rustflags = ["--cfg", "qemu_user"]'
 test-emulated: deps $(EMULATED_TARGETS:%=test-on-%)
 	$(MAKE) cross TARGET=mips-unknown-linux-musl
-	$(CARGO) test --test it -- --ignored emulated::
+	$(CARGO) test --test it -- emulated::
 
 # The unit tests, then the golden tests (their `check` runs start the binary under qemu too).
 test-on-%: deps

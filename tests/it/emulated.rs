@@ -1,8 +1,8 @@
 //! The big-endian MIPS build (mips_24kc routers) as the router's connmark-lb, run by
 //! qemu-user: its `apply` and `stop` spawn the host's `nft` and `ip`, and the server must see
-//! the configured shares. `make test-emulated` builds that binary first
-//! (`make cross TARGET=mips-unknown-linux-musl`) and runs this with `--ignored`;
-//! `CONNMARK_LB_MIPS_BINARY` names another build.
+//! the configured shares. `make test` and `make test-emulated` build that binary first
+//! (`make cross TARGET=mips-unknown-linux-musl`); without it this test fails and says how to
+//! build it. `CONNMARK_LB_MIPS_BINARY` names another build.
 //!
 //! Only `apply` and `stop` are emulated: `run` needs `SO_MARK` on its probe sockets and
 //! ctnetlink for conntrack flushes, neither of which qemu-user translates (the unit tests of
@@ -34,7 +34,6 @@ fn mips_binary() -> PathBuf {
 }
 
 #[test]
-#[ignore = "needs the MIPS build: `make test-emulated` builds it and runs this"]
 fn mips_binary_under_qemu_balances_and_stops() {
     let binary = mips_binary();
     let command = ["qemu-mips-static", binary.to_str().expect("utf-8 path")];

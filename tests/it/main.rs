@@ -2,8 +2,8 @@
 //! case. `packaging`: the OpenWrt files. The rest are end-to-end tests: the real `connmark-lb`
 //! binary on a router in network namespaces, between a LAN host, one ISP namespace per link and
 //! a server that reports which address it sees; they run as root under plain `cargo test`, and
-//! a missing tool or privilege fails them. `emulated` is the exception: it needs the MIPS build,
-//! so it is ignored there and `make test-emulated` builds that and runs it.
+//! a missing tool or privilege fails them. `emulated` also needs the MIPS release build, which
+//! `make test` and `make test-emulated` make before they run it.
 
 /// Instantiates every case once per backend, as `nftables::case` and `iptables::case`.
 macro_rules! for_both_backends {
