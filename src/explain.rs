@@ -3,12 +3,11 @@
 //! changing anything.
 //!
 //! The decision itself is pure ([`explain`]): the same plan the rules were rendered from,
-//! walked the way the packet path walks it, plus the kernel facts gathered by [`Facts::read`].
+//! walked the way the packet path walks it, plus the kernel facts in [`Facts`] (the caller lists them).
 
 use crate::config::{Balance, Cidr, Config, Family, HashKey, LastResort, Proto, Rule, RuleTarget};
 use crate::error::{Error, Result};
 use crate::hash;
-use crate::names::NFT_TABLE;
 use crate::plan::{Choice, Plan};
 use crate::render::nft::sticky_set;
 use serde_json::{Value, json};
@@ -81,15 +80,6 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// Lists our table once (`nft -j`); no table means empty sets.
-    pub fn read() -> Result<Facts> {
-        let (family, table) = NFT_TABLE.split_once(' ').unwrap_or(("inet", NFT_TABLE));
-        match crate::apply::exec::run("nft", &["-j", "list", "table", family, table], "") {
-            Ok(text) => Facts::parse(&text),
-            Err(_) => Ok(Facts::default()),
-        }
-    }
-
     /// Reads the sets of an `nft -j list table` listing.
     pub fn parse(text: &str) -> Result<Facts> {
         let value: Value = serde_json::from_str(text)
@@ -428,7 +418,7 @@ impl Explanation {
 mod tests {
     use super::*;
     use crate::config::raw::RawConfig;
-    use crate::plan::LinkState;
+    use crate::source::LinkState;
 
     fn words(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_string).collect()

@@ -15,3 +15,8 @@ pub const LOCK_FILE: &str = "lock";
 pub const STATUS_FILE: &str = "status.json";
 /// The user's event script, run by the daemon on every link state change (mwan3.user's role).
 pub const DEFAULT_HOOK: &str = "/etc/connmark-lb.user";
+/// The UCI package our config lives in (`/etc/config/connmark-lb`).
+pub const UCI_PACKAGE: &str = "connmark-lb";
+/// The largest config input read: a real config is a few KiB; `--uci /dev/zero` must not
+/// fill the memory.
+pub const MAX_INPUT: u64 = 1 << 20;

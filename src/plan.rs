@@ -4,35 +4,10 @@
 //! (its device, whether it is alive). Renderers turn it into tool input; nothing here touches
 //! the system, so it is tested with plain values.
 
-use crate::config::{AddrSet, Balance, Cidr, Config, Family, Interface, LastResort, Rule};
+use crate::config::{AddrSet, Balance, Cidr, Config, Family, LastResort, Rule};
 use crate::hash;
+use crate::source::LinkState;
 use std::net::IpAddr;
-
-/// What is known at apply time about one configured interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkState {
-    /// The kernel device, when known (a netifd interface that is down has none).
-    pub device: Option<String>,
-    pub gateway: Option<IpAddr>,
-    pub source: Option<IpAddr>,
-    /// The link's IPv6 prefixes: configured ones plus those netifd delegated.
-    pub prefixes: Vec<Cidr>,
-    /// Alive: device present and health tracking (if any) says up.
-    pub up: bool,
-}
-
-impl LinkState {
-    /// The state implied by fixed config values alone: up when enabled and a device is given.
-    pub fn from_config(iface: &Interface) -> LinkState {
-        LinkState {
-            device: iface.device.clone(),
-            gateway: iface.gateway,
-            source: iface.source,
-            prefixes: iface.prefixes.clone(),
-            up: iface.enabled && iface.device.is_some(),
-        }
-    }
-}
 
 /// One enabled WAN link with the numbers that identify it in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,8 @@ use super::{log, log_error};
 use crate::apply::{self, Backend};
 use crate::config::{Config, FlushEvent};
 use crate::error::{Context, Error, Result};
-use crate::plan::{LinkState, Plan};
+use crate::plan::Plan;
+use crate::source::LinkState;
 use crate::source::ubus::Call;
 use serde_json::{Map, Value};
 

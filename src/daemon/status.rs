@@ -90,46 +90,6 @@ pub fn save(dir: &Path, status: &Status) -> Result<()> {
     state::write_atomic(&dir.join(STATUS_FILE), format!("{text}\n").as_bytes())
 }
 
-/// Reads the status file in `dir` as JSON. A missing file, or one whose pid is no longer a
-/// running `connmark-lb run` (killed with SIGKILL, or OOM: it had no chance to remove the
-/// file), means no daemon is running.
-pub fn load(dir: &Path) -> Result<Value> {
-    let path = dir.join(STATUS_FILE);
-    let not_running =
-        |why: String| Error::Protocol(format!("{why}: `connmark-lb run` is not running"));
-    let text = state::read(&path)?.ok_or_else(|| not_running(format!("no {}", path.display())))?;
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Protocol(format!("{}: unexpected content: {e}", path.display())))?;
-    match value["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) {
-        Some(pid) if is_daemon(pid) => Ok(value),
-        pid => Err(not_running(format!(
-            "{} is stale (its pid {} is not a live connmark-lb daemon)",
-            path.display(),
-            pid.map_or("?".to_string(), |p| p.to_string())
-        ))),
-    }
-}
-
-/// Whether `pid` is a running `run` of this very program (same executable, verb `run`): a
-/// recycled pid belongs to someone else.
-fn is_daemon(pid: u32) -> bool {
-    let exe = |proc: &str| {
-        std::fs::read_link(format!("/proc/{proc}/exe"))
-            .ok()
-            .map(|p| {
-                let p = p.to_string_lossy().into_owned();
-                p.strip_suffix(" (deleted)")
-                    .map(str::to_string)
-                    .unwrap_or(p)
-            })
-    };
-    let ours = exe("self");
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    ours.is_some()
-        && exe(&pid.to_string()) == ours
-        && cmdline.split(|&b| b == 0).any(|arg| arg == b"run")
-}
-
 /// Removes the status file (the daemon is exiting).
 pub fn remove(dir: &Path) -> Result<()> {
     let path = dir.join(STATUS_FILE);
@@ -168,7 +128,7 @@ mod tests {
             }],
         };
         save(&dir, &status).unwrap();
-        let error = load(&dir).unwrap_err();
+        let error = crate::state::daemon_status(&dir).unwrap_err();
         assert!(
             error.to_string().contains("pid 42 is not a live"),
             "{error}"
@@ -178,7 +138,7 @@ mod tests {
         assert!(text.contains("\"window_loss_percent\": 25"), "{text}");
         assert!(text.contains("\"window_rtt_us\": 1500"), "{text}");
         remove(&dir).unwrap();
-        let error = load(&dir).unwrap_err();
+        let error = crate::state::daemon_status(&dir).unwrap_err();
         assert!(error.to_string().contains("is not running"), "{error}");
         remove(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -293,8 +293,8 @@ fn read_in_process(text: &str, uci: bool) -> Result<String> {
         RawConfig::from_json_text(text)?
     };
     let config = Config::from_raw(&raw)?;
-    Ok(connmark_lb::cli::check_text(&config, Backend::Nftables)
-        + &connmark_lb::cli::check_text(&config, Backend::Iptables))
+    Ok(connmark_lb::context::check_text(&config, Backend::Nftables)
+        + &connmark_lb::context::check_text(&config, Backend::Iptables))
 }
 
 fn fuzz(uci: bool) {

@@ -4,10 +4,10 @@
 //! `UPDATE_GOLDEN=1 cargo test golden` rewrites the expected files after a deliberate change.
 
 use connmark_lb::apply::Backend;
-use connmark_lb::cli::{check_text, link_states};
 use connmark_lb::config::raw::RawConfig;
 use connmark_lb::config::uci_text;
 use connmark_lb::config::{Config, Family};
+use connmark_lb::context::{check_text, link_states};
 use connmark_lb::live::IptablesState;
 use connmark_lb::plan::Plan;
 use connmark_lb::render::{iptables, nft};

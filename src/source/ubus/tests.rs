@@ -660,14 +660,15 @@ fn netifd_link_status_resolves_known_and_unknown_interfaces() {
         ]),
     );
     let mut client = connect(&server);
-    let link = crate::netifd::link_status(&mut client, "wan", Family::Ipv4).unwrap();
+    let link = crate::source::netifd::link_status(&mut client, "wan", Family::Ipv4).unwrap();
     assert!(link.up);
     assert_eq!(link.device.as_deref(), Some("eth1"));
     assert_eq!(
-        crate::netifd::link_status(&mut client, "wanb", Family::Ipv4).unwrap(),
-        crate::netifd::NetifdLink::default()
+        crate::source::netifd::link_status(&mut client, "wanb", Family::Ipv4).unwrap(),
+        crate::source::netifd::NetifdLink::default()
     );
-    let error = crate::netifd::link_status(&mut client, "broken", Family::Ipv4).unwrap_err();
+    let error =
+        crate::source::netifd::link_status(&mut client, "broken", Family::Ipv4).unwrap_err();
     assert_eq!(
         error.to_string(),
         "ubus call network.interface.broken status failed with status 6 (PERMISSION_DENIED)"
@@ -678,7 +679,7 @@ fn netifd_link_status_resolves_known_and_unknown_interfaces() {
 fn links_are_resolved_from_netifd_and_unknown_ones_are_down() {
     use crate::config::Config;
     use crate::config::raw::RawConfig;
-    use crate::plan::LinkState;
+    use crate::source::LinkState;
     use std::net::Ipv4Addr;
 
     let status = serde_json::json!({
@@ -769,7 +770,9 @@ fn slow_netifd(count: usize, delay: Option<Duration>) -> impl FnMut(&Request) ->
 }
 
 /// Resolves 20 netifd links against [`slow_netifd`]; returns the states, warnings and time.
-fn resolve_twenty(delay: Option<Duration>) -> (Vec<crate::plan::LinkState>, Vec<String>, Duration) {
+fn resolve_twenty(
+    delay: Option<Duration>,
+) -> (Vec<crate::source::LinkState>, Vec<String>, Duration) {
     let config = netifd_links(20);
     let server = TestServer::start(Some(hello()), slow_netifd(20, delay));
     let started = Instant::now();
@@ -843,7 +846,7 @@ fn interfaces_sharing_a_device_leave_the_later_one_down() {
     let mut states: Vec<_> = dual
         .interfaces
         .iter()
-        .map(crate::plan::LinkState::from_config)
+        .map(crate::source::LinkState::from_config)
         .collect();
     assert!(crate::source::shared_devices(&dual, &mut states).is_empty());
 

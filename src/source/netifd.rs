@@ -2,10 +2,10 @@
 //! (`option interface 'wanb'`) instead of a fixed device and gateway: DHCP and PPPoE change
 //! both at every reconnect, and an interface without a default route cannot carry our traffic.
 
+use super::ubus::{Client, Status};
 use crate::config::family::is_link_local;
 use crate::config::{Cidr, Family};
 use crate::error::Result;
-use crate::source::ubus::{Client, Status};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 
