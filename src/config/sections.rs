@@ -149,6 +149,7 @@ impl Reading<'_> {
     }
 }
 
+/// `config globals`; every option has a default, so the section itself is optional.
 fn read_globals(r: &mut SectionReader) -> Result<Globals> {
     let d = Globals::default();
     let enabled = r.bool("enabled", d.enabled)?;
@@ -185,6 +186,7 @@ fn read_globals(r: &mut SectionReader) -> Result<Globals> {
     })
 }
 
+/// `config interface`; `id` is its 1-based position, which fixes its mark and table.
 fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
     let name = r.section.name.clone();
     let enabled = r.bool("enabled", true)?;
@@ -238,6 +240,8 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
     })
 }
 
+/// `config member`, keyed by its name for `use_member`; metric and weight default to the
+/// interface's.
 fn read_member(r: &mut SectionReader, interfaces: &[Interface]) -> Result<(String, Member)> {
     let interface = match r.single("interface")? {
         None => return Err(r.error("interface", "expected the name of an interface section")),
@@ -265,6 +269,7 @@ fn read_member(r: &mut SectionReader, interfaces: &[Interface]) -> Result<(Strin
     ))
 }
 
+/// `config policy`; at least one member must be usable, or the policy could only fail.
 fn read_policy(
     r: &mut SectionReader,
     members: &[(String, Member)],
@@ -323,6 +328,7 @@ fn implicit_policy(interfaces: &[Interface], balance: Balance) -> Policy {
     }
 }
 
+/// `config rule`; `use_policy` may name a policy section or a built-in target.
 fn read_rule(r: &mut SectionReader, policies: &[Policy]) -> Result<Rule> {
     let proto = read_proto(r)?;
     let src_ip = r.cidrs("src_ip")?;
