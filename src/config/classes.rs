@@ -2,8 +2,9 @@
 //! and hash balancing. Only reading and validation live here; the plan decides what they
 //! become in the kernel.
 
-use super::value::SectionReader;
-use super::{Balance, Cidr, Config, valid_name};
+use super::family::Cidr;
+use super::model::{Balance, Config};
+use super::value::{SectionReader, valid_name};
 use crate::error::{Error, Result};
 
 /// How long a sticky source keeps its link after its last new connection, unless the rule
@@ -89,17 +90,8 @@ impl Config {
 pub fn read_set(r: &mut SectionReader) -> Result<AddrSet> {
     let name = r.section.name.clone();
     check_set_name(r, "name", &name)?;
-    let mut entries = Vec::new();
-    for entry in r.list("entry") {
-        let prefix = Cidr::parse(entry).ok_or_else(|| {
-            r.error(
-                "entry",
-                format!("expected an IPv4 or IPv6 address or prefix, got \"{entry}\""),
-            )
-        })?;
-        // A repeated entry is harmless: nft adds an element once.
-        entries.push(prefix);
-    }
+    // A repeated entry is harmless: nft adds an element once.
+    let entries = r.cidrs("entry")?;
     Ok(AddrSet { name, entries })
 }
 

@@ -204,6 +204,7 @@ fn seconds(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::fixtures::interface;
     use crate::config::raw::{RawSection, RawValue};
 
     fn read(options: &[(&str, &str)]) -> Result<(TrackConfig, Vec<String>)> {
@@ -277,6 +278,110 @@ mod tests {
             warnings,
             [
                 "interface 'wanb' option 'failure_latency': 1500 ms is not below timeout (1 s): slower replies count as lost anyway"
+            ]
+        );
+    }
+
+    #[test]
+    fn tracking_defaults_follow_the_intervals() {
+        let c = interface("").unwrap();
+        let iface = &c.interfaces[0];
+        assert_eq!(iface.track, TrackConfig::default());
+
+        let c = interface(
+            r#","track_ip":["172.31.255.1","172.31.255.2"],"interval":"0.5","reliability":"2""#,
+        )
+        .unwrap();
+        let track = &c.interfaces[0].track;
+        assert_eq!(track.track_ip.len(), 2);
+        assert_eq!(track.reliability, 2);
+        assert_eq!(track.interval, Duration::from_millis(500));
+        assert_eq!(track.failure_interval, Duration::from_millis(300));
+        assert_eq!(track.recovery_interval, Duration::from_millis(500));
+        assert_eq!(track.timeout, Duration::from_millis(500));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn tracking_options_in_mwan3_words() {
+        let c = interface(
+            r#","track_ip":"172.31.255.1","count":"2","timeout":"0.25","failure_interval":"0.5","recovery_interval":"3","down":"2","up":"4","initial_state":"offline""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.interfaces[0].track,
+            TrackConfig {
+                track_ip: vec![std::net::Ipv4Addr::new(172, 31, 255, 1).into()],
+                reliability: 1,
+                count: 2,
+                timeout: Duration::from_millis(250),
+                interval: Duration::from_secs(1),
+                failure_interval: Duration::from_millis(500),
+                recovery_interval: Duration::from_secs(3),
+                down: 2,
+                up: 4,
+                initial_up: false,
+                ..TrackConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn tracking_errors_name_section_and_option() {
+        let cases = [
+            (
+                r#","track_ip":["172.31.255.1"],"reliability":"2""#,
+                "interface 'wanb' option 'reliability': expected at most the number of track_ip targets (1), got 2",
+            ),
+            (
+                r#","reliability":"0""#,
+                "interface 'wanb' option 'reliability': expected an integer 1..1000, got \"0\"",
+            ),
+            (
+                r#","count":"0""#,
+                "interface 'wanb' option 'count': expected an integer 1..100, got \"0\"",
+            ),
+            (
+                r#","interval":"0""#,
+                "interface 'wanb' option 'interval': expected seconds greater than 0 and at most 3600 (like 1 or 0.5), got \"0\"",
+            ),
+            (
+                r#","failure_interval":"-1""#,
+                "interface 'wanb' option 'failure_interval': expected seconds greater than 0 and at most 3600 (like 1 or 0.5), got \"-1\"",
+            ),
+            (
+                r#","timeout":"0.0""#,
+                "interface 'wanb' option 'timeout': expected seconds greater than 0 and at most 3600 (like 1 or 0.5), got \"0.0\"",
+            ),
+            (
+                r#","track_ip":["example.com"]"#,
+                "interface 'wanb' option 'track_ip': expected an IPv4 address, got \"example.com\"",
+            ),
+            (
+                r#","track_ip":["172.31.255.1","172.31.255.1"]"#,
+                "interface 'wanb' option 'track_ip': 172.31.255.1 is listed twice",
+            ),
+            (
+                r#","initial_state":"up""#,
+                "interface 'wanb' option 'initial_state': expected one of online|offline, got \"up\"",
+            ),
+        ];
+        for (options, expected) in cases {
+            let e = interface(options).unwrap_err();
+            assert_eq!(e.to_string(), expected);
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn timeout_longer_than_an_interval_warns() {
+        let c = interface(r#","track_ip":"172.31.255.1","timeout":"2","recovery_interval":"5""#)
+            .unwrap();
+        assert_eq!(c.interfaces[0].track.timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.warnings,
+            [
+                "interface 'wanb' option 'timeout': 2 s is longer than interval (1 s): a lost round lasts 2 s and delays the next one",
             ]
         );
     }

@@ -3,7 +3,7 @@
 //! Each reader knows the section label and option name, so every error it returns already
 //! says where the bad value is and what was expected.
 
-use crate::config::family::Family;
+use crate::config::family::{Cidr, Family};
 use crate::config::raw::{RawSection, RawValue};
 use crate::error::{Error, Result};
 use std::net::IpAddr;
@@ -125,10 +125,38 @@ impl<'a> SectionReader<'a> {
     pub fn device(&mut self, option: &'static str) -> Result<Option<String>> {
         match self.single(option)? {
             None => Ok(None),
-            Some(v) => check_device(v)
-                .map(|()| Some(v.to_string()))
-                .map_err(|why| self.error(option, format!("{why}, got \"{v}\""))),
+            Some(v) => self.checked_device(option, v).map(Some),
         }
+    }
+
+    /// Kernel network device names, each checked like [`SectionReader::device`].
+    pub fn devices(&mut self, option: &'static str) -> Result<Vec<String>> {
+        self.list(option)
+            .into_iter()
+            .map(|dev| self.checked_device(option, dev))
+            .collect()
+    }
+
+    /// `name` if [`check_device`] accepts it, else an error about `option`.
+    fn checked_device(&self, option: &str, name: &str) -> Result<String> {
+        check_device(name)
+            .map(|()| name.to_string())
+            .map_err(|why| self.error(option, format!("{why}, got \"{name}\"")))
+    }
+
+    /// Addresses or prefixes of either family.
+    pub fn cidrs(&mut self, option: &'static str) -> Result<Vec<Cidr>> {
+        self.list(option)
+            .into_iter()
+            .map(|v| {
+                Cidr::parse(v).ok_or_else(|| {
+                    self.error(
+                        option,
+                        format!("expected an IPv4 or IPv6 address or prefix, got \"{v}\""),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// One of a fixed set of words.
@@ -214,6 +242,14 @@ pub fn check_device(name: &str) -> std::result::Result<(), &'static str> {
     } else {
         Ok(())
     }
+}
+
+/// UCI section names are `[A-Za-z0-9_]`; we also bound the length since names become chain
+/// names.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]
