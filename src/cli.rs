@@ -129,7 +129,7 @@ pub fn run(args: &Args) -> Result<()> {
         Verb::Status => {
             let status = state::daemon_status(&context.state_dir)?;
             let text = serde_json::to_string_pretty(&status)
-                .map_err(|e| Error::Protocol(format!("encoding the status: {e}")))?;
+                .map_err(|e| Error::State(format!("encoding the status: {e}")))?;
             println!("{text}");
             Ok(())
         }

@@ -82,7 +82,7 @@ impl Context {
         }
         let (states, conflicts) = self.resolve_links(&config);
         if !conflicts.is_empty() {
-            return Err(Error::Protocol(conflicts.join("; ")));
+            return Err(Error::Links(conflicts.join("; ")));
         }
         apply::apply(&config, states, &self.state_dir).map(drop)
     }

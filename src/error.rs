@@ -24,8 +24,21 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
-    /// Input from a peer (a tool's output, a ubus reply) did not have the expected shape.
-    Protocol(String),
+    /// A ubus peer (ubusd, rpcd, netifd, a caller of our object) sent something we cannot
+    /// use, or refused a call.
+    Ubus(String),
+    /// A kernel netlink socket (rtnetlink, ctnetlink, nfnetlink) answered unexpectedly or
+    /// dropped data.
+    Netlink(String),
+    /// A tool we ran printed output we could not read (`ip -j`, `nft -j`).
+    ToolOutput(String),
+    /// A state file (`applied.json`, `status.json`) could not be encoded or read back, or
+    /// names no live daemon.
+    State(String),
+    /// The links cannot all be used as configured right now (two interfaces on one device).
+    Links(String),
+    /// The hook script cannot be started now: too many runs are still busy.
+    HookBusy(String),
     /// A layer's explanation wrapped around the error it got from below.
     Context { context: String, source: Box<Error> },
     /// Several independent failures (stop keeps going and reports them all).
@@ -122,7 +135,13 @@ impl fmt::Display for Error {
                 option: None,
                 message,
             } => write!(f, "{section}: {message}"),
-            Error::Usage(message) | Error::Protocol(message) => f.write_str(message),
+            Error::Usage(message)
+            | Error::Ubus(message)
+            | Error::Netlink(message)
+            | Error::ToolOutput(message)
+            | Error::State(message)
+            | Error::Links(message)
+            | Error::HookBusy(message) => f.write_str(message),
             Error::Exec {
                 program,
                 status,

@@ -83,7 +83,7 @@ impl Facts {
     /// Reads the sets of an `nft -j list table` listing.
     pub fn parse(text: &str) -> Result<Facts> {
         let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::Protocol(format!("unexpected output of nft -j: {e}")))?;
+            .map_err(|e| Error::ToolOutput(format!("unexpected output of nft -j: {e}")))?;
         let mut sets = Vec::new();
         for item in value["nftables"].as_array().into_iter().flatten() {
             let Some(set) = item.get("set") else { continue };

@@ -43,13 +43,13 @@ impl IpState {
         let docs: Vec<Value> = serde_json::Deserializer::from_str(text)
             .into_iter::<Value>()
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::Protocol(format!("unexpected output of ip -j: {e}")))?;
+            .map_err(|e| Error::ToolOutput(format!("unexpected output of ip -j: {e}")))?;
         let empty = Value::Array(Vec::new());
         let (links, rules, routes) = match docs.as_slice() {
             [links, rules, routes] => (links, rules, routes),
             [rules, routes] => (&empty, rules, routes),
             _ => {
-                return Err(Error::Protocol(format!(
+                return Err(Error::ToolOutput(format!(
                     "expected 2 or 3 JSON lists from ip -j -batch, got {}",
                     docs.len()
                 )));
@@ -216,7 +216,7 @@ pub fn iptables_chain_packets(save: &str, chain: &str) -> Option<u64> {
 /// crosses.
 pub fn empty_ip_tables(listing: &str, family: &str, candidates: &[&str]) -> Result<Vec<String>> {
     let value: Value = serde_json::from_str(listing)
-        .map_err(|e| Error::Protocol(format!("unexpected output of nft -j: {e}")))?;
+        .map_err(|e| Error::ToolOutput(format!("unexpected output of nft -j: {e}")))?;
     let items = value["nftables"].as_array().cloned().unwrap_or_default();
     let mut empty = Vec::new();
     for &table in candidates {

@@ -111,7 +111,7 @@ impl Sweep {
                 Received::Data(len) => len,
                 Received::Empty => break,
                 Received::Overrun => {
-                    return Err(Error::Protocol(format!(
+                    return Err(Error::Netlink(format!(
                         "{DUMP_NAME}: the kernel dropped part of the dump"
                     )));
                 }

@@ -72,7 +72,7 @@ impl Hook {
         if self.running.len() >= MAX_RUNNING {
             self.queued.retain(|q| q.interface != event.interface);
             self.queued.push(event.clone());
-            return Err(Error::Protocol(format!(
+            return Err(Error::HookBusy(format!(
                 "{}: {MAX_RUNNING} runs still busy; {} {} queued (runs when one ends or is \
                  killed after {:?})",
                 self.path.display(),

@@ -86,7 +86,7 @@ pub fn micros(d: std::time::Duration) -> u64 {
 /// Replaces the status file in `dir`.
 pub fn save(dir: &Path, status: &Status) -> Result<()> {
     let text = serde_json::to_string_pretty(&status.to_json())
-        .map_err(|e| Error::Protocol(format!("encoding {STATUS_FILE}: {e}")))?;
+        .map_err(|e| Error::State(format!("encoding {STATUS_FILE}: {e}")))?;
     state::write_atomic(&dir.join(STATUS_FILE), format!("{text}\n").as_bytes())
 }
 

@@ -102,7 +102,7 @@ impl Status {
 
     /// The error for a call that ended with this status.
     pub fn error(self, object: &str, method: &str) -> Error {
-        Error::Protocol(format!("ubus call {object} {method} failed with {self}"))
+        Error::Ubus(format!("ubus call {object} {method} failed with {self}"))
     }
 }
 
@@ -160,7 +160,7 @@ impl Client {
         args: &Value,
     ) -> Result<Result<Value, Status>> {
         let outcome = if self.broken {
-            Err(Error::Protocol(format!(
+            Err(Error::Ubus(format!(
                 "the connection to ubusd at {} failed earlier",
                 self.socket.display()
             )))
@@ -243,7 +243,7 @@ impl Client {
             Value::Object(members) => members,
             Value::Null => &no_args,
             other => {
-                return Err(Error::Protocol(format!(
+                return Err(Error::Ubus(format!(
                     "ubus arguments must be a JSON object, not {other}"
                 )));
             }
@@ -268,7 +268,7 @@ impl Client {
                         }
                         data_len += attr.payload.len();
                         if data_len > MAX_MESSAGE_LEN {
-                            return Err(Error::Protocol(format!(
+                            return Err(Error::Ubus(format!(
                                 "ubus reply data exceeds {MAX_MESSAGE_LEN} bytes"
                             )));
                         }
@@ -325,7 +325,7 @@ impl Client {
             )));
         }
         if root_len > MAX_MESSAGE_LEN {
-            return Err(Error::Protocol(format!(
+            return Err(Error::Ubus(format!(
                 "ubus message of {root_len} bytes exceeds the {MAX_MESSAGE_LEN} byte limit"
             )));
         }
@@ -350,13 +350,13 @@ impl Client {
                 .map_err(|e| self.io_error(e))?;
             match self.stream.read(&mut buf[filled..]) {
                 Ok(0) if already + filled == 0 => {
-                    return Err(Error::Protocol(format!(
+                    return Err(Error::Ubus(format!(
                         "ubusd at {} closed the connection",
                         self.socket.display()
                     )));
                 }
                 Ok(0) => {
-                    return Err(Error::Protocol(format!(
+                    return Err(Error::Ubus(format!(
                         "ubusd at {} closed the connection in the middle of a message \
                          ({} bytes received)",
                         self.socket.display(),

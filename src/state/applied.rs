@@ -97,7 +97,7 @@ pub fn stage_applied(dir: &Path, applied: &Applied) -> Result<Pending> {
         "elements": applied.elements,
     });
     let text = serde_json::to_string_pretty(&value)
-        .map_err(|e| Error::Protocol(format!("encoding {APPLIED_FILE}: {e}")))?;
+        .map_err(|e| Error::State(format!("encoding {APPLIED_FILE}: {e}")))?;
     Pending::write(&dir.join(APPLIED_FILE), text.as_bytes())
 }
 

@@ -13,10 +13,10 @@ use std::path::Path;
 pub fn daemon_status(dir: &Path) -> Result<Value> {
     let path = dir.join(STATUS_FILE);
     let not_running =
-        |why: String| Error::Protocol(format!("{why}: `connmark-lb run` is not running"));
+        |why: String| Error::State(format!("{why}: `connmark-lb run` is not running"));
     let text = read(&path)?.ok_or_else(|| not_running(format!("no {}", path.display())))?;
     let value: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Protocol(format!("{}: unexpected content: {e}", path.display())))?;
+        .map_err(|e| Error::State(format!("{}: unexpected content: {e}", path.display())))?;
     match value["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) {
         Some(pid) if is_daemon(pid) => Ok(value),
         pid => Err(not_running(format!(

@@ -41,7 +41,7 @@ fn padded(len: usize) -> usize {
 
 /// The error for anything on the wire that does not follow the format.
 pub(super) fn malformed(what: impl std::fmt::Display) -> Error {
-    Error::Protocol(format!("malformed ubus message: {what}"))
+    Error::Ubus(format!("malformed ubus message: {what}"))
 }
 
 /// Builds a message (header included) in one buffer that never grows past the message size
@@ -105,12 +105,12 @@ impl Writer {
 
     fn blobmsg(&mut self, name: &str, value: &Value, depth: usize) -> Result<()> {
         if depth >= MAX_DEPTH {
-            return Err(Error::Protocol(format!(
+            return Err(Error::Ubus(format!(
                 "ubus arguments nest deeper than {MAX_DEPTH} levels"
             )));
         }
         let name_len = u16::try_from(name.len()).map_err(|_| {
-            Error::Protocol(format!(
+            Error::Ubus(format!(
                 "ubus argument name of {} bytes is longer than 65535",
                 name.len()
             ))
@@ -160,20 +160,20 @@ impl Writer {
             });
         }
         if n.is_u64() {
-            return Err(Error::Protocol(format!(
+            return Err(Error::Ubus(format!(
                 "ubus argument {n} does not fit in a signed 64-bit integer"
             )));
         }
         let f = n
             .as_f64()
-            .ok_or_else(|| Error::Protocol(format!("ubus argument {n} is not a number")))?;
+            .ok_or_else(|| Error::Ubus(format!("ubus argument {n} is not a number")))?;
         self.raw(&f.to_bits().to_be_bytes())?;
         Ok(TYPE_DOUBLE)
     }
 
     fn c_string(&mut self, s: &str) -> Result<()> {
         if s.contains('\0') {
-            return Err(Error::Protocol(format!(
+            return Err(Error::Ubus(format!(
                 "ubus strings cannot contain NUL bytes: {s:?}"
             )));
         }
@@ -198,7 +198,7 @@ impl Writer {
         let len = u32::try_from(len)
             .ok()
             .filter(|len| *len <= LEN_MASK)
-            .ok_or_else(|| Error::Protocol(format!("ubus attribute of {len} bytes is too long")))?;
+            .ok_or_else(|| Error::Ubus(format!("ubus attribute of {len} bytes is too long")))?;
         let mut tag = (u32::from(id) & ID_MASK) << ID_SHIFT | len;
         if extended {
             tag |= EXTENDED;
@@ -209,7 +209,7 @@ impl Writer {
 
     fn reserve(&mut self, more: usize) -> Result<()> {
         if self.buf.len() + more > HEADER_LEN + MAX_MESSAGE_LEN {
-            return Err(Error::Protocol(format!(
+            return Err(Error::Ubus(format!(
                 "ubus request exceeds the {MAX_MESSAGE_LEN} byte message limit"
             )));
         }

@@ -137,7 +137,7 @@ impl ObjectConnection {
     /// message waits is not reading, and the connection is given up.
     fn queue(&mut self, bytes: &[u8]) -> Result<()> {
         if self.output.len() + bytes.len() > 2 * MAX_MESSAGE_LEN {
-            return Err(Error::Protocol(format!(
+            return Err(Error::Ubus(format!(
                 "ubusd at {} does not read its messages",
                 self.socket.display()
             )));
@@ -168,7 +168,7 @@ impl ObjectConnection {
         loop {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
-                    return Err(Error::Protocol(format!(
+                    return Err(Error::Ubus(format!(
                         "ubusd at {} closed the connection",
                         self.socket.display()
                     )));
@@ -227,7 +227,7 @@ impl ObjectConnection {
                         Ok(None)
                     }
                     (Status::OK, None) => Err(malformed("object added without an id")),
-                    (failed, _) => Err(Error::Protocol(format!(
+                    (failed, _) => Err(Error::Ubus(format!(
                         "ubusd refused to add the object: {failed}"
                     ))),
                 }
