@@ -39,10 +39,10 @@ static_bin = target/$(1)/release/connmark-lb
 # Rustup ships no standard library here for MIPS (tier 3) or 32-bit ARM: those targets build
 # std from the pinned nightly's rust-src and link with zig (cross/toolchain.env, cross/zig-cc,
 # .cargo/config.toml), with std's `optimize_for_size` (smaller algorithms and formatting: the
-# MIPS binary 1,022,640 -> 774,276 bytes). The others use the stable toolchain and its std.
+# sizes in BENCH.md). The others use the stable toolchain and its std.
 include cross/toolchain.env
-# x86_64 builds the same way to stay under its 800 KiB budget (stable std: 892,928 bytes);
-# aarch64 is under it with the stable std (782,840 bytes).
+# x86_64 builds the same way to stay under its 800 KiB budget (with the stable std it is over);
+# aarch64 is under it with the stable std.
 BUILD_STD_TARGETS := x86_64-unknown-linux-musl armv7-unknown-linux-musleabihf \
 	mipsel-unknown-linux-musl mips-unknown-linux-musl
 BUILD_STD := -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size

@@ -1,6 +1,7 @@
 //! Names of everything we create in the kernel and on disk, written once.
 
-/// Our nftables table (family inet), replaced whole on every apply.
+/// Our nftables table (family inet): kept across applies (its chains are flushed and
+/// redefined in one transaction), deleted by `stop`.
 pub const NFT_TABLE: &str = "inet connmark_lb";
 /// Prefix of every iptables chain we own.
 pub const IPT_PREFIX: &str = "CMLB_";
