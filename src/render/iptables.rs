@@ -4,9 +4,9 @@
 //! place; jumps from built-in chains are added only when the live state lacks them, and our
 //! stale chains are deleted, so re-apply never duplicates anything.
 
-use super::{hex, policy_slots};
+use super::{Verdict, hex, policy_slots, total_weight};
 use crate::config::family::ICMPV6_LINK_TYPES;
-use crate::config::{Balance, Family, LastResort, Proto, Rule, RuleTarget};
+use crate::config::{Balance, Family, LastResort, Proto, Rule};
 use crate::live::IptablesState;
 use crate::names::IPT_PREFIX;
 use crate::plan::{Choice, Plan};
@@ -26,11 +26,18 @@ pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
     if !plan.has(family) {
         return removal(live);
     }
+    let mut out = String::new();
+    for table in [mangle(plan, family), nat(plan, family)] {
+        table.write(&mut out, Some(live));
+    }
+    out
+}
+
+/// The mangle table of `family`, chains declared in the order they are first written: each
+/// link's mark chain, the last-resort chains, the steering chains, `RULES`, then the hooks.
+fn mangle(plan: &Plan, family: Family) -> Table {
     let mut mangle = Table::new("mangle");
     let mask = hex(plan.footprint.mask);
-    let restore = format!(
-        "-m connmark ! --mark 0x0/{mask} -j CONNMARK --restore-mark --nfmask {mask} --ctmask {mask}"
-    );
     for link in plan.links_of(family) {
         let chain = mark_chain(plan, link.mark);
         mangle.rule(
@@ -53,23 +60,40 @@ pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
         add_pins(&mut mangle, plan);
     }
     add_policies(&mut mangle, plan, family);
+    add_rules(&mut mangle, plan, family, pins);
+    add_prerouting(&mut mangle, plan, family);
+    mangle.rule("OUTPUT", &restore(plan));
+    if plan.local_traffic {
+        local_rules(&mut mangle, plan, family);
+    }
+    mangle
+}
+
+/// The `RULES` chain: the prefix pins (with `pins`), then each rule of `family` in config
+/// order; without rules, every connection goes to the first policy.
+fn add_rules(mangle: &mut Table, plan: &Plan, family: Family, pins: bool) {
     mangle.declare("RULES");
     if pins {
         // A pin's goto returns here once its mark chain has run: a pinned connection is done.
         mangle.rule("RULES", &format!("-j {IPT_PREFIX}{PINS}"));
-        mangle.rule("RULES", &format!("-m mark ! --mark 0x0/{mask} -j RETURN"));
+        mangle.rule("RULES", &marked(plan, "mark"));
     }
-    let rules: Vec<&Rule> = plan
+    for rule in plan
         .rules
         .iter()
         .filter(|r| r.family.is_none_or(|f| f == family))
-        .collect();
-    for rule in &rules {
+    {
         mangle.rule("RULES", &classify(family, rule));
     }
     if plan.rules.is_empty() && !plan.policies.is_empty() {
         mangle.rule("RULES", &format!("-g {IPT_PREFIX}POLICY_1"));
     }
+}
+
+/// Forwarded and inbound traffic, as in the nft prerouting chain: link-local IPv6 control
+/// messages pass, a connection of ours gets its mark back, a new one coming in on a WAN device
+/// takes that link, a new one from the LAN is classified.
+fn add_prerouting(mangle: &mut Table, plan: &Plan, family: Family) {
     if family == Family::Ipv6 {
         for (_, icmp_type) in ICMPV6_LINK_TYPES {
             mangle.rule(
@@ -78,43 +102,31 @@ pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
             );
         }
     }
-    mangle.rule("PREROUTING", &restore);
-    mangle.rule(
-        "PREROUTING",
-        &format!("-m connmark ! --mark 0x0/{mask} -j RETURN"),
-    );
-    mangle.rule("PREROUTING", "-m conntrack ! --ctstate NEW -j RETURN");
+    mangle.rule("PREROUTING", &restore(plan));
+    mangle.rule("PREROUTING", &marked(plan, "connmark"));
+    mangle.rule("PREROUTING", NEW_ONLY);
     for (link, dev) in plan.wan_devices().filter(|(l, _)| l.family == family) {
         let target = mark_chain(plan, link.mark);
         mangle.rule("PREROUTING", &format!("-i {dev} -g {IPT_PREFIX}{target}"));
     }
-    // IPv6 has no broadcast, and the kernel refuses to match it.
-    let local_types = match family {
-        Family::Ipv4 => "LOCAL,BROADCAST,MULTICAST",
-        Family::Ipv6 => "LOCAL,MULTICAST",
-    };
-    mangle.rule(
-        "PREROUTING",
-        &format!("-m addrtype --dst-type {local_types} -j RETURN"),
-    );
+    mangle.rule("PREROUTING", &not_local(family));
     if plan.lan.is_empty() {
         mangle.rule("PREROUTING", &format!("! -i lo -g {IPT_PREFIX}RULES"));
     }
     for dev in &plan.lan {
         mangle.rule("PREROUTING", &format!("-i {dev} -g {IPT_PREFIX}RULES"));
     }
-    mangle.rule("OUTPUT", &restore);
-    if plan.local_traffic {
-        local_rules(&mut mangle, plan, family, local_types);
-    }
+}
 
+/// The nat table of `family`: what leaves by a link with `nat` takes the link's address (a
+/// fixed one by SNAT, else masquerade), except sources in the link's own prefixes.
+fn nat(plan: &Plan, family: Family) -> Table {
     let mut nat = Table::new("nat");
     nat.declare("POSTROUTING");
     for (link, dev) in plan
         .wan_devices()
         .filter(|(l, _)| l.family == family && l.nat)
     {
-        // Sources in the link's own prefixes leave as they are.
         for prefix in &link.prefixes {
             nat.rule("POSTROUTING", &format!("-o {dev} -s {prefix} -j RETURN"));
         }
@@ -124,29 +136,47 @@ pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
         };
         nat.rule("POSTROUTING", &format!("-o {dev} {action}"));
     }
+    nat
+}
 
-    let mut out = String::new();
-    for table in [mangle, nat] {
-        table.write(&mut out, Some(live));
-    }
-    out
+/// Gives a later packet of one of our connections its connection's mark again.
+fn restore(plan: &Plan) -> String {
+    let mask = hex(plan.footprint.mask);
+    format!(
+        "-m connmark ! --mark 0x0/{mask} -j CONNMARK --restore-mark --nfmask {mask} --ctmask {mask}"
+    )
+}
+
+/// `-m MODULE ! --mark 0x0/MASK -j RETURN`: a packet or connection (`mark` or `connmark`)
+/// that already has one of our marks is left alone.
+fn marked(plan: &Plan, module: &str) -> String {
+    format!(
+        "-m {module} ! --mark 0x0/{} -j RETURN",
+        hex(plan.footprint.mask)
+    )
+}
+
+/// Only a connection's first packet goes further: later ones keep the mark restored for them.
+const NEW_ONLY: &str = "-m conntrack ! --ctstate NEW -j RETURN";
+
+/// Traffic for the router itself (or every host of a segment) is never balanced. IPv6 has no
+/// broadcast, and the kernel refuses to match it.
+fn not_local(family: Family) -> String {
+    let types = match family {
+        Family::Ipv4 => "LOCAL,BROADCAST,MULTICAST",
+        Family::Ipv6 => "LOCAL,MULTICAST",
+    };
+    format!("-m addrtype --dst-type {types} -j RETURN")
 }
 
 /// The router's own new connections, as in the nft output chain: a socket carrying one of
 /// our marks keeps it, one bound to a link's address whose first route left by another link
 /// is pinned to its address's link, the rest leaving by a WAN device is classified.
-fn local_rules(mangle: &mut Table, plan: &Plan, family: Family, local_types: &str) {
-    let mask = hex(plan.footprint.mask);
-    mangle.rule(
-        "OUTPUT",
-        &format!("-m connmark ! --mark 0x0/{mask} -j RETURN"),
-    );
-    mangle.rule("OUTPUT", &format!("-m mark ! --mark 0x0/{mask} -j RETURN"));
-    mangle.rule("OUTPUT", "-m conntrack ! --ctstate NEW -j RETURN");
-    mangle.rule(
-        "OUTPUT",
-        &format!("-m addrtype --dst-type {local_types} -j RETURN"),
-    );
+fn local_rules(mangle: &mut Table, plan: &Plan, family: Family) {
+    mangle.rule("OUTPUT", &marked(plan, "connmark"));
+    mangle.rule("OUTPUT", &marked(plan, "mark"));
+    mangle.rule("OUTPUT", NEW_ONLY);
+    mangle.rule("OUTPUT", &not_local(family));
     mangle.declare("LOCAL");
     for (link, dev) in plan.wan_devices().filter(|(l, _)| l.family == family) {
         mangle.rule("OUTPUT", &format!("-o {dev} -g {IPT_PREFIX}LOCAL"));
@@ -384,7 +414,7 @@ fn choice_rules(plan: &Plan, balance: Balance, choice: &Choice) -> Vec<String> {
         |link: usize| format!("-g {IPT_PREFIX}{}", mark_chain(plan, plan.links[link].mark));
     match choice {
         Choice::Spread(shares) => {
-            let total: u32 = shares.iter().map(|s| s.weight).sum();
+            let total = total_weight(shares);
             let mut out = Vec::new();
             match balance {
                 Balance::RoundRobin => {
@@ -422,11 +452,16 @@ fn choice_rules(plan: &Plan, balance: Balance, choice: &Choice) -> Vec<String> {
             }
             out
         }
-        Choice::Fallback(LastResort::Unreachable) => {
-            vec![format!("-g {IPT_PREFIX}LAST_UNREACHABLE")]
-        }
-        Choice::Fallback(LastResort::Blackhole) => vec![format!("-g {IPT_PREFIX}LAST_BLACKHOLE")],
-        Choice::Fallback(LastResort::Default) => vec!["-j ACCEPT".to_string()],
+        Choice::Fallback(resort) => vec![last_resort(*resort)],
+    }
+}
+
+/// The target of a last resort: the chain that marks for its routing rule, or the main table.
+fn last_resort(resort: LastResort) -> String {
+    match resort {
+        LastResort::Unreachable => format!("-g {IPT_PREFIX}LAST_UNREACHABLE"),
+        LastResort::Blackhole => format!("-g {IPT_PREFIX}LAST_BLACKHOLE"),
+        LastResort::Default => "-j ACCEPT".to_string(),
     }
 }
 
@@ -459,11 +494,9 @@ fn classify(family: Family, rule: &Rule) -> String {
             let _ = write!(m, "-m multiport {flag} {} ", list.join(","));
         }
     }
-    let target = match rule.target {
-        RuleTarget::Policy(i) => format!("-g {IPT_PREFIX}POLICY_{}", i + 1),
-        RuleTarget::Default => "-j ACCEPT".to_string(),
-        RuleTarget::Unreachable => format!("-g {IPT_PREFIX}LAST_UNREACHABLE"),
-        RuleTarget::Blackhole => format!("-g {IPT_PREFIX}LAST_BLACKHOLE"),
+    let target = match Verdict::from(rule.target) {
+        Verdict::Policy(i) => format!("-g {IPT_PREFIX}POLICY_{}", i + 1),
+        Verdict::Resort(resort) => last_resort(resort),
     };
     m + &target
 }
