@@ -21,3 +21,10 @@ pub const UCI_PACKAGE: &str = "connmark-lb";
 /// The largest config input read: a real config is a few KiB; `--uci /dev/zero` must not
 /// fill the memory.
 pub const MAX_INPUT: u64 = 1 << 20;
+
+/// Whether `name` can be a kernel object name we made (a chain or set): ASCII letters, digits
+/// and `_` only, so a name read back from a state file can never change the meaning of the
+/// tool input it is written into.
+pub fn is_kernel_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::live::IptablesState;
 use crate::plan::Plan;
 use crate::render::iptables;
+use crate::render::nft::{SetDeclaration, StaticElement};
 use crate::state::Applied;
 
 /// iptables and ip6tables through their `-save`/`-restore` tools.
@@ -37,7 +38,7 @@ impl FirewallTool for Iptables {
         iptables::chains_in(text)
     }
 
-    fn sets(&self, _plan: &Plan) -> (Vec<String>, Vec<String>) {
+    fn sets(&self, _plan: &Plan) -> (Vec<SetDeclaration>, Vec<StaticElement>) {
         (Vec::new(), Vec::new())
     }
 
@@ -93,9 +94,7 @@ impl FirewallTool for Iptables {
 pub fn chains_of(plan: &Plan) -> Vec<String> {
     Family::ALL
         .into_iter()
-        .flat_map(|family| {
-            iptables::chains_in(&iptables::ruleset(plan, family, &IptablesState::default()))
-        })
+        .flat_map(|family| iptables::chains(plan, family))
         .collect()
 }
 

@@ -22,6 +22,7 @@ use crate::config::{BackendChoice, Config, Family};
 use crate::error::{Context, Error, Result};
 use crate::plan::{Plan, Routing};
 use crate::render::ip as ip_text;
+use crate::render::nft::{SetDeclaration, StaticElement};
 use crate::source::LinkState;
 use crate::state::{self, Applied, LOCK_WAIT, Lock};
 use std::path::Path;
@@ -53,7 +54,7 @@ trait FirewallTool {
     /// The chains a text of this backend defines.
     fn chains_in(&self, text: &str) -> Vec<String>;
     /// The set declarations and static set entries `plan` installs, for the record.
-    fn sets(&self, plan: &Plan) -> (Vec<String>, Vec<String>);
+    fn sets(&self, plan: &Plan) -> (Vec<SetDeclaration>, Vec<StaticElement>);
     /// Only the policy chains: what a change of link liveness needs.
     fn policy_update(&self, plan: &Plan) -> Firewall;
     /// Validates `firewall` with the tool itself, changing nothing, where a load is not

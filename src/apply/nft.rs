@@ -6,7 +6,7 @@ use super::{Firewall, FirewallTool};
 use crate::error::Result;
 use crate::names::NFT_TABLE;
 use crate::plan::Plan;
-use crate::render::nft;
+use crate::render::nft::{self, SetDeclaration, StaticElement};
 use crate::state::Applied;
 
 /// nftables through `nft`.
@@ -32,7 +32,7 @@ impl FirewallTool for Nftables {
         nft::chains_in(text)
     }
 
-    fn sets(&self, plan: &Plan) -> (Vec<String>, Vec<String>) {
+    fn sets(&self, plan: &Plan) -> (Vec<SetDeclaration>, Vec<StaticElement>) {
         (nft::set_declarations(plan), nft::static_elements(plan))
     }
 

@@ -33,6 +33,18 @@ pub fn ruleset(plan: &Plan, family: Family, live: &IptablesState) -> String {
     out
 }
 
+/// The chains [`ruleset`] defines for `plan` in `family`, without writing the text: what
+/// `stop` removes besides the record's.
+pub fn chains(plan: &Plan, family: Family) -> Vec<String> {
+    if !plan.has(family) {
+        return Vec::new();
+    }
+    [mangle(plan, family), nat(plan, family)]
+        .into_iter()
+        .flat_map(|table| table.chains.into_iter().map(|(name, _)| name))
+        .collect()
+}
+
 /// The mangle table of `family`, chains declared in the order they are first written: each
 /// link's mark chain, the last-resort chains, the steering chains, `RULES`, then the hooks.
 fn mangle(plan: &Plan, family: Family) -> Table {
@@ -508,6 +520,21 @@ mod tests {
 
     fn policy_update_v4(plan: &Plan) -> String {
         policy_update(plan, Family::Ipv4)
+    }
+
+    #[test]
+    fn chains_are_those_the_ruleset_declares() {
+        for up in [
+            [true, true, true],
+            [false, true, false],
+            [false, false, false],
+        ] {
+            let plan = tiers_plan(up);
+            for family in Family::ALL {
+                let text = ruleset(&plan, family, &IptablesState::default());
+                assert_eq!(chains(&plan, family), chains_in(&text), "{up:?} {family}");
+            }
+        }
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! and what the kernel holds is always read as well.
 
 use super::{Pending, read};
+use crate::config::{Cidr, Family};
 use crate::error::{Error, Result};
-use crate::names::APPLIED_FILE;
+use crate::names::{APPLIED_FILE, is_kernel_name};
 use crate::plan::{Footprint, Routing};
+use crate::render::nft::{SetDeclaration, SetKind, StaticElement};
 use serde_json::{Value, json};
 use std::io::ErrorKind;
 use std::path::Path;
@@ -19,12 +21,11 @@ pub struct Applied {
     pub routing: Routing,
     /// The firewall chains it defined (nft chains of our table, or iptables chains).
     pub chains: Vec<String>,
-    /// The nft sets it declared (`NAME { type ...; flags ...; }`), so the next apply deletes
-    /// those it drops.
-    pub sets: Vec<String>,
-    /// The static set entries it added (`SET ENTRY`), so the next apply removes those the
-    /// config drops and never the ones others added.
-    pub elements: Vec<String>,
+    /// The nft sets it declared, so the next apply deletes those it drops.
+    pub sets: Vec<SetDeclaration>,
+    /// The static set entries it added, so the next apply removes those the config drops and
+    /// never the ones others added.
+    pub elements: Vec<StaticElement>,
 }
 
 /// Reads the last apply's record; a missing or unreadable file means "nothing recorded".
@@ -56,26 +57,35 @@ pub fn load_applied(dir: &Path) -> Option<Applied> {
         chains: list("chains")
             .iter()
             .filter_map(Value::as_str)
-            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .filter(|c| is_kernel_name(c))
             .map(str::to_string)
             .collect(),
-        sets: list("sets")
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|d| crate::render::nft::is_set_declaration(d))
-            .map(str::to_string)
-            .collect(),
-        elements: list("elements")
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|e| {
-                e.split_once(' ').is_some_and(|(set, entry)| {
-                    set.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                        && crate::config::Cidr::parse(entry).is_some()
-                })
-            })
-            .map(str::to_string)
-            .collect(),
+        sets: list("sets").iter().filter_map(set_declaration).collect(),
+        elements: list("elements").iter().filter_map(static_element).collect(),
+    })
+}
+
+/// A recorded set, `{"name", "family", "kind"}`, if it is one we could have declared.
+fn set_declaration(value: &Value) -> Option<SetDeclaration> {
+    let family = value["family"].as_str()?;
+    Some(SetDeclaration {
+        name: value["name"]
+            .as_str()
+            .filter(|n| is_kernel_name(n))?
+            .to_string(),
+        family: Family::ALL.into_iter().find(|f| f.name() == family)?,
+        kind: SetKind::from_name(value["kind"].as_str()?)?,
+    })
+}
+
+/// A recorded static entry, `{"set", "entry"}`, if its set name and prefix are sound.
+fn static_element(value: &Value) -> Option<StaticElement> {
+    Some(StaticElement {
+        set: value["set"]
+            .as_str()
+            .filter(|n| is_kernel_name(n))?
+            .to_string(),
+        entry: Cidr::parse(value["entry"].as_str()?)?,
     })
 }
 
@@ -93,8 +103,15 @@ pub fn stage_applied(dir: &Path, applied: &Applied) -> Result<Pending> {
         "links": applied.routing.links,
         "links6": applied.routing.links6,
         "chains": applied.chains,
-        "sets": applied.sets,
-        "elements": applied.elements,
+        "sets": applied.sets.iter().map(|s| json!({
+            "name": s.name,
+            "family": s.family.name(),
+            "kind": s.kind.name(),
+        })).collect::<Vec<_>>(),
+        "elements": applied.elements.iter().map(|e| json!({
+            "set": e.set,
+            "entry": e.entry.to_string(),
+        })).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&value)
         .map_err(|e| Error::State(format!("encoding {APPLIED_FILE}: {e}")))?;
@@ -130,8 +147,15 @@ mod tests {
                 links6: vec![4],
             },
             chains: vec!["mark_wan".into(), "prerouting".into()],
-            sets: vec!["vpn_v4 { type ipv4_addr; flags interval,timeout; }".into()],
-            elements: vec!["vpn_v4 192.0.2.0/24".into()],
+            sets: vec![SetDeclaration {
+                name: "vpn_v4".into(),
+                family: Family::Ipv4,
+                kind: SetKind::Addresses,
+            }],
+            elements: vec![StaticElement {
+                set: "vpn_v4".into(),
+                entry: Cidr::parse("192.0.2.0/24").unwrap(),
+            }],
         }
     }
 

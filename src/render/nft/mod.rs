@@ -14,7 +14,9 @@ mod sets;
 
 pub use chains::{chains_in, mark_chain};
 pub use policy::policy_update;
-pub use sets::{is_set_declaration, set_declarations, static_elements, sticky_set};
+pub use sets::{
+    SetDeclaration, SetKind, StaticElement, set_declarations, static_elements, sticky_set,
+};
 
 use crate::config::Family;
 use crate::names::NFT_TABLE;
@@ -25,10 +27,10 @@ use crate::plan::Plan;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Previous<'a> {
     pub chains: &'a [String],
-    /// Set declarations as [`set_declarations`] writes them.
-    pub sets: &'a [String],
-    /// Static entries as [`static_elements`] writes them (`SET ENTRY`).
-    pub elements: &'a [String],
+    /// The sets it declared.
+    pub sets: &'a [SetDeclaration],
+    /// The static set entries it added.
+    pub elements: &'a [StaticElement],
 }
 
 /// The complete ruleset in one atomic `nft -f`. Every chain is declared (created if missing)
@@ -79,8 +81,15 @@ mod tests {
         let plan = tiers_plan([true, true, true]);
         let kept = chains_in(&ruleset(&plan, Previous::default()));
         let chains = [kept[0].clone(), "gone".to_string()];
-        let sets = ["gone_v4 { type ipv4_addr; flags interval,timeout; }".to_string()];
-        let elements = ["gone_v4 10.0.0.1".to_string()];
+        let sets = [SetDeclaration {
+            name: "gone_v4".into(),
+            family: crate::config::Family::Ipv4,
+            kind: SetKind::Addresses,
+        }];
+        let elements = [StaticElement {
+            set: "gone_v4".into(),
+            entry: crate::config::Cidr::parse("10.0.0.1").unwrap(),
+        }];
         let text = ruleset(
             &plan,
             Previous {

@@ -3,72 +3,125 @@
 //! outlive applies with their elements; only what the config dropped is deleted.
 
 use super::policy::policy_of;
-use crate::config::{Family, Rule};
-use crate::names::NFT_TABLE;
+use crate::config::{Cidr, Family, Rule};
+use crate::names::{NFT_TABLE, is_kernel_name};
 use crate::plan::{Plan, PolicyPlan};
-use std::fmt::Write;
+use std::fmt::{self, Write};
+
+/// What a set of ours is for, which decides its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    /// An address set: prefixes (`interval`) from the config and dnsmasq, with timeouts.
+    Addresses,
+    /// Sticky sources, added by the packet path (`dynamic`), each with its timeout.
+    Sticky,
+}
+
+impl SetKind {
+    /// The word the record stores.
+    pub fn name(self) -> &'static str {
+        match self {
+            SetKind::Addresses => "addresses",
+            SetKind::Sticky => "sticky",
+        }
+    }
+
+    /// The kind the record's word names.
+    pub fn from_name(word: &str) -> Option<SetKind> {
+        [SetKind::Addresses, SetKind::Sticky]
+            .into_iter()
+            .find(|k| k.name() == word)
+    }
+
+    fn flags(self) -> &'static str {
+        match self {
+            SetKind::Addresses => "interval,timeout",
+            SetKind::Sticky => "dynamic,timeout",
+        }
+    }
+}
+
+/// One set of our table, as declared (and recorded, so the next apply deletes those it drops).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetDeclaration {
+    /// The kernel name: only ASCII letters, digits and `_` (checked when read back).
+    pub name: String,
+    pub family: Family,
+    pub kind: SetKind,
+}
+
+/// `NAME { type ...; flags ...; }`, as `add set` takes it.
+impl fmt::Display for SetDeclaration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.family {
+            Family::Ipv4 => "ipv4_addr",
+            Family::Ipv6 => "ipv6_addr",
+        };
+        write!(
+            f,
+            "{} {{ type {kind}; flags {}; }}",
+            self.name,
+            self.kind.flags()
+        )
+    }
+}
+
+/// One static entry of an address set (from the config), as recorded: the next apply removes
+/// those the config drops and never the ones others added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticElement {
+    /// The kernel set's name.
+    pub set: String,
+    pub entry: Cidr,
+}
+
+/// `SET ENTRY`.
+impl fmt::Display for StaticElement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.set, self.entry)
+    }
+}
+
+impl SetDeclaration {
+    /// Whether the name is one we could have made (a record is checked before its names
+    /// reach nft).
+    pub fn is_valid(&self) -> bool {
+        is_kernel_name(&self.name)
+    }
+}
 
 /// The set holding the sources of `rule` that stick to link `link`.
 pub fn sticky_set(rule: &Rule, link: &str) -> String {
     format!("sticky_{}_{link}", rule.name)
 }
 
-/// `NAME { type ...; flags ...; }` of every set: each address set's `NAME_v4` and `NAME_v6`,
-/// and one sticky set per sticky rule and link (of the link's family).
-pub fn set_declarations(plan: &Plan) -> Vec<String> {
+/// Every set: each address set's `NAME_v4` and `NAME_v6`, and one sticky set per sticky rule
+/// and link (of the link's family).
+pub fn set_declarations(plan: &Plan) -> Vec<SetDeclaration> {
     let mut out = Vec::new();
     for set in &plan.sets {
         for family in Family::ALL {
-            out.push(format!(
-                "{} {}",
-                set.kernel_name(family == Family::Ipv6),
-                declaration_body(family, "interval,timeout")
-            ));
+            out.push(SetDeclaration {
+                name: set.kernel_name(family == Family::Ipv6),
+                family,
+                kind: SetKind::Addresses,
+            });
         }
     }
     for rule in plan.rules.iter().filter(|r| r.sticky.is_some()) {
         for link in &plan.links {
-            out.push(format!(
-                "{} {}",
-                sticky_set(rule, &link.name),
-                declaration_body(link.family, "dynamic,timeout")
-            ));
+            out.push(SetDeclaration {
+                name: sticky_set(rule, &link.name),
+                family: link.family,
+                kind: SetKind::Sticky,
+            });
         }
     }
     out
 }
 
-/// What follows the name in a declaration: the address type of `family` and the set's flags.
-fn declaration_body(family: Family, flags: &str) -> String {
-    let kind = match family {
-        Family::Ipv4 => "ipv4_addr",
-        Family::Ipv6 => "ipv6_addr",
-    };
-    format!("{{ type {kind}; flags {flags}; }}")
-}
-
-/// The set name a declaration starts with.
-fn declared_name(declaration: &str) -> &str {
-    declaration.split(' ').next().unwrap_or_default()
-}
-
-/// Whether `text` is a set declaration [`set_declarations`] could have written (a record is
-/// checked before its names reach nft).
-pub fn is_set_declaration(text: &str) -> bool {
-    let Some((name, rest)) = text.split_once(' ') else {
-        return false;
-    };
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && Family::ALL.iter().any(|&family| {
-            ["interval,timeout", "dynamic,timeout"]
-                .iter()
-                .any(|flags| rest == declaration_body(family, flags))
-        })
-}
-
 /// `add set` for each of `declarations`: a set that exists keeps its elements.
-pub(super) fn declare(out: &mut String, declarations: &[String]) {
+pub(super) fn declare(out: &mut String, declarations: &[SetDeclaration]) {
     for declaration in declarations {
         let _ = writeln!(out, "add set {NFT_TABLE} {declaration}");
     }
@@ -76,9 +129,13 @@ pub(super) fn declare(out: &mut String, declarations: &[String]) {
 
 /// Deletes the sets of `previous` not among `declarations` (each added first, so deleting
 /// cannot fail on a set the kernel lost).
-pub(super) fn delete_dropped(out: &mut String, previous: &[String], declarations: &[String]) {
+pub(super) fn delete_dropped(
+    out: &mut String,
+    previous: &[SetDeclaration],
+    declarations: &[SetDeclaration],
+) {
     for declaration in previous.iter().filter(|d| !declarations.contains(d)) {
-        let name = declared_name(declaration);
+        let name = &declaration.name;
         let _ = writeln!(
             out,
             "add set {NFT_TABLE} {declaration}\ndelete set {NFT_TABLE} {name}"
@@ -87,20 +144,22 @@ pub(super) fn delete_dropped(out: &mut String, previous: &[String], declarations
 }
 
 /// Each address set's kernel sets (v4, then v6) with their static entries.
-fn static_entries(plan: &Plan) -> impl Iterator<Item = (String, Vec<String>)> + '_ {
+fn static_entries(plan: &Plan) -> impl Iterator<Item = (String, Vec<Cidr>)> + '_ {
     plan.sets.iter().flat_map(|set| {
-        [false, true].map(|v6| {
-            let entries = set.entries_of(v6).map(ToString::to_string).collect();
-            (set.kernel_name(v6), entries)
-        })
+        [false, true].map(|v6| (set.kernel_name(v6), set.entries_of(v6).copied().collect()))
     })
 }
 
-/// The static entries of every address set, as `SET ENTRY`: recorded, so the next apply
-/// removes those the config drops and leaves the dynamic ones alone.
-pub fn static_elements(plan: &Plan) -> Vec<String> {
+/// The static entries of every address set: recorded, so the next apply removes those the
+/// config drops and leaves the dynamic ones alone.
+pub fn static_elements(plan: &Plan) -> Vec<StaticElement> {
     static_entries(plan)
-        .flat_map(|(name, entries)| entries.into_iter().map(move |e| format!("{name} {e}")))
+        .flat_map(|(set, entries)| {
+            entries.into_iter().map(move |entry| StaticElement {
+                set: set.clone(),
+                entry,
+            })
+        })
         .collect()
 }
 
@@ -108,6 +167,7 @@ pub fn static_elements(plan: &Plan) -> Vec<String> {
 pub(super) fn add_elements(out: &mut String, plan: &Plan) {
     for (name, entries) in static_entries(plan) {
         if !entries.is_empty() {
+            let entries: Vec<String> = entries.iter().map(ToString::to_string).collect();
             let _ = writeln!(
                 out,
                 "add element {NFT_TABLE} {name} {{ {} }}",
@@ -122,18 +182,19 @@ pub(super) fn add_elements(out: &mut String, plan: &Plan) {
 pub(super) fn delete_dropped_elements(
     out: &mut String,
     plan: &Plan,
-    previous: &[String],
-    declared: &[String],
+    previous: &[StaticElement],
+    declared: &[SetDeclaration],
 ) {
-    let mut kept = static_elements(plan);
+    let mut kept: Vec<String> = static_elements(plan)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     kept.sort_unstable();
-    let names: Vec<&str> = declared.iter().map(|d| declared_name(d)).collect();
-    let dropped = previous.iter().filter(|e| kept.binary_search(e).is_err());
-    for element in dropped {
-        let Some((set, entry)) = element.split_once(' ') else {
-            continue;
-        };
-        if names.contains(&set) {
+    let dropped = previous
+        .iter()
+        .filter(|e| kept.binary_search(&e.to_string()).is_err());
+    for StaticElement { set, entry } in dropped {
+        if declared.iter().any(|d| &d.name == set) {
             let _ = writeln!(
                 out,
                 "add element {NFT_TABLE} {set} {{ {entry} }}\ndelete element {NFT_TABLE} {set} {{ {entry} }}"
