@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::health::WindowFigures;
+use crate::daemon::decide::health::WindowFigures;
 use crate::error::{Error, Result};
 use crate::names::STATUS_FILE;
 use crate::state;

@@ -29,9 +29,9 @@ use nix::sys::socket::{
     sendto, setsockopt, socket, sockopt,
 };
 
-use super::health::{RoundSummary, TrackConfig};
 use crate::config::Family;
 use crate::config::family::is_link_local;
+use crate::daemon::health::{RoundSummary, TrackConfig};
 use crate::error::{Error, Result};
 
 /// The ICMP type of an echo request.

@@ -7,9 +7,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::log_error;
-use super::status::Status;
 use crate::apply::{Backend, exec};
+use crate::daemon::log_error;
+use crate::daemon::service::status::Status;
 use crate::error::Result;
 use crate::live;
 use crate::names::NFT_TABLE;

@@ -9,10 +9,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::health::{LinkHealth, RoundSummary, TrackConfig, Transition};
-use super::log_error;
-use super::probe::{LinkRoute, Prober, Round, RoundReport};
-use super::status::{self, LinkStatus};
 use crate::config::FlushEvent;
+use crate::daemon::log_error;
+use crate::daemon::service::status::{self, LinkStatus};
+use crate::daemon::watch::probe::{LinkRoute, Prober, Round, RoundReport};
 
 /// Requests per target in a confirmation burst, and the shortest time it waits for them (three
 /// times the link's recent round-trip time when that is longer, never more than `timeout`).

@@ -11,10 +11,10 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
-use super::conntrack::{Sweep, Which};
 use super::link::{Link, Outcome};
-use super::{log, log_error};
 use crate::config::FlushEvent;
+use crate::daemon::kernel::conntrack::{Sweep, Which};
+use crate::daemon::{log, log_error};
 
 /// One sweep under way and what it is for, for the log.
 #[derive(Debug)]

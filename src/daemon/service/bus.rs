@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags};
 use serde_json::{Map, Value};
 
-use super::{log, log_error};
+use crate::daemon::{log, log_error};
 use crate::error::{Error, Result};
 use crate::source::ubus::{self, Call, ObjectConnection, Status};
 

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::SockProtocol;
 
-use super::netlink::{self, NFGENMSG_LEN, Received};
 use crate::apply::Backend;
 use crate::config::Family;
+use crate::daemon::kernel::netlink::{self, NFGENMSG_LEN, Received};
 use crate::names::{IPT_PREFIX, NFT_TABLE};
 use crate::plan::Routing;
 use crate::render::iptables::JUMPS;

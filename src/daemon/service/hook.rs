@@ -117,7 +117,7 @@ impl Hook {
             // SAFETY: signals the process group the run leads; no memory is involved.
             unsafe { libc::kill(-(run.child.id() as i32), libc::SIGKILL) };
             let _ = run.child.wait();
-            super::log_error(&format!(
+            crate::daemon::log_error(&format!(
                 "{}: run for {} killed after {:?}",
                 self.path.display(),
                 run.interface,
@@ -129,7 +129,7 @@ impl Hook {
         while self.running.len() < MAX_RUNNING && !self.queued.is_empty() {
             let event = self.queued.remove(0);
             if let Err(e) = self.start(&event) {
-                super::log_error(&format!("{}: hook: {e}", event.interface));
+                crate::daemon::log_error(&format!("{}: hook: {e}", event.interface));
             }
         }
     }
