@@ -72,6 +72,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use crate::config::track::TrackConfig;
+pub use crate::daemon::watch::probe::RoundSummary;
 
 /// The shortest a round waits for replies while the link is failing.
 pub const FAILING_MIN_WAIT: Duration = Duration::from_millis(300);
@@ -82,7 +83,7 @@ pub const WINDOW_ROUNDS: usize = 10;
 /// Where a link stands; the two intermediate states let the daemon probe faster or slower
 /// while a change is being confirmed, and let status show that one is under way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
+pub enum Health {
     /// Healthy: carries new connections.
     Up,
     /// Some consecutive rounds were bad, fewer than `down`: still carries new connections.
@@ -93,37 +94,28 @@ pub enum LinkState {
     Recovering,
 }
 
-impl LinkState {
+impl Health {
     /// Whether new connections may be sent over the link in this state.
     pub fn is_usable(self) -> bool {
-        matches!(self, LinkState::Up | LinkState::Failing)
+        matches!(self, Health::Up | Health::Failing)
     }
 
     /// The lowercase name used in logs, hook arguments and status.json.
     pub fn as_str(self) -> &'static str {
         match self {
-            LinkState::Up => "up",
-            LinkState::Failing => "failing",
-            LinkState::Down => "down",
-            LinkState::Recovering => "recovering",
+            Health::Up => "up",
+            Health::Failing => "failing",
+            Health::Down => "down",
+            Health::Recovering => "recovering",
         }
     }
-}
-
-/// What one probe round saw, reduced to what health decides on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoundSummary {
-    /// Targets that answered at least one request.
-    pub answered: u32,
-    /// Mean round-trip time over the targets that answered, if any did.
-    pub rtt: Option<Duration>,
 }
 
 /// The effect of one input on a link, so the caller can log, update rules and schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
-    pub from: LinkState,
-    pub to: LinkState,
+    pub from: Health,
+    pub to: Health,
     /// Delay from the start of the round just evaluated (from now, after a device change) to
     /// the start of the next one; `None` when the link is not probed (no targets, or its
     /// device is down).
@@ -156,9 +148,9 @@ pub struct WindowFigures {
 
 /// The health of one link: its state and the run of consecutive rounds that may change it.
 #[derive(Debug, Clone)]
-pub struct LinkHealth {
+pub struct HealthMachine {
     config: TrackConfig,
-    state: LinkState,
+    state: Health,
     device_up: bool,
     /// Consecutive bad rounds while `Failing`, consecutive good rounds while `Recovering`.
     streak: u32,
@@ -167,12 +159,12 @@ pub struct LinkHealth {
     window: VecDeque<(u32, Option<Duration>)>,
 }
 
-impl LinkHealth {
+impl HealthMachine {
     /// A link as it stands when tracking starts: per `initial_state` if its device is up.
     pub fn new(config: TrackConfig, device_up: bool) -> Self {
-        let mut health = LinkHealth {
+        let mut health = HealthMachine {
             config,
-            state: LinkState::Down,
+            state: Health::Down,
             device_up: false,
             streak: 0,
             last_rtt: None,
@@ -183,13 +175,18 @@ impl LinkHealth {
     }
 
     /// The current state.
-    pub fn state(&self) -> LinkState {
+    pub fn state(&self) -> Health {
         self.state
     }
 
-    /// Whether the link's device is up, as last fed by [`LinkHealth::on_device`].
+    /// Whether the link's device is up, as last fed by [`HealthMachine::on_device`].
     pub fn device_up(&self) -> bool {
         self.device_up
+    }
+
+    /// The link's tracking options (targets, counts, timings), kept here only.
+    pub fn track(&self) -> &TrackConfig {
+        &self.config
     }
 
     /// Whether the link is probed at all (it has targets).
@@ -204,9 +201,9 @@ impl LinkHealth {
         if !self.is_tracked() {
             self.streak = 0;
             self.state = if self.device_up {
-                LinkState::Up
+                Health::Up
             } else {
-                LinkState::Down
+                Health::Down
             };
         }
     }
@@ -232,7 +229,7 @@ impl LinkHealth {
     /// recent round-trip time within [`FAILING_MIN_WAIT`]..`timeout`.
     pub fn round_wait(&self) -> Duration {
         match (self.state, self.window().rtt) {
-            (LinkState::Failing, Some(rtt)) => {
+            (Health::Failing, Some(rtt)) => {
                 (rtt * 3).max(FAILING_MIN_WAIT).min(self.config.timeout)
             }
             _ => self.config.timeout,
@@ -246,9 +243,9 @@ impl LinkHealth {
             return None;
         }
         Some(match self.state {
-            LinkState::Up | LinkState::Down => self.config.interval,
-            LinkState::Failing => self.config.failure_interval,
-            LinkState::Recovering => self.config.recovery_interval,
+            Health::Up | Health::Down => self.config.interval,
+            Health::Failing => self.config.failure_interval,
+            Health::Recovering => self.config.recovery_interval,
         })
     }
 
@@ -265,16 +262,16 @@ impl LinkHealth {
             self.window.push_back((loss_percent, round.rtt));
             let good = self.is_good(round, loss_percent);
             self.state = match (self.state, good) {
-                (LinkState::Up | LinkState::Failing, true) => LinkState::Up,
-                (LinkState::Up | LinkState::Failing, false) => {
-                    self.bump(self.config.down, LinkState::Down, LinkState::Failing)
+                (Health::Up | Health::Failing, true) => Health::Up,
+                (Health::Up | Health::Failing, false) => {
+                    self.bump(self.config.down, Health::Down, Health::Failing)
                 }
-                (LinkState::Down | LinkState::Recovering, true) => {
-                    self.bump(self.config.up, LinkState::Up, LinkState::Recovering)
+                (Health::Down | Health::Recovering, true) => {
+                    self.bump(self.config.up, Health::Up, Health::Recovering)
                 }
-                (LinkState::Down | LinkState::Recovering, false) => LinkState::Down,
+                (Health::Down | Health::Recovering, false) => Health::Down,
             };
-            if !matches!(self.state, LinkState::Failing | LinkState::Recovering) {
+            if !matches!(self.state, Health::Failing | Health::Recovering) {
                 self.streak = 0;
             }
         }
@@ -286,7 +283,7 @@ impl LinkHealth {
     pub fn on_confirmation(&mut self, burst: &RoundSummary) -> Transition {
         let from = self.state;
         if self.device_up && self.state.is_usable() && burst.answered < self.config.reliability {
-            self.state = LinkState::Down;
+            self.state = Health::Down;
             self.streak = 0;
         }
         self.transition(from)
@@ -317,9 +314,9 @@ impl LinkHealth {
             self.device_up = up;
             self.streak = 0;
             self.state = if up && (self.config.initial_up || !self.is_tracked()) {
-                LinkState::Up
+                Health::Up
             } else {
-                LinkState::Down
+                Health::Down
             };
         }
         self.transition(from)
@@ -327,8 +324,8 @@ impl LinkHealth {
 
     /// Counts one more round in the current run: `done` once `threshold` is reached (a
     /// threshold of 0 behaves as 1), `pending` before that.
-    fn bump(&mut self, threshold: u32, done: LinkState, pending: LinkState) -> LinkState {
-        let in_run = matches!(self.state, LinkState::Failing | LinkState::Recovering);
+    fn bump(&mut self, threshold: u32, done: Health, pending: Health) -> Health {
+        let in_run = matches!(self.state, Health::Failing | Health::Recovering);
         self.streak = if in_run { self.streak + 1 } else { 1 };
         if self.streak >= threshold {
             done
@@ -337,7 +334,7 @@ impl LinkHealth {
         }
     }
 
-    fn transition(&self, from: LinkState) -> Transition {
+    fn transition(&self, from: Health) -> Transition {
         Transition {
             from,
             to: self.state,
@@ -373,7 +370,7 @@ mod tests {
     }
 
     /// Feeds `rounds` and returns the state after each one.
-    fn run(health: &mut LinkHealth, rounds: &[RoundSummary]) -> Vec<LinkState> {
+    fn run(health: &mut HealthMachine, rounds: &[RoundSummary]) -> Vec<Health> {
         rounds
             .iter()
             .map(|r| health.on_round(r, loss(r)).to)
@@ -384,7 +381,7 @@ mod tests {
     fn defaults_meet_the_documented_bounds() {
         let c = TrackConfig::default();
         assert!(c.timeout <= c.interval.min(c.recovery_interval));
-        let mut h = LinkHealth::new(tracked(), true);
+        let mut h = HealthMachine::new(tracked(), true);
         h.on_round(&GOOD, 0);
         h.on_round(&BAD, 100);
         let wait = h.round_wait();
@@ -403,55 +400,55 @@ mod tests {
 
     #[test]
     fn goes_down_after_exactly_down_bad_rounds() {
-        let mut h = LinkHealth::new(tracked(), true);
-        assert_eq!(h.state(), LinkState::Up);
+        let mut h = HealthMachine::new(tracked(), true);
+        assert_eq!(h.state(), Health::Up);
         let states = run(&mut h, &[BAD, BAD]);
-        assert_eq!(states, [LinkState::Failing, LinkState::Failing]);
+        assert_eq!(states, [Health::Failing, Health::Failing]);
         let t = h.on_round(&BAD, loss(&BAD));
-        assert_eq!((t.from, t.to), (LinkState::Failing, LinkState::Down));
+        assert_eq!((t.from, t.to), (Health::Failing, Health::Down));
         assert!(t.changed() && t.usable_changed());
     }
 
     #[test]
     fn comes_up_after_exactly_up_good_rounds() {
-        let mut h = LinkHealth::new(
+        let mut h = HealthMachine::new(
             TrackConfig {
                 initial_up: false,
                 ..tracked()
             },
             true,
         );
-        assert_eq!(h.state(), LinkState::Down);
+        assert_eq!(h.state(), Health::Down);
         let states = run(&mut h, &[GOOD, GOOD, GOOD, GOOD]);
-        assert_eq!(states, [LinkState::Recovering; 4]);
+        assert_eq!(states, [Health::Recovering; 4]);
         let t = h.on_round(&GOOD, loss(&GOOD));
-        assert_eq!((t.from, t.to), (LinkState::Recovering, LinkState::Up));
+        assert_eq!((t.from, t.to), (Health::Recovering, Health::Up));
         assert!(t.usable_changed());
     }
 
     #[test]
     fn one_lost_round_in_many_never_takes_the_link_down() {
-        let mut h = LinkHealth::new(tracked(), true);
+        let mut h = HealthMachine::new(tracked(), true);
         let mut pattern = Vec::new();
         for _ in 0..50 {
             pattern.extend([BAD, GOOD, GOOD]);
         }
         let states = run(&mut h, &pattern);
         assert!(states.iter().all(|s| s.is_usable()), "{states:?}");
-        assert!(states.contains(&LinkState::Failing));
-        assert_eq!(h.state(), LinkState::Up);
+        assert!(states.contains(&Health::Failing));
+        assert_eq!(h.state(), Health::Up);
     }
 
     #[test]
     fn bad_runs_shorter_than_down_do_not_add_up() {
-        let mut h = LinkHealth::new(tracked(), true);
+        let mut h = HealthMachine::new(tracked(), true);
         let states = run(&mut h, &[BAD, BAD, GOOD, BAD, BAD, GOOD]);
-        assert!(!states.contains(&LinkState::Down), "{states:?}");
+        assert!(!states.contains(&Health::Down), "{states:?}");
     }
 
     #[test]
     fn a_bad_round_while_recovering_starts_recovery_over() {
-        let mut h = LinkHealth::new(
+        let mut h = HealthMachine::new(
             TrackConfig {
                 initial_up: false,
                 ..tracked()
@@ -459,15 +456,15 @@ mod tests {
             true,
         );
         let states = run(&mut h, &[GOOD, GOOD, GOOD, GOOD, BAD]);
-        assert_eq!(states[4], LinkState::Down);
+        assert_eq!(states[4], Health::Down);
         let states = run(&mut h, &[GOOD, GOOD, GOOD, GOOD]);
-        assert!(states.iter().all(|s| *s == LinkState::Recovering));
-        assert_eq!(h.on_round(&GOOD, loss(&GOOD)).to, LinkState::Up);
+        assert!(states.iter().all(|s| *s == Health::Recovering));
+        assert_eq!(h.on_round(&GOOD, loss(&GOOD)).to, Health::Up);
     }
 
     #[test]
     fn reliability_counts_answering_targets() {
-        let mut h = LinkHealth::new(
+        let mut h = HealthMachine::new(
             TrackConfig {
                 track_ip: vec![
                     Ipv4Addr::new(172, 31, 255, 1).into(),
@@ -487,8 +484,8 @@ mod tests {
             answered: 2,
             ..GOOD
         };
-        assert_eq!(h.on_round(&two, 0).to, LinkState::Up);
-        assert_eq!(h.on_round(&one, 0).to, LinkState::Down);
+        assert_eq!(h.on_round(&two, 0).to, Health::Up);
+        assert_eq!(h.on_round(&one, 0).to, Health::Down);
     }
 
     #[test]
@@ -501,7 +498,7 @@ mod tests {
             up: 2,
             ..tracked()
         };
-        let mut h = LinkHealth::new(config, true);
+        let mut h = HealthMachine::new(config, true);
         let secs = |t: Transition| t.next_round.map(|d| d.as_secs());
         assert_eq!(h.next_round(), Some(Duration::from_secs(10)));
         assert_eq!(secs(h.on_round(&BAD, loss(&BAD))), Some(2)); // failing
@@ -513,7 +510,7 @@ mod tests {
 
     #[test]
     fn unchanged_state_reports_no_change() {
-        let mut h = LinkHealth::new(tracked(), true);
+        let mut h = HealthMachine::new(tracked(), true);
         let t = h.on_round(&GOOD, loss(&GOOD));
         assert!(!t.changed() && !t.usable_changed());
         h.on_round(&BAD, loss(&BAD));
@@ -526,39 +523,39 @@ mod tests {
 
     #[test]
     fn untracked_link_follows_its_device() {
-        let mut h = LinkHealth::new(TrackConfig::default(), false);
-        assert_eq!(h.state(), LinkState::Down);
+        let mut h = HealthMachine::new(TrackConfig::default(), false);
+        assert_eq!(h.state(), Health::Down);
         assert_eq!(h.next_round(), None);
         let t = h.on_device(true);
         assert_eq!(
             (t.from, t.to, t.next_round),
-            (LinkState::Down, LinkState::Up, None)
+            (Health::Down, Health::Up, None)
         );
         let t = h.on_device(false);
-        assert_eq!(t.to, LinkState::Down);
+        assert_eq!(t.to, Health::Down);
         assert!(t.usable_changed());
     }
 
     #[test]
     fn device_down_takes_a_tracked_link_down_and_stops_probing() {
-        let mut h = LinkHealth::new(tracked(), true);
+        let mut h = HealthMachine::new(tracked(), true);
         h.on_round(&BAD, loss(&BAD));
         let t = h.on_device(false);
         assert_eq!(
             (t.from, t.to, t.next_round),
-            (LinkState::Failing, LinkState::Down, None)
+            (Health::Failing, Health::Down, None)
         );
         assert_eq!(
             h.on_round(&GOOD, loss(&GOOD)).to,
-            LinkState::Down,
+            Health::Down,
             "no rounds count while the device is down"
         );
         let t = h.on_device(true);
-        assert_eq!(t.to, LinkState::Up, "initial_state applies again");
+        assert_eq!(t.to, Health::Up, "initial_state applies again");
         assert_eq!(t.next_round, Some(Duration::from_secs(1)));
         assert_eq!(
             h.on_round(&BAD, loss(&BAD)).to,
-            LinkState::Failing,
+            Health::Failing,
             "the old bad round was forgotten"
         );
     }
@@ -569,13 +566,13 @@ mod tests {
             initial_up: false,
             ..tracked()
         };
-        let mut h = LinkHealth::new(config, false);
-        assert_eq!(h.on_device(true).to, LinkState::Down);
+        let mut h = HealthMachine::new(config, false);
+        assert_eq!(h.on_device(true).to, Health::Down);
     }
 
     #[test]
     fn thresholds_of_one_switch_on_a_single_round() {
-        let mut h = LinkHealth::new(
+        let mut h = HealthMachine::new(
             TrackConfig {
                 down: 1,
                 up: 1,
@@ -585,40 +582,40 @@ mod tests {
         );
         assert_eq!(
             run(&mut h, &[BAD, GOOD, BAD]),
-            [LinkState::Down, LinkState::Up, LinkState::Down]
+            [Health::Down, Health::Up, Health::Down]
         );
     }
 
     #[test]
     fn reconfigure_keeps_the_state_and_the_run_under_way() {
-        let mut h = LinkHealth::new(tracked(), true);
+        let mut h = HealthMachine::new(tracked(), true);
         run(&mut h, &[BAD, BAD]);
         h.reconfigure(TrackConfig {
             interval: Duration::from_millis(500),
             ..tracked()
         });
-        assert_eq!(h.state(), LinkState::Failing);
+        assert_eq!(h.state(), Health::Failing);
         assert_eq!(h.next_round(), Some(Duration::from_millis(300)));
         assert_eq!(
             h.on_round(&BAD, loss(&BAD)).to,
-            LinkState::Down,
+            Health::Down,
             "the third bad round in a row"
         );
         assert_eq!(h.next_round(), Some(Duration::from_millis(500)));
 
         h.reconfigure(TrackConfig::default());
-        assert_eq!(h.state(), LinkState::Up, "untracked: follows the device");
+        assert_eq!(h.state(), Health::Up, "untracked: follows the device");
         assert!(!h.is_tracked());
         assert_eq!(h.next_round(), None);
         h.on_device(false);
         h.reconfigure(tracked());
-        assert_eq!(h.state(), LinkState::Down);
+        assert_eq!(h.state(), Health::Down);
         assert!(!h.device_up());
     }
 
     #[test]
     fn last_rtt_survives_lost_rounds() {
-        let mut h = LinkHealth::new(tracked(), true);
+        let mut h = HealthMachine::new(tracked(), true);
         assert_eq!(h.last_rtt(), None);
         h.on_round(&GOOD, loss(&GOOD));
         h.on_round(&BAD, loss(&BAD));
@@ -627,7 +624,7 @@ mod tests {
 
     #[test]
     fn quality_takes_a_slow_or_lossy_link_out_and_back_with_hysteresis() {
-        let mut h = LinkHealth::new(
+        let mut h = HealthMachine::new(
             TrackConfig {
                 quality: Some(crate::config::track::Quality::default()),
                 down: 2,
@@ -644,22 +641,22 @@ mod tests {
             answered: 1,
             rtt: Some(Duration::from_millis(700)),
         };
-        assert_eq!(h.on_round(&fair, 0).to, LinkState::Up, "700 ms < 1000 ms");
-        assert_eq!(h.on_round(&GOOD, 67).to, LinkState::Failing, "67% >= 40%");
-        assert_eq!(h.on_round(&slow, 0).to, LinkState::Down);
+        assert_eq!(h.on_round(&fair, 0).to, Health::Up, "700 ms < 1000 ms");
+        assert_eq!(h.on_round(&GOOD, 67).to, Health::Failing, "67% >= 40%");
+        assert_eq!(h.on_round(&slow, 0).to, Health::Down);
         assert_eq!(
             h.on_round(&fair, 0).to,
-            LinkState::Down,
+            Health::Down,
             "700 ms is above recovery_latency"
         );
-        assert_eq!(h.on_round(&GOOD, 33).to, LinkState::Down, "33% > 10%");
-        assert_eq!(h.on_round(&GOOD, 0).to, LinkState::Recovering);
-        assert_eq!(h.on_round(&GOOD, 0).to, LinkState::Up);
+        assert_eq!(h.on_round(&GOOD, 33).to, Health::Down, "33% > 10%");
+        assert_eq!(h.on_round(&GOOD, 0).to, Health::Recovering);
+        assert_eq!(h.on_round(&GOOD, 0).to, Health::Up);
     }
 
     #[test]
     fn window_averages_the_last_rounds() {
-        let mut h = LinkHealth::new(tracked(), true);
+        let mut h = HealthMachine::new(tracked(), true);
         assert_eq!(h.window(), WindowFigures::default());
         h.on_round(&BAD, 100);
         let slow = RoundSummary {
@@ -688,14 +685,14 @@ mod tests {
 
     #[test]
     fn a_bad_confirmation_takes_a_usable_link_down_at_once() {
-        let mut h = LinkHealth::new(tracked(), true);
+        let mut h = HealthMachine::new(tracked(), true);
         let t = h.on_confirmation(&GOOD);
         assert!(!t.changed(), "a good burst clears the suspicion");
         let t = h.on_confirmation(&BAD);
-        assert_eq!((t.from, t.to), (LinkState::Up, LinkState::Down));
+        assert_eq!((t.from, t.to), (Health::Up, Health::Down));
         assert!(t.usable_changed());
-        assert_eq!(h.on_confirmation(&BAD).to, LinkState::Down);
+        assert_eq!(h.on_confirmation(&BAD).to, Health::Down);
         let states = run(&mut h, &[GOOD; 5]);
-        assert_eq!(states[4], LinkState::Up, "recovers by rounds as usual");
+        assert_eq!(states[4], Health::Up, "recovers by rounds as usual");
     }
 }

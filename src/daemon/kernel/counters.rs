@@ -5,52 +5,58 @@
 //! (one `nft list table` or `iptables-save -c -t mangle`; the counters restart at every full
 //! apply, since the chains are created anew).
 
-use serde_json::{Map, Value, json};
-
 use crate::apply::{Backend, exec};
 use crate::daemon::log_error;
-use crate::daemon::service::status::Status;
 use crate::error::Result;
 use crate::live;
 use crate::names::NFT_TABLE;
 use crate::plan::Plan;
 use crate::render::{iptables, nft};
 
-/// What the ubus `status` call answers: `status` (status.json's content) with each link's
-/// `rx_bytes` and `tx_bytes` (its device's counters) and `new_connections` (since the last
-/// full apply); null where a figure cannot be had (no device, no rules loaded).
-pub fn live_status(status: &Status, backend: Backend, plan: &Plan) -> Map<String, Value> {
-    let devices = std::fs::read_to_string("/proc/net/dev").unwrap_or_else(|e| {
-        log_error(&format!("reading /proc/net/dev: {e}"));
-        String::new()
-    });
-    let rules = read_rules(backend).unwrap_or_else(|e| {
-        log_error(&format!("reading the new-connection counters: {e}"));
-        String::new()
-    });
-    let mut reply = match status.to_json() {
-        Value::Object(reply) => reply,
-        _ => Map::new(),
-    };
-    if let Some(Value::Array(links)) = reply.get_mut("links") {
-        for (json, link) in links.iter_mut().zip(&status.links) {
-            let bytes = link
-                .device
-                .as_ref()
-                .and_then(|d| live::net_dev_bytes(&devices, d));
-            json["rx_bytes"] = json!(bytes.map(|(rx, _)| rx));
-            json["tx_bytes"] = json!(bytes.map(|(_, tx)| tx));
-            let planned = plan.links.iter().find(|l| l.name == link.interface);
-            let counted = planned.and_then(|l| match backend {
-                Backend::Nftables => live::nft_chain_packets(&rules, &nft::mark_chain(&l.name)),
-                Backend::Iptables => {
-                    live::iptables_chain_packets(&rules, &iptables::mark_chain_name(plan, l.mark))
-                }
-            });
-            json["new_connections"] = json!(counted);
+/// The counters read for one `status` call; a source that cannot be read counts as empty (its
+/// figures are then unknown) and is logged.
+pub struct Counters {
+    backend: Backend,
+    /// `/proc/net/dev`.
+    devices: String,
+    /// Our ruleset with its counters.
+    rules: String,
+}
+
+impl Counters {
+    /// Reads the devices' counters and our ruleset's.
+    pub fn read(backend: Backend) -> Counters {
+        let devices = std::fs::read_to_string("/proc/net/dev").unwrap_or_else(|e| {
+            log_error(&format!("reading /proc/net/dev: {e}"));
+            String::new()
+        });
+        let rules = read_rules(backend).unwrap_or_else(|e| {
+            log_error(&format!("reading the new-connection counters: {e}"));
+            String::new()
+        });
+        Counters {
+            backend,
+            devices,
+            rules,
         }
     }
-    reply
+
+    /// The bytes `device` received and sent.
+    pub fn device_bytes(&self, device: &str) -> Option<(u64, u64)> {
+        live::net_dev_bytes(&self.devices, device)
+    }
+
+    /// The new connections `plan`'s link `interface` was given since the last full apply.
+    pub fn new_connections(&self, plan: &Plan, interface: &str) -> Option<u64> {
+        let link = plan.links.iter().find(|l| l.name == interface)?;
+        match self.backend {
+            Backend::Nftables => live::nft_chain_packets(&self.rules, &nft::mark_chain(&link.name)),
+            Backend::Iptables => live::iptables_chain_packets(
+                &self.rules,
+                &iptables::mark_chain_name(plan, link.mark),
+            ),
+        }
+    }
 }
 
 /// Our ruleset with its counters: the nft table, or iptables' mangle table.

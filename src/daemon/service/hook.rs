@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
 use crate::error::{Error, Result};
 
 /// At most this many scripts run at once; an event beyond that waits in a queue (and is
@@ -114,8 +117,8 @@ impl Hook {
     pub fn reap(&mut self) {
         let now = Instant::now();
         for run in self.running.iter_mut().filter(|r| r.deadline <= now) {
-            // SAFETY: signals the process group the run leads; no memory is involved.
-            unsafe { libc::kill(-(run.child.id() as i32), libc::SIGKILL) };
+            // The run leads its own process group: the whole group goes.
+            let _ = killpg(Pid::from_raw(run.child.id() as i32), Signal::SIGKILL);
             let _ = run.child.wait();
             crate::daemon::log_error(&format!(
                 "{}: run for {} killed after {:?}",

@@ -3,7 +3,11 @@
 
 pub mod bus;
 pub mod hook;
+mod messages;
+mod pollset;
+mod rules;
 mod run;
+mod signals;
 pub mod status;
 
 pub use run::{Exit, Options, run};
