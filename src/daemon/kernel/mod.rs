@@ -4,3 +4,4 @@
 pub mod conntrack;
 pub mod counters;
 pub mod netlink;
+pub mod nftables;
