@@ -5,6 +5,12 @@
 pub const NFT_TABLE: &str = "inet connmark_lb";
 /// Prefix of every iptables chain we own.
 pub const IPT_PREFIX: &str = "CMLB_";
+/// (table, built-in chain, our chain) jumps we install, at the top of the built-in chain.
+pub const JUMPS: [(&str, &str, &str); 3] = [
+    ("mangle", "PREROUTING", "PREROUTING"),
+    ("mangle", "OUTPUT", "OUTPUT"),
+    ("nat", "POSTROUTING", "POSTROUTING"),
+];
 /// Where apply and the daemon keep their state unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/run/connmark-lb";
 /// What apply installed (backend, footprint, links, chains), so the next apply and stop know

@@ -8,16 +8,9 @@ use super::{Verdict, hex, policy_slots, total_weight};
 use crate::config::family::ICMPV6_LINK_TYPES;
 use crate::config::{Balance, Family, LastResort, Proto, Rule};
 use crate::live::IptablesState;
-use crate::names::IPT_PREFIX;
+use crate::names::{IPT_PREFIX, JUMPS};
 use crate::plan::{Choice, Plan};
 use std::fmt::Write;
-
-/// (table, built-in chain, our chain) jumps we install, at the top of the built-in chain.
-pub const JUMPS: [(&str, &str, &str); 3] = [
-    ("mangle", "PREROUTING", "PREROUTING"),
-    ("mangle", "OUTPUT", "OUTPUT"),
-    ("nat", "POSTROUTING", "POSTROUTING"),
-];
 
 /// Text for `family`'s tool (`iptables-restore` or `ip6tables-restore`) that installs (or
 /// rewrites) everything of `plan` in that family, given what is live now in it. A family

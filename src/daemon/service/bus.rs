@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags};
 use serde_json::{Map, Value};
 
-use super::{log, log_error};
+use crate::daemon::{log, log_error};
 use crate::error::{Error, Result};
 use crate::source::ubus::{self, Call, ObjectConnection, Status};
 
@@ -24,9 +24,9 @@ const METHODS: [&str; 4] = ["status", "reload", "check", "explain"];
 /// How long to wait before connecting again after ubusd went away or was not there.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// What a call asks the daemon for.
+/// The method a call names: what it asks the daemon for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub enum Method {
     Status,
     Reload,
     Check,
@@ -95,7 +95,7 @@ impl Bus {
 
     /// Connects when due; when the socket was ready, handles what arrived. Returns the calls
     /// to answer with [`Bus::answer`], with what each asks for (None: no such method).
-    pub fn service(&mut self, now: Instant, ready: bool) -> Vec<(Call, Option<Request>)> {
+    pub fn service(&mut self, now: Instant, ready: bool) -> Vec<(Call, Option<Method>)> {
         let Some(connection) = self.connection.as_mut() else {
             if now >= self.retry_at {
                 self.connect(now);
@@ -118,14 +118,14 @@ impl Bus {
                 calls
                     .into_iter()
                     .map(|call| {
-                        let request = match call.method.as_str() {
-                            "status" => Some(Request::Status),
-                            "reload" => Some(Request::Reload),
-                            "check" => Some(Request::Check),
-                            "explain" => Some(Request::Explain),
+                        let method = match call.method.as_str() {
+                            "status" => Some(Method::Status),
+                            "reload" => Some(Method::Reload),
+                            "check" => Some(Method::Check),
+                            "explain" => Some(Method::Explain),
                             _ => None,
                         };
-                        (call, request)
+                        (call, method)
                     })
                     .collect()
             }

@@ -4,17 +4,21 @@
 //! daemon exits, so its presence means a daemon is tracking.
 
 use std::path::Path;
+use std::time::UNIX_EPOCH;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::health::WindowFigures;
+use crate::daemon::decide::health::WindowFigures;
+use crate::daemon::decide::link::TrackedLink;
+use crate::daemon::kernel::counters::Counters;
 use crate::error::{Error, Result};
 use crate::names::STATUS_FILE;
+use crate::plan::Plan;
 use crate::state;
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Status {
+pub struct DaemonStatus {
     /// The daemon's process id (for signals).
     pub pid: u32,
     /// Times the daemon applied again because its rules, ip rules or routes were changed
@@ -51,7 +55,29 @@ pub struct LinkStatus {
     pub last_change: u64,
 }
 
-impl Status {
+impl LinkStatus {
+    /// What status.json says about `link`.
+    pub fn of(link: &TrackedLink) -> LinkStatus {
+        let health = link.health();
+        LinkStatus {
+            interface: link.name.clone(),
+            family: link.route.family.name().to_string(),
+            device: link.route.device.clone(),
+            state: health.state().as_str().to_string(),
+            usable: link.usable(),
+            tracked: health.is_tracked(),
+            rtt_us: health.last_rtt().map(micros),
+            loss_percent: link.last_loss(),
+            window: health.window(),
+            last_change: link
+                .last_change()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+impl DaemonStatus {
     /// The JSON document; written by hand rather than derived, which keeps the binary small.
     pub fn to_json(&self) -> Value {
         let links: Vec<Value> = self
@@ -78,13 +104,32 @@ impl Status {
     }
 }
 
+/// What the ubus `status` call answers: `status` (status.json's content) with each link's
+/// `rx_bytes` and `tx_bytes` (its device's counters) and `new_connections` (since the last
+/// full apply); null where a figure cannot be had (no device, no rules loaded).
+pub fn live(status: &DaemonStatus, counters: &Counters, plan: &Plan) -> Map<String, Value> {
+    let mut reply = match status.to_json() {
+        Value::Object(reply) => reply,
+        _ => Map::new(),
+    };
+    if let Some(Value::Array(links)) = reply.get_mut("links") {
+        for (json, link) in links.iter_mut().zip(&status.links) {
+            let bytes = link.device.as_ref().and_then(|d| counters.device_bytes(d));
+            json["rx_bytes"] = json!(bytes.map(|(rx, _)| rx));
+            json["tx_bytes"] = json!(bytes.map(|(_, tx)| tx));
+            json["new_connections"] = json!(counters.new_connections(plan, &link.interface));
+        }
+    }
+    reply
+}
+
 /// A duration in whole microseconds (integers: no float formatting in the binary).
 pub fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Replaces the status file in `dir`.
-pub fn save(dir: &Path, status: &Status) -> Result<()> {
+pub fn save(dir: &Path, status: &DaemonStatus) -> Result<()> {
     let text = serde_json::to_string_pretty(&status.to_json())
         .map_err(|e| Error::State(format!("encoding {STATUS_FILE}: {e}")))?;
     state::write_atomic(&dir.join(STATUS_FILE), format!("{text}\n").as_bytes())
@@ -106,7 +151,7 @@ mod tests {
     #[test]
     fn round_trips_and_missing_file_says_not_running() {
         let dir = std::env::temp_dir().join(format!("cmlb-status-{}", std::process::id()));
-        let status = Status {
+        let status = DaemonStatus {
             pid: 42,
             reapplies: 1,
             backend: "nftables".into(),

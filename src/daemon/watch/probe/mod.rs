@@ -18,7 +18,7 @@
 //! `poll` for one link. No wait is longer than the round's `timeout`.
 
 use std::ffi::OsString;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -29,29 +29,22 @@ use nix::sys::socket::{
     sendto, setsockopt, socket, sockopt,
 };
 
-use super::health::{RoundSummary, TrackConfig};
 use crate::config::Family;
 use crate::config::family::is_link_local;
+use crate::config::track::TrackConfig;
 use crate::error::{Error, Result};
 
-/// The ICMP type of an echo request.
-const ECHO_REQUEST: u8 = 8;
-/// The ICMP type of an echo reply.
-const ECHO_REPLY: u8 = 0;
-/// The ICMPv6 type of an echo request.
-const ECHO6_REQUEST: u8 = 128;
-/// The ICMPv6 type of an echo reply.
-const ECHO6_REPLY: u8 = 129;
+mod icmp;
+mod round;
+
+use icmp::{ECHO_REPLY, ECHO6_REPLY, TOKEN_LEN, echo_request, parse_echo_reply, parse_echo6_reply};
+pub use round::{Round, RoundReport, RoundSummary, TargetReport};
+
 /// `ICMP_FILTER` from `<linux/icmp.h>` (not in the libc crate): a bitmask of ICMP types a raw
 /// socket does not want to receive.
 const ICMP_FILTER: libc::c_int = 1;
 /// `ICMP6_FILTER` from `<linux/icmpv6.h>`: 256 bits, one per ICMPv6 type, set = blocked.
 const ICMP6_FILTER: libc::c_int = 1;
-/// ICMP header (type, code, checksum, identifier, sequence).
-const ICMP_HEADER_LEN: usize = 8;
-/// Our payload: the socket's token, then zeros.
-const PAYLOAD_LEN: usize = 16;
-const TOKEN_LEN: usize = 8;
 /// Large enough for our replies with any IP options; longer foreign packets arrive truncated
 /// and fail the checksum, which is what we want for them anyway.
 const RECEIVE_BUFFER: usize = 512;
@@ -75,111 +68,19 @@ pub struct LinkRoute {
     pub source: Option<IpAddr>,
 }
 
-/// One link's probing socket and the targets it probes.
+/// One link's probing socket. The targets and counts come with each round, from the link's
+/// options, so they are kept in one place.
 #[derive(Debug)]
 pub struct Prober {
     /// The link's name, for messages.
     link: String,
     family: Family,
     socket: OwnedFd,
+    /// The index of the link's device (0: none), the scope of link-local targets.
+    scope: u32,
     ident: u16,
     token: [u8; TOKEN_LEN],
     next_seq: u16,
-    targets: Vec<SocketAddr>,
-    count: u16,
-    timeout: Duration,
-}
-
-/// One round in flight: the requests sent and the replies matched so far.
-#[derive(Debug)]
-pub struct Round {
-    started: Instant,
-    deadline: Instant,
-    first_seq: u16,
-    count: usize,
-    /// Index `i` was sent to target `i / count` with sequence `first_seq + i`.
-    requests: Vec<Request>,
-    outstanding: usize,
-}
-
-#[derive(Debug)]
-struct Request {
-    target: IpAddr,
-    sent: Result<Instant, Errno>,
-    rtt: Option<Duration>,
-}
-
-/// What one target did in a round.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetReport {
-    pub target: IpAddr,
-    /// Requests that left the socket.
-    pub sent: u32,
-    /// Requests answered (duplicates count once).
-    pub received: u32,
-    /// Mean round-trip time of the answered requests.
-    pub rtt: Option<Duration>,
-    /// Why a request could not be sent (no route, device down, ...), if one could not.
-    pub send_error: Option<Errno>,
-}
-
-/// The outcome of a whole round, per target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoundReport {
-    pub targets: Vec<TargetReport>,
-    /// From the first request to the end of the round.
-    pub elapsed: Duration,
-}
-
-impl RoundReport {
-    /// The part of the round that health decides on.
-    pub fn summary(&self) -> RoundSummary {
-        let answered = self.targets.iter().filter(|t| t.received > 0).count();
-        let (replies, total) = self
-            .targets
-            .iter()
-            .filter_map(|t| t.rtt)
-            .fold((0u32, Duration::ZERO), |(n, sum), rtt| (n + 1, sum + rtt));
-        RoundSummary {
-            answered: u32::try_from(answered).unwrap_or(u32::MAX),
-            rtt: (replies > 0).then(|| total / replies),
-        }
-    }
-}
-
-impl Round {
-    /// When the round gives up on the replies still missing.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Whether every request that was sent has been answered.
-    pub fn is_complete(&self) -> bool {
-        self.outstanding == 0
-    }
-
-    /// Closes the round: whatever has not been answered by now is lost.
-    pub fn finish(self) -> RoundReport {
-        let elapsed = self.started.elapsed();
-        let targets = self
-            .requests
-            .chunks(self.count.max(1))
-            .filter_map(|requests| {
-                let first = requests.first()?;
-                let rtts: Vec<Duration> = requests.iter().filter_map(|r| r.rtt).collect();
-                let received = u32::try_from(rtts.len()).unwrap_or(u32::MAX);
-                Some(TargetReport {
-                    target: first.target,
-                    sent: u32::try_from(requests.iter().filter(|r| r.sent.is_ok()).count())
-                        .unwrap_or(u32::MAX),
-                    received,
-                    rtt: (received > 0).then(|| rtts.iter().sum::<Duration>() / received),
-                    send_error: requests.iter().find_map(|r| r.sent.err()),
-                })
-            })
-            .collect();
-        RoundReport { targets, elapsed }
-    }
 }
 
 impl Prober {
@@ -187,21 +88,18 @@ impl Prober {
     pub fn open(route: &LinkRoute, track: &TrackConfig) -> Result<Prober> {
         let section = format!("interface '{}'", route.name);
         let requests = u64::from(track.count) * track.track_ip.len() as u64;
-        let count = u16::try_from(track.count)
-            .ok()
-            .filter(|_| requests <= u64::from(u16::MAX))
-            .ok_or_else(|| {
-                Error::config(
-                    &section,
-                    Some("count"),
-                    format!(
-                        "{} requests to each of {} targets exceed {} per round",
-                        track.count,
-                        track.track_ip.len(),
-                        u16::MAX
-                    ),
-                )
-            })?;
+        if u16::try_from(track.count).is_err() || requests > u64::from(u16::MAX) {
+            return Err(Error::config(
+                &section,
+                Some("count"),
+                format!(
+                    "{} requests to each of {} targets exceed {} per round",
+                    track.count,
+                    track.track_ip.len(),
+                    u16::MAX
+                ),
+            ));
+        }
         let what = |step: &str| socket_name(&route.name, step);
         let (domain, protocol) = match route.family {
             Family::Ipv4 => (AddressFamily::Inet, SockProtocol::Icmp),
@@ -231,48 +129,40 @@ impl Prober {
             )
             .map_err(|e| Error::io(what(&format!("bind {source}")), e.into()))?;
         }
-        // A link-local target is only meaningful on the link's device.
-        let targets = track
-            .track_ip
-            .iter()
-            .map(|&ip| match (ip, is_link_local(&ip)) {
-                (IpAddr::V6(v6), true) => {
-                    SocketAddr::V6(std::net::SocketAddrV6::new(v6, 0, 0, scope))
-                }
-                _ => SocketAddr::new(ip, 0),
-            })
-            .collect();
         Ok(Prober {
             link: route.name.clone(),
             family: route.family,
             socket,
+            scope,
             ident: random_u64() as u16,
             token: random_u64().to_be_bytes(),
             next_seq: 0,
-            targets,
-            count,
-            timeout: track.timeout,
         })
     }
 
-    /// Sends one round: `count` echo requests to each target, back to back. A request that
-    /// cannot be sent is recorded as lost with its reason; it is not an error of the round.
-    pub fn start(&mut self) -> Round {
-        self.start_with(self.count, self.timeout)
+    /// Sends one round of the link's `track` options: `count` echo requests to each target,
+    /// back to back, waiting `timeout` for the replies.
+    pub fn start(&mut self, track: &TrackConfig) -> Round {
+        let count = u16::try_from(track.count).unwrap_or(u16::MAX);
+        self.start_with(&track.track_ip, count, track.timeout)
     }
 
-    /// Sends a round of `count` requests to each target that gives up after `timeout`: the
-    /// confirmation burst of a suspect link.
-    pub fn start_with(&mut self, count: u16, timeout: Duration) -> Round {
+    /// Sends a round of `count` requests to each of `targets` that gives up after `timeout`
+    /// (a regular round, or the confirmation burst of a suspect link). A request that cannot
+    /// be sent is recorded as lost with its reason; it is not an error of the round.
+    pub fn start_with(&mut self, targets: &[IpAddr], count: u16, timeout: Duration) -> Round {
         let count = usize::from(count);
-        let first_seq = self.next_seq;
-        let started = Instant::now();
-        let mut requests = Vec::with_capacity(self.targets.len() * count);
-        for &target in &self.targets {
+        let mut round = Round::begin(Instant::now(), timeout, self.next_seq, count);
+        for &target in targets {
+            // A link-local target is only meaningful on the link's device.
+            let destination = match (target, is_link_local(&target)) {
+                (IpAddr::V6(v6), true) => SocketAddr::V6(SocketAddrV6::new(v6, 0, 0, self.scope)),
+                _ => SocketAddr::new(target, 0),
+            };
+            let destination = SockaddrStorage::from(destination);
             for _ in 0..count {
                 let packet = echo_request(self.family, self.ident, self.next_seq, &self.token);
                 self.next_seq = self.next_seq.wrapping_add(1);
-                let destination = SockaddrStorage::from(target);
                 let now = Instant::now();
                 let sent = sendto(
                     self.socket.as_raw_fd(),
@@ -281,21 +171,10 @@ impl Prober {
                     MsgFlags::empty(),
                 )
                 .map(|_| now);
-                requests.push(Request {
-                    target: target.ip(),
-                    sent,
-                    rtt: None,
-                });
+                round.sent(target, sent);
             }
         }
-        Round {
-            started,
-            deadline: started + timeout,
-            first_seq,
-            count,
-            outstanding: requests.iter().filter(|r| r.sent.is_ok()).count(),
-            requests,
-        }
+        round
     }
 
     /// Takes the replies queued on the socket (without waiting) and matches them to `round`.
@@ -326,17 +205,7 @@ impl Prober {
             if reply.ident != self.ident || !reply.payload.starts_with(&self.token) {
                 continue;
             }
-            let index = usize::from(reply.seq.wrapping_sub(round.first_seq));
-            let Some(request) = round.requests.get_mut(index) else {
-                continue;
-            };
-            if request.target != reply.source || request.rtt.is_some() {
-                continue;
-            }
-            if let Ok(sent) = request.sent {
-                request.rtt = Some(now.saturating_duration_since(sent));
-                round.outstanding = round.outstanding.saturating_sub(1);
-            }
+            round.answered(reply.source, reply.seq, now);
         }
         Ok(())
     }
@@ -345,7 +214,7 @@ impl Prober {
     pub fn wait(&mut self, mut round: Round) -> Result<RoundReport> {
         loop {
             self.receive(&mut round)?;
-            let left = round.deadline.saturating_duration_since(Instant::now());
+            let left = round.deadline().saturating_duration_since(Instant::now());
             if round.is_complete() || left.is_zero() {
                 return Ok(round.finish());
             }
@@ -361,8 +230,8 @@ impl Prober {
     }
 
     /// One whole round, for callers that track a single link.
-    pub fn probe(&mut self) -> Result<RoundReport> {
-        let round = self.start();
+    pub fn probe(&mut self, track: &TrackConfig) -> Result<RoundReport> {
+        let round = self.start(track);
         self.wait(round)
     }
 }
@@ -421,202 +290,16 @@ fn random_u64() -> u64 {
     std::hash::RandomState::new().hash_one(Instant::now())
 }
 
-/// The Internet checksum (RFC 1071) of `data`.
-fn checksum(data: &[u8]) -> u16 {
-    let mut chunks = data.chunks_exact(2);
-    let mut sum: u64 = (&mut chunks)
-        .map(|pair| u64::from(u16::from_be_bytes([pair[0], pair[1]])))
-        .sum();
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An echo request of `family`; ICMPv6 checksums cover a pseudo-header only the kernel knows,
-/// so it fills them in.
-fn echo_request(
-    family: Family,
-    ident: u16,
-    seq: u16,
-    token: &[u8; TOKEN_LEN],
-) -> [u8; ICMP_HEADER_LEN + PAYLOAD_LEN] {
-    let mut packet = [0u8; ICMP_HEADER_LEN + PAYLOAD_LEN];
-    packet[4..6].copy_from_slice(&ident.to_be_bytes());
-    packet[6..8].copy_from_slice(&seq.to_be_bytes());
-    packet[ICMP_HEADER_LEN..ICMP_HEADER_LEN + TOKEN_LEN].copy_from_slice(token);
-    match family {
-        Family::Ipv4 => {
-            packet[0] = ECHO_REQUEST;
-            let sum = checksum(&packet);
-            packet[2..4].copy_from_slice(&sum.to_be_bytes());
-        }
-        Family::Ipv6 => packet[0] = ECHO6_REQUEST,
-    }
-    packet
-}
-
-/// The fields of an echo reply that matching needs.
-#[derive(Debug, PartialEq, Eq)]
-struct EchoReply<'a> {
-    source: IpAddr,
-    ident: u16,
-    seq: u16,
-    payload: &'a [u8],
-}
-
-/// Reads an IPv4 datagram as received on a raw socket; `None` unless it is a well-formed echo
-/// reply with a valid checksum.
-fn parse_echo_reply(datagram: &[u8]) -> Option<EchoReply<'_>> {
-    let first = *datagram.first()?;
-    let header_len = usize::from(first & 0x0f) * 4;
-    if first >> 4 != 4 || header_len < 20 || datagram.get(9) != Some(&(libc::IPPROTO_ICMP as u8)) {
-        return None;
-    }
-    let source = Ipv4Addr::new(
-        *datagram.get(12)?,
-        *datagram.get(13)?,
-        *datagram.get(14)?,
-        *datagram.get(15)?,
-    );
-    let icmp = datagram.get(header_len..)?;
-    if icmp.len() < ICMP_HEADER_LEN || icmp[0] != ECHO_REPLY || icmp[1] != 0 || checksum(icmp) != 0
-    {
-        return None;
-    }
-    Some(EchoReply {
-        source: IpAddr::V4(source),
-        ident: u16::from_be_bytes([icmp[4], icmp[5]]),
-        seq: u16::from_be_bytes([icmp[6], icmp[7]]),
-        payload: &icmp[ICMP_HEADER_LEN..],
-    })
-}
-
-/// Reads an ICMPv6 message from `source` as received on a raw ICMPv6 socket (no IP header;
-/// the kernel has verified the checksum); `None` unless it is an echo reply.
-fn parse_echo6_reply(icmp: &[u8], source: IpAddr) -> Option<EchoReply<'_>> {
-    if icmp.len() < ICMP_HEADER_LEN || icmp[0] != ECHO6_REPLY || icmp[1] != 0 {
-        return None;
-    }
-    Some(EchoReply {
-        source,
-        ident: u16::from_be_bytes([icmp[4], icmp[5]]),
-        seq: u16::from_be_bytes([icmp[6], icmp[7]]),
-        payload: &icmp[ICMP_HEADER_LEN..],
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::daemon::testns::{Netns, veth};
+    use std::net::Ipv4Addr;
 
     const TARGET_V4: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
     const TARGET: IpAddr = IpAddr::V4(TARGET_V4);
     const LINK2_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 201, 2, 2));
     const LINK2_MARK: u32 = 0x200;
-
-    #[test]
-    fn checksum_matches_rfc1071_example() {
-        assert_eq!(
-            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            !0xddf2
-        );
-        assert_eq!(
-            checksum(&[0x01]),
-            !0x0100,
-            "odd length pads with a zero byte"
-        );
-    }
-
-    /// An IPv4 datagram from `source` carrying `icmp`, as a raw socket delivers it.
-    fn datagram(source: Ipv4Addr, icmp: &[u8]) -> Vec<u8> {
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
-        ip.extend(source.octets());
-        ip.extend([10, 201, 2, 2]);
-        ip.extend(icmp);
-        ip
-    }
-
-    /// The reply a target would send to `request`.
-    fn reply_to(request: &[u8]) -> Vec<u8> {
-        let mut reply = request.to_vec();
-        reply[0] = ECHO_REPLY;
-        reply[2..4].fill(0);
-        let sum = checksum(&reply);
-        reply[2..4].copy_from_slice(&sum.to_be_bytes());
-        reply
-    }
-
-    #[test]
-    fn echo_request_is_well_formed_and_its_reply_parses() {
-        let token = *b"abcdefgh";
-        let request = echo_request(Family::Ipv4, 0x1234, 0xfffe, &token);
-        assert_eq!(request[0], ECHO_REQUEST);
-        assert_eq!(checksum(&request), 0);
-        let packet = datagram(TARGET_V4, &reply_to(&request));
-        let reply = parse_echo_reply(&packet).unwrap();
-        assert_eq!(reply.source, TARGET);
-        assert_eq!((reply.ident, reply.seq), (0x1234, 0xfffe));
-        assert!(reply.payload.starts_with(&token));
-    }
-
-    #[test]
-    fn parse_rejects_what_is_not_a_valid_echo_reply() {
-        let reply = reply_to(&echo_request(Family::Ipv4, 7, 1, b"abcdefgh"));
-        let mut bad_sum = reply.clone();
-        bad_sum[9] ^= 0xff;
-        let mut request = reply.clone();
-        request[0] = ECHO_REQUEST;
-        let mut not_icmp = datagram(TARGET_V4, &reply);
-        not_icmp[9] = 17;
-        assert!(parse_echo_reply(&datagram(TARGET_V4, &bad_sum)).is_none());
-        assert!(parse_echo_reply(&datagram(TARGET_V4, &request)).is_none());
-        assert!(parse_echo_reply(&not_icmp).is_none());
-        assert!(parse_echo_reply(&datagram(TARGET_V4, &reply[..6])).is_none());
-        assert!(parse_echo_reply(&[0x45, 0, 0]).is_none());
-        assert!(parse_echo_reply(&[]).is_none());
-    }
-
-    #[test]
-    fn only_icmpv6_echo_replies_parse_never_discovery_messages() {
-        let source: IpAddr = "fe80::1".parse().unwrap();
-        let request = echo_request(Family::Ipv6, 7, 9, b"abcdefgh");
-        assert_eq!(request[0], ECHO6_REQUEST);
-        let mut reply = request.to_vec();
-        reply[0] = ECHO6_REPLY;
-        let parsed = parse_echo6_reply(&reply, source).unwrap();
-        assert_eq!((parsed.ident, parsed.seq, parsed.source), (7, 9, source));
-        assert!(parsed.payload.starts_with(b"abcdefgh"));
-        // Echo request, router advertisement, neighbour solicitation and advertisement.
-        for kind in [ECHO6_REQUEST, 134, 135, 136] {
-            let mut other = reply.clone();
-            other[0] = kind;
-            assert!(parse_echo6_reply(&other, source).is_none(), "type {kind}");
-        }
-        assert!(parse_echo6_reply(&reply[..7], source).is_none());
-    }
-
-    #[test]
-    fn summary_counts_targets_with_any_reply_and_averages_their_rtt() {
-        let target = |received, rtt_ms: Option<u64>| TargetReport {
-            target: TARGET,
-            sent: 3,
-            received,
-            rtt: rtt_ms.map(Duration::from_millis),
-            send_error: None,
-        };
-        let report = RoundReport {
-            targets: vec![target(1, Some(10)), target(0, None), target(3, Some(30))],
-            elapsed: Duration::from_millis(40),
-        };
-        let summary = report.summary();
-        assert_eq!(summary.answered, 2);
-        assert_eq!(summary.rtt, Some(Duration::from_millis(20)));
-    }
 
     #[test]
     fn oversized_round_is_a_config_error() {
@@ -743,7 +426,7 @@ mod tests {
 
         // One round of 3 requests: (sent, received), then the target's (via w1, via w2).
         let round = |prober: &mut Prober| {
-            let report = prober.probe().unwrap();
+            let report = prober.probe(&track).unwrap();
             let counters = ["via_w1", "via_w2"].map(|c| bed.target.nft_counter("probe_test", c));
             (
                 (report.targets[0].sent, report.targets[0].received),
@@ -763,8 +446,8 @@ mod tests {
         let mut unmarked = open_in(&bed.prober, 0, None, None, &track);
         // Both rounds use sequence numbers 0..3 towards the same target, and neither socket is
         // bound to a device: the unmarked one sees the marked one's replies and must ignore them.
-        let unmarked_round = unmarked.start();
-        let marked_round = marked.start();
+        let unmarked_round = unmarked.start(&track);
+        let marked_round = marked.start(&track);
         let marked_report = marked.wait(marked_round).unwrap();
         let unmarked_report = unmarked.wait(unmarked_round).unwrap();
         assert_eq!(marked_report.targets[0].received, 3);
@@ -788,7 +471,7 @@ mod tests {
         let open_time = opened.elapsed();
         let mut rounds = Vec::new();
         for _ in 0..5 {
-            let report = prober.probe().unwrap();
+            let report = prober.probe(&track).unwrap();
             assert_eq!(report.summary().answered, 1, "{report:?}");
             assert_eq!(report.targets[0].received, 3);
             assert!(report.elapsed < track.timeout, "{report:?}");
@@ -823,7 +506,7 @@ mod tests {
                 }
             }",
         );
-        let report = prober.probe().unwrap();
+        let report = prober.probe(&track).unwrap();
         let target = &report.targets[0];
         assert_eq!(
             (target.sent, target.received, target.send_error),
@@ -841,7 +524,7 @@ mod tests {
         );
 
         bed.target.nft("delete table inet probe_drop");
-        let report = prober.probe().unwrap();
+        let report = prober.probe(&track).unwrap();
         assert_eq!(report.summary().answered, 1, "{report:?}");
     }
 
@@ -851,7 +534,7 @@ mod tests {
         let bed = testbed();
         let track = track(2, 1000);
         let mut prober = open_in(&bed.prober, 0x300, None, None, &track);
-        let report = prober.probe().unwrap();
+        let report = prober.probe(&track).unwrap();
         let target = &report.targets[0];
         assert_eq!((target.sent, target.received), (0, 0));
         assert!(target.send_error.is_some(), "{report:?}");

@@ -11,10 +11,10 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
-use super::conntrack::{Sweep, Which};
-use super::link::{Link, Outcome};
-use super::{log, log_error};
+use super::link::{Outcome, TrackedLink};
 use crate::config::FlushEvent;
+use crate::daemon::kernel::conntrack::{Sweep, Which};
+use crate::daemon::{log, log_error};
 
 /// One sweep under way and what it is for, for the log.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ impl Sweeps {
     /// Starts deleting what `outcome` asks for on `link`: everything when one of its events is
     /// in the link's `flush_conntrack`, the unanswered connections when it left use. A sweep
     /// already running for the link is replaced unless it already deletes everything.
-    pub fn after_change(&mut self, mask: u32, link: &Link, outcome: &Outcome) {
+    pub fn after_change(&mut self, mask: u32, link: &TrackedLink, outcome: &Outcome) {
         let events = outcome.events();
         let (which, why) = match events.iter().find(|e| link.flush_conntrack.contains(e)) {
             Some(event) => (

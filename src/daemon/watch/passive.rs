@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::SockProtocol;
 
-use super::conntrack::{
+use crate::daemon::kernel::conntrack::{
     CTA_ID, CTA_MARK, CTA_STATUS, CTA_TUPLE_ORIG, IPCTNL_MSG_CT_NEW, IPS_SEEN_REPLY, ct_type,
 };
-use super::netlink::{self, NFGENMSG_LEN, Received};
+use crate::daemon::kernel::netlink::{self, NFGENMSG_LEN, Received};
 use crate::error::Result;
 
 /// `NFNLGRP_CONNTRACK_NEW` and `NFNLGRP_CONNTRACK_UPDATE`.

@@ -1,18 +1,18 @@
 //! One enabled interface at run time: its health, its probe socket, the round in flight and
 //! when the next one starts.
 //!
-//! The daemon's loop only asks each link when it next needs attention ([`Link::deadline`])
-//! and which socket to watch ([`Link::poll_fd`]), then lets it move on ([`Link::advance`]);
-//! everything a link learns comes back as an [`Outcome`] for the loop to act on.
+//! The daemon's loop only asks each link when it next needs attention
+//! ([`TrackedLink::deadline`]) and which socket to watch ([`TrackedLink::poll_fd`]), then lets
+//! it move on ([`TrackedLink::advance`]); everything a link learns comes back as an
+//! [`Outcome`] for the loop to act on.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::health::{LinkHealth, RoundSummary, TrackConfig, Transition};
-use super::log_error;
-use super::probe::{LinkRoute, Prober, Round, RoundReport};
-use super::status::{self, LinkStatus};
+use super::health::{HealthMachine, TrackConfig, Transition};
 use crate::config::FlushEvent;
+use crate::daemon::log_error;
+use crate::daemon::watch::probe::{LinkRoute, Prober, Round, RoundReport, RoundSummary};
 
 /// Requests per target in a confirmation burst, and the shortest time it waits for them (three
 /// times the link's recent round-trip time when that is longer, never more than `timeout`).
@@ -73,7 +73,7 @@ impl Outcome {
 
 /// The run-time side of one `config interface`.
 #[derive(Debug)]
-pub struct Link {
+pub struct TrackedLink {
     /// The interface section name.
     pub name: String,
     /// Index into `Config::interfaces`.
@@ -81,8 +81,8 @@ pub struct Link {
     /// Mark, device and source the probes go out with.
     pub route: LinkRoute,
     pub flush_conntrack: Vec<FlushEvent>,
-    track: TrackConfig,
-    health: LinkHealth,
+    /// The link's state, and its tracking options.
+    health: HealthMachine,
     prober: Option<Prober>,
     round: Option<InFlight>,
     next_start: Option<Instant>,
@@ -92,7 +92,7 @@ pub struct Link {
     problem: Option<String>,
 }
 
-impl Link {
+impl TrackedLink {
     /// A link starting to be tracked now, per `initial_state` when its device is up.
     pub fn new(
         index: usize,
@@ -100,15 +100,14 @@ impl Link {
         track: TrackConfig,
         flush_conntrack: Vec<FlushEvent>,
         device_up: bool,
-    ) -> Link {
-        let health = LinkHealth::new(track.clone(), device_up);
-        Link {
+    ) -> TrackedLink {
+        let health = HealthMachine::new(track, device_up);
+        TrackedLink {
             name: route.name.clone(),
             index,
             route,
             flush_conntrack,
             next_start: health.next_round().map(|_| Instant::now()),
-            track,
             health,
             prober: None,
             round: None,
@@ -120,9 +119,9 @@ impl Link {
 
     /// Takes over what `old` (the same interface before a reload) learned: state, counts,
     /// last measurements. Probing starts afresh with the new options.
-    pub fn inherit(&mut self, old: &Link) {
-        self.health = old.health.clone();
-        self.health.reconfigure(self.track.clone());
+    pub fn inherit(&mut self, old: &TrackedLink) {
+        let fresh = std::mem::replace(&mut self.health, old.health.clone());
+        self.health.reconfigure(fresh.track().clone());
         self.last_loss = old.last_loss;
         self.last_change = old.last_change;
         self.next_start = self.health.next_round().map(|_| Instant::now());
@@ -151,8 +150,8 @@ impl Link {
         Some(self.record(transition, Cause::Device(up)))
     }
 
-    /// When the link next needs [`Link::advance`]: its round's deadline, or the start of the
-    /// next round; `None` while it is not probed.
+    /// When the link next needs [`TrackedLink::advance`]: its round's deadline, or the start
+    /// of the next round; `None` while it is not probed.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.round {
             Some(flight) => Some(flight.round.deadline()),
@@ -197,23 +196,19 @@ impl Link {
         self.start(now)
     }
 
-    /// What status.json says about the link.
-    pub fn status(&self) -> LinkStatus {
-        LinkStatus {
-            interface: self.name.clone(),
-            family: self.route.family.name().to_string(),
-            device: self.route.device.clone(),
-            state: self.health.state().as_str().to_string(),
-            usable: self.usable(),
-            tracked: self.health.is_tracked(),
-            rtt_us: self.health.last_rtt().map(status::micros),
-            loss_percent: self.last_loss,
-            window: self.health.window(),
-            last_change: self
-                .last_change
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        }
+    /// The link's health and what it has learned, for status.
+    pub fn health(&self) -> &HealthMachine {
+        &self.health
+    }
+
+    /// Requests lost in the last round, in percent.
+    pub fn last_loss(&self) -> Option<u32> {
+        self.last_loss
+    }
+
+    /// When the state last changed (or tracking started).
+    pub fn last_change(&self) -> SystemTime {
+        self.last_change
     }
 
     /// Sends a round; a socket that cannot be opened (the source address is not on the
@@ -221,7 +216,7 @@ impl Link {
     /// that cannot be probed goes down like one that does not answer.
     fn start(&mut self, now: Instant) -> Option<Outcome> {
         if self.prober.is_none() {
-            match Prober::open(&self.route, &self.track) {
+            match Prober::open(&self.route, self.health.track()) {
                 Ok(prober) => self.prober = Some(prober),
                 Err(e) => {
                     self.note_problem(Some(e.to_string()));
@@ -233,9 +228,13 @@ impl Link {
                 }
             }
         }
-        let count = u16::try_from(self.track.count).unwrap_or(u16::MAX);
+        let track = self.health.track();
+        let count = u16::try_from(track.count).unwrap_or(u16::MAX);
         let wait = self.health.round_wait();
-        let round = self.prober.as_mut()?.start_with(count, wait);
+        let round = self
+            .prober
+            .as_mut()?
+            .start_with(&track.track_ip, count, wait);
         if round.is_complete() {
             return Some(self.conclude(now, &round.finish(), now));
         }
@@ -253,7 +252,7 @@ impl Link {
     /// it is.
     pub fn confirm(&mut self, now: Instant) -> bool {
         let confirming = self.round.as_ref().is_some_and(|f| f.burst);
-        if !self.track.passive
+        if !self.health.track().passive
             || !self.health.is_tracked()
             || !self.usable()
             || !self.device_up()
@@ -262,7 +261,7 @@ impl Link {
             return false;
         }
         if self.prober.is_none() {
-            match Prober::open(&self.route, &self.track) {
+            match Prober::open(&self.route, self.health.track()) {
                 Ok(prober) => self.prober = Some(prober),
                 Err(e) => {
                     self.note_problem(Some(e.to_string()));
@@ -275,13 +274,13 @@ impl Link {
             .window()
             .rtt
             .map_or(BURST_MIN_WAIT, |rtt| (rtt * 3).max(BURST_MIN_WAIT))
-            .min(self.track.timeout);
+            .min(self.health.track().timeout);
         let Some(prober) = self.prober.as_mut() else {
             return false;
         };
         self.round = Some(InFlight {
             started: now,
-            round: prober.start_with(BURST_COUNT, wait),
+            round: prober.start_with(&self.health.track().track_ip, BURST_COUNT, wait),
             burst: true,
         });
         true
@@ -289,7 +288,7 @@ impl Link {
 
     /// Whether passive health watches this link: it is on, and probes can confirm.
     pub fn watched_passively(&self) -> bool {
-        self.track.passive && self.health.is_tracked()
+        self.health.track().passive && self.health.is_tracked()
     }
 
     /// The recent round-trip time of the link's probes, for passive health's patience.
@@ -320,7 +319,7 @@ impl Link {
     }
 
     fn targets(&self) -> u32 {
-        u32::try_from(self.track.track_ip.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.health.track().track_ip.len()).unwrap_or(u32::MAX)
     }
 
     /// Feeds a finished round to health and schedules the next one.
@@ -333,7 +332,8 @@ impl Link {
             self.note_problem(send_error);
         }
         let summary: RoundSummary = report.summary();
-        let requests = u64::from(self.track.count) * self.track.track_ip.len() as u64;
+        let track = self.health.track();
+        let requests = u64::from(track.count) * track.track_ip.len() as u64;
         let received: u64 = report.targets.iter().map(|t| u64::from(t.received)).sum();
         let lost = requests.saturating_sub(received);
         let loss_percent = match requests {
@@ -374,7 +374,8 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::health::LinkState;
+    use crate::daemon::health::Health;
+    use crate::daemon::service::status::LinkStatus;
     use crate::daemon::testns::{Netns, veth};
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
@@ -394,7 +395,7 @@ mod tests {
         }
     }
 
-    fn link(device: Option<&str>, source: IpAddr) -> Link {
+    fn link(device: Option<&str>, source: IpAddr) -> TrackedLink {
         let route = LinkRoute {
             name: "wanb".into(),
             family: crate::config::Family::Ipv4,
@@ -402,12 +403,12 @@ mod tests {
             device: device.map(str::to_string),
             source: Some(source),
         };
-        Link::new(1, route, fast_track(), vec![FlushEvent::Disconnected], true)
+        TrackedLink::new(1, route, fast_track(), vec![FlushEvent::Disconnected], true)
     }
 
     /// Drives `link` as the daemon's loop would until it produced `rounds` outcomes (bounded
     /// to 10 s); returns them with the time each round started after the previous one.
-    fn drive(link: &mut Link, rounds: usize) -> Vec<Outcome> {
+    fn drive(link: &mut TrackedLink, rounds: usize) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while outcomes.len() < rounds && Instant::now() < deadline {
@@ -434,15 +435,10 @@ mod tests {
         let mut link = link(None, SOURCE);
         let started = Instant::now();
         let outcomes = ns.enter(|| drive(&mut link, 4));
-        let states: Vec<LinkState> = outcomes.iter().map(|o| o.transition.to).collect();
+        let states: Vec<Health> = outcomes.iter().map(|o| o.transition.to).collect();
         assert_eq!(
             states,
-            [
-                LinkState::Failing,
-                LinkState::Failing,
-                LinkState::Down,
-                LinkState::Down
-            ]
+            [Health::Failing, Health::Failing, Health::Down, Health::Down]
         );
         assert_eq!(
             outcomes[2].cause,
@@ -463,7 +459,7 @@ mod tests {
             "{:?}",
             link.problem
         );
-        let status = link.status();
+        let status = LinkStatus::of(&link);
         assert_eq!(
             (status.state.as_str(), status.usable, status.loss_percent),
             ("down", false, Some(100))
@@ -490,7 +486,7 @@ mod tests {
                 && !o.transition.changed()),
             "{outcomes:?}"
         );
-        let status = link.status();
+        let status = LinkStatus::of(&link);
         assert!(status.rtt_us.is_some_and(|rtt| rtt > 0), "{status:?}");
         assert_eq!(link.problem, None);
 

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
 use crate::error::{Error, Result};
 
 /// At most this many scripts run at once; an event beyond that waits in a queue (and is
@@ -114,10 +117,10 @@ impl Hook {
     pub fn reap(&mut self) {
         let now = Instant::now();
         for run in self.running.iter_mut().filter(|r| r.deadline <= now) {
-            // SAFETY: signals the process group the run leads; no memory is involved.
-            unsafe { libc::kill(-(run.child.id() as i32), libc::SIGKILL) };
+            // The run leads its own process group: the whole group goes.
+            let _ = killpg(Pid::from_raw(run.child.id() as i32), Signal::SIGKILL);
             let _ = run.child.wait();
-            super::log_error(&format!(
+            crate::daemon::log_error(&format!(
                 "{}: run for {} killed after {:?}",
                 self.path.display(),
                 run.interface,
@@ -129,7 +132,7 @@ impl Hook {
         while self.running.len() < MAX_RUNNING && !self.queued.is_empty() {
             let event = self.queued.remove(0);
             if let Err(e) = self.start(&event) {
-                super::log_error(&format!("{}: hook: {e}", event.interface));
+                crate::daemon::log_error(&format!("{}: hook: {e}", event.interface));
             }
         }
     }
