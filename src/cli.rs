@@ -1,14 +1,11 @@
 //! The command line: one verb plus where the config comes from. This module parses and
 //! dispatches; the work is done by [`Context`].
 
-use crate::apply::Backend;
-use crate::config::Config;
-use crate::context::{Context, check_text_for};
+use crate::context::Context;
 use crate::daemon;
 use crate::error::{Context as _, Error, Result};
 use crate::explain;
 use crate::names::{DEFAULT_HOOK, DEFAULT_STATE_DIR};
-use crate::source::LinkState;
 use crate::state;
 use argh::FromArgs;
 use std::path::PathBuf;
@@ -107,25 +104,10 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Verb::Apply => context.apply(),
         Verb::Stop => context.stop().context("stop"),
-        Verb::Run => {
-            let load_config = || context.load_config();
-            let resolve = |config: &Config| context.link_states(config);
-            let options = daemon::Options {
-                load_config: &load_config,
-                link_states: &resolve,
-                state_dir: &context.state_dir,
-                hook: &context.hook,
-                ubus_socket: context.ubus_socket.as_deref(),
-                check: &|config: &Config, states: &[LinkState]| {
-                    check_text_for(config, Backend::resolve(config.globals.backend), states)
-                },
-                explain: &|params| context.explain_call(params),
-            };
-            match daemon::run(&options)? {
-                daemon::Exit::Signal(_) => Ok(()),
-                daemon::Exit::Disabled(config) => context.remove_disabled(&config),
-            }
-        }
+        Verb::Run => match daemon::run(&context)? {
+            daemon::Exit::Signal(_) => Ok(()),
+            daemon::Exit::Disabled(config) => context.remove_disabled(&config),
+        },
         Verb::Status => {
             let status = state::daemon_status(&context.state_dir)?;
             let text = serde_json::to_string_pretty(&status)

@@ -110,6 +110,13 @@ impl Context {
         Ok(check_text_for(&config, backend, &states))
     }
 
+    /// What `check` prints for `config`, its links resolved now as apply resolves them (the
+    /// daemon's ubus `check`).
+    pub fn check_text(&self, config: &Config) -> String {
+        let states = self.link_states(config);
+        check_text_for(config, Backend::resolve(config.globals.backend), &states)
+    }
+
     /// Which way `query` would go now: the plan as apply would build it now, with each link's
     /// liveness from the daemon when one runs, and the kernel's set contents. The command line
     /// and the daemon's ubus `explain` (the LuCI Explain page) both answer with this.

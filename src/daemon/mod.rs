@@ -18,7 +18,7 @@ mod watch;
 
 pub use decide::health;
 pub use kernel::conntrack;
-pub use service::{Exit, Options, hook, run, status};
+pub use service::{Exit, hook, run, status};
 pub use watch::{devices, probe};
 
 /// Writes one line about a normal event (started, reloaded, a link's state change) to stdout,

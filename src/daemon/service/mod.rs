@@ -10,4 +10,4 @@ mod run;
 mod signals;
 pub mod status;
 
-pub use run::{Exit, Options, run};
+pub use run::{Exit, run};

@@ -8,11 +8,9 @@
 //! [`super::rules`].
 
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
-use serde_json::{Map, Value};
 
 use super::bus::{Bus, Method, check_reply};
 use super::hook::{Hook, HookEvent};
@@ -23,6 +21,7 @@ use super::signals::{Asked, Signals};
 use super::status::{self, DaemonStatus, LinkStatus};
 use crate::apply::{self, Backend};
 use crate::config::{Config, FlushEvent};
+use crate::context::Context;
 use crate::daemon::decide::link::{Cause, Outcome, TrackedLink};
 use crate::daemon::decide::resteer::Sweeps;
 use crate::daemon::kernel::counters::Counters;
@@ -31,33 +30,10 @@ use crate::daemon::watch::passive::{LinkWatch, PassiveWatcher};
 use crate::daemon::watch::probe::LinkRoute;
 use crate::daemon::watch::selfheal::{SelfHeal, Verdict};
 use crate::daemon::{log, log_error};
-use crate::error::{Context, Result};
+use crate::error::{Context as _, Result};
 use crate::plan::Plan;
 use crate::source::LinkState;
 use crate::source::ubus::Call;
-
-/// What the daemon needs from its caller: where the config comes from and how links are
-/// resolved, so reloads read the same source and resolve the same way as the first start.
-pub struct Options<'a> {
-    /// Reads and validates the config (again on every SIGHUP).
-    pub load_config: &'a dyn Fn() -> Result<Config>,
-    /// Device, gateway and source of every interface section, in config order.
-    pub link_states: &'a dyn Fn(&Config) -> Vec<LinkState>,
-    /// Where applied.json and status.json live.
-    pub state_dir: &'a Path,
-    /// The user's event script (run only when it exists).
-    pub hook: &'a Path,
-    /// The ubusd socket our object `connmark-lb` registers on; None: the system's.
-    pub ubus_socket: Option<&'a Path>,
-    /// What `check` prints for a config and its link states (the ubus `check` answer).
-    pub check: &'a dyn Fn(&Config, &[LinkState]) -> String,
-    /// What `explain --json` says of the connection a call's arguments describe (the ubus
-    /// `explain` answer, for LuCI's Explain page).
-    pub explain: &'a dyn Fn(&JsonObject) -> JsonObject,
-}
-
-/// A JSON object: a ubus call's arguments, a reply.
-pub type JsonObject = Map<String, Value>;
 
 /// Why the daemon returned.
 #[derive(Debug)]
@@ -69,7 +45,8 @@ pub enum Exit {
 }
 
 struct Daemon<'a> {
-    options: &'a Options<'a>,
+    /// Where the config, ubus and the state live; the steps shared with the command line.
+    context: &'a Context,
     config: Config,
     /// The backend `config` asks for, resolved once per config load.
     backend: Backend,
@@ -93,28 +70,28 @@ struct Daemon<'a> {
 }
 
 /// Applies the config, then tracks the links and fails over until a signal says stop.
-pub fn run(options: &Options) -> Result<Exit> {
-    let config = (options.load_config)()?;
+pub fn run(context: &Context) -> Result<Exit> {
+    let config = context.load_config()?;
     if !config.globals.enabled {
         return Ok(Exit::Disabled(Box::new(config)));
     }
     let signals = Signals::open()?;
     let monitor = DeviceMonitor::open()?;
     let running = running_devices()?;
-    let resolved = (options.link_states)(&config);
+    let resolved = context.link_states(&config);
     let links = build_links(&config, &resolved, &running);
     let backend = Backend::resolve(config.globals.backend);
-    let plan = apply::apply(&config, plan_states(&resolved, &links), options.state_dir)
+    let plan = apply::apply(&config, plan_states(&resolved, &links), &context.state_dir)
         .context("applying the config")?;
     let mut daemon = Daemon {
-        options,
+        context,
         config,
         backend,
         plan,
         resolved,
         links,
-        hook: Hook::new(options.hook.to_path_buf()),
-        bus: Bus::new(options.ubus_socket.map(Path::to_path_buf)),
+        hook: Hook::new(context.hook.clone()),
+        bus: Bus::new(context.ubus_socket.clone()),
         owed: Owed::default(),
         passive: None,
         sweeps: Sweeps::default(),
@@ -130,7 +107,7 @@ pub fn run(options: &Options) -> Result<Exit> {
     ));
     daemon.save_status();
     let exit = daemon.event_loop(&signals, &monitor);
-    if let Err(e) = status::remove(options.state_dir) {
+    if let Err(e) = status::remove(&context.state_dir) {
         log_error(&e.to_string());
     }
     exit
@@ -365,7 +342,7 @@ impl Daemon<'_> {
     /// that still exist keep their health. On any failure the running config stays in force.
     fn reload(&mut self, why: &str) -> Option<Exit> {
         log(&format!("{why}: reloading the config"));
-        let config = match (self.options.load_config)() {
+        let config = match self.context.load_config() {
             Ok(config) => config,
             Err(e) => {
                 log_error(&format!("reload failed, keeping the running config: {e}"));
@@ -382,7 +359,7 @@ impl Daemon<'_> {
                 return None;
             }
         };
-        let resolved = (self.options.link_states)(&config);
+        let resolved = self.context.link_states(&config);
         let mut links = build_links(&config, &resolved, &running);
         let now = Instant::now();
         let mut outcomes = Vec::new();
@@ -397,7 +374,7 @@ impl Daemon<'_> {
         let applied = apply::apply(
             &config,
             plan_states(&resolved, &links),
-            self.options.state_dir,
+            &self.context.state_dir,
         );
         self.after_own_apply();
         let plan = match applied {
@@ -469,7 +446,7 @@ impl Daemon<'_> {
             &self.config,
             self.backend,
             plan_states(&self.resolved, &self.links),
-            self.options.state_dir,
+            &self.context.state_dir,
         );
         self.after_own_apply();
         match result {
@@ -506,9 +483,8 @@ impl Daemon<'_> {
             }
             Some(Method::Check) => {
                 // The config read and links resolved as a reload would; nothing changes.
-                let outcome = (self.options.load_config)().map(|config| {
-                    let states = (self.options.link_states)(&config);
-                    let output = (self.options.check)(&config, &states);
+                let outcome = self.context.load_config().map(|config| {
+                    let output = self.context.check_text(&config);
                     (config.warnings, output)
                 });
                 self.bus.answer(call, Some(&check_reply(outcome)));
@@ -516,7 +492,7 @@ impl Daemon<'_> {
             }
             Some(Method::Explain) => {
                 self.bus
-                    .answer(call, Some(&(self.options.explain)(&call.args)));
+                    .answer(call, Some(&self.context.explain_call(&call.args)));
                 None
             }
             None => {
@@ -536,7 +512,7 @@ impl Daemon<'_> {
     }
 
     fn save_status(&self) {
-        if let Err(e) = status::save(self.options.state_dir, &self.status()) {
+        if let Err(e) = status::save(&self.context.state_dir, &self.status()) {
             log_error(&format!("writing the status: {e}"));
         }
     }
