@@ -9,9 +9,9 @@ use crate::Options;
 use crate::busy::{self, BusyRun};
 use crate::checks::tcp_target;
 use crate::daemon::{Daemon, all_links, link_state, tracked};
-use crate::netns::{Loss, Topology};
 use crate::report::{Section, Target};
 use crate::router::Router;
+use crate::topology::{Loss, Topology};
 use crate::traffic::TcpLoad;
 
 /// Entries of the dead link deleted in the scale run (smoke: a few thousand).

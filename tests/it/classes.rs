@@ -11,12 +11,14 @@ use connmark_lb::explain::Facts;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::checks::{LinkLoad, tcp_target, tcp6_target, udp_target};
 use crate::e2e;
 use crate::failover::{Lab, tracked};
-use crate::lbconfig::{Backend, Balance, LbConfig};
-use crate::netns::{LAN_HOST, Loss, Netns, Topology, link_addr, srv_addr_towards, v6};
-use crate::traffic::{
+use crate::support::addr::{LAN_HOST, link_addr, srv_addr_towards, v6};
+use crate::support::checks::{LinkLoad, tcp_target, tcp6_target, udp_target};
+use crate::support::lbconfig::{Backend, Balance, LbConfig};
+use crate::support::netns::Netns;
+use crate::support::topology::{Loss, Topology};
+use crate::support::traffic::{
     Bound, Server, spawn_in, tcp_bound_each, tcp_connections, tcp_from_each, udp_flows,
 };
 
@@ -393,7 +395,7 @@ fn address_sets_filled_by_dnsmasq() {
         "a static member goes by the policy"
     );
     assert_eq!(
-        via(&lab, crate::netns::SERVICE),
+        via(&lab, crate::support::addr::SERVICE),
         1,
         "the rest by the default"
     );

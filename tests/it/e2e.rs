@@ -4,10 +4,15 @@
 use std::fs;
 use std::net::SocketAddrV4;
 
-use crate::checks::{LinkLoad, SynLossOutcome, servers, syn_loss_outcome, tcp_target, udp_target};
-use crate::lbconfig::{Backend, Balance, ConfigFile, Format, LbConfig};
-use crate::netns::{RouterState, SERVICE, Topology, link_addr, srv_addr_towards};
-use crate::traffic::{Server, TcpLoad, icmp_echoes, tcp_connections, tcp_stream, udp_flows};
+use crate::support::addr::{SERVICE, link_addr, srv_addr_towards};
+use crate::support::checks::{
+    LinkLoad, SynLossOutcome, servers, syn_loss_outcome, tcp_target, udp_target,
+};
+use crate::support::lbconfig::{Backend, Balance, ConfigFile, Format, LbConfig};
+use crate::support::topology::{RouterState, Topology};
+use crate::support::traffic::{
+    Server, TcpLoad, icmp_echoes, tcp_connections, tcp_stream, udp_flows,
+};
 
 /// A port of a service running on the router itself.
 const ROUTER_SERVICE_PORT: u16 = 7100;

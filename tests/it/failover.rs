@@ -18,11 +18,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::busy;
-use crate::checks::{LinkLoad, servers, tcp_target};
-use crate::lbconfig::{Backend, Balance, ConfigFile, LbConfig};
-use crate::netns::{Loss, SERVICE, Topology, link_addr, link_device};
-use crate::traffic::{Server, spawn_in, tcp_connections};
+use crate::support::addr::{SERVICE, link_addr, link_device};
+use crate::support::busy;
+use crate::support::checks::{LinkLoad, servers, tcp_target};
+use crate::support::lbconfig::{Backend, Balance, ConfigFile, LbConfig};
+use crate::support::topology::{Loss, Topology};
+use crate::support::traffic::{Server, spawn_in, tcp_connections};
 
 /// New connections are started this far apart while a change is measured.
 const SPACING: Duration = Duration::from_millis(25);

@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use crate::checks::{LinkLoad, tcp_target, tcp6_target};
 use crate::failover::{Lab, SLACK, Timing, tracked};
-use crate::lbconfig::{Backend, LbConfig};
-use crate::netns::{Loss, link_addr, v6};
-use crate::traffic::{tcp_connections, tcp_connections_from};
+use crate::support::addr::{link_addr, v6};
+use crate::support::checks::{LinkLoad, tcp_target, tcp6_target};
+use crate::support::lbconfig::{Backend, LbConfig};
+use crate::support::topology::Loss;
+use crate::support::traffic::{tcp_connections, tcp_connections_from};
 
 /// Status and hook index of each link: IPv4 links first, then the IPv6 ones.
 const WAN1: usize = 1;

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::checks::tcp_target;
-use crate::lbconfig::{Backend, Balance, LbConfig};
-use crate::netns::{RouterState, Topology, link_addr};
-use crate::traffic::{Server, tcp_connections};
+use crate::support::addr::link_addr;
+use crate::support::checks::tcp_target;
+use crate::support::lbconfig::{Backend, Balance, LbConfig};
+use crate::support::topology::{RouterState, Topology};
+use crate::support::traffic::{Server, tcp_connections};
 
 const LB: &str = env!("CARGO_BIN_EXE_connmark-lb");
 
@@ -30,7 +31,7 @@ fn lb_sh(topo: &Topology, shell: &str, args: &[&str], state_dir: &Path) -> Outpu
         .args(args)
         .arg("--state-dir")
         .arg(state_dir);
-    crate::netns::run_command(&mut command, None)
+    crate::support::process::run_command(&mut command, None)
 }
 
 fn stderr(output: &Output) -> String {
@@ -377,7 +378,7 @@ fn unwritable_state_dir_changes_nothing() {
         .arg(format!("{mount} exec \"$0\" \"$@\""))
         .arg(LB)
         .args(["apply", c.flag(), c.path_str(), "--state-dir", ro_str]);
-    let output = crate::netns::run_command(&mut command, None);
+    let output = crate::support::process::run_command(&mut command, None);
     assert_failed(&output, 1, "Read-only");
     assert_unchanged(&topo, &pristine, "apply with a read-only state dir");
 }
@@ -500,7 +501,7 @@ fn bad_input_exits_2_with_a_bounded_printable_message() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let run = |args: &[&str]| {
         let started = Instant::now();
-        let output = crate::netns::run_command(Command::new(LB).args(args), None);
+        let output = crate::support::process::run_command(Command::new(LB).args(args), None);
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{args:?} took too long"
@@ -579,7 +580,10 @@ fn a_hung_tool_is_killed_and_reported() {
     use nix::unistd::Pid;
     let topo = Topology::new(2);
     let c = topo.write_config("lb", &config(Backend::Nftables, &[1, 1]));
-    let real = crate::netns::run_command(Command::new("sh").args(["-c", "command -v nft"]), None);
+    let real = crate::support::process::run_command(
+        Command::new("sh").args(["-c", "command -v nft"]),
+        None,
+    );
     let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
     assert!(real.starts_with('/'), "nft not found: {real:?}");
     let bin = topo.dir.path().join("bin");

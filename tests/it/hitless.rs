@@ -7,12 +7,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::busy::{self, BusyRun, DESTINATIONS};
-use crate::checks::{LinkLoad, TCP_PORT, tcp_target};
 use crate::failover::{Lab, tracked};
-use crate::lbconfig::Backend;
-use crate::netns::{Loss, Topology};
-use crate::traffic::{Server, spawn_in, tcp_connections};
+use crate::support::busy::{self, BusyRun, DESTINATIONS};
+use crate::support::checks::{LinkLoad, TCP_PORT, tcp_target};
+use crate::support::lbconfig::Backend;
+use crate::support::topology::{Loss, Topology};
+use crate::support::traffic::{Server, spawn_in, tcp_connections};
 
 /// Runs `scenario` on `count` threads at once and returns what each returned.
 fn side_by_side<T: Send + 'static>(count: usize, scenario: fn(usize) -> T) -> Vec<T> {

@@ -3,11 +3,11 @@
 //! from the daemon's poll loop; a restarted ubusd gets the object again, and a ubusd that
 //! never answers does not hold the daemon up.
 
-use crate::checks::{servers, tcp_target};
-use crate::lbconfig::{Backend, Balance, LbConfig};
-use crate::netns::Topology;
-use crate::owrt::{Stack, wait_for};
-use crate::traffic::tcp_connections;
+use crate::support::checks::{servers, tcp_target};
+use crate::support::lbconfig::{Backend, Balance, LbConfig};
+use crate::support::owrt::{Stack, wait_for};
+use crate::support::topology::Topology;
+use crate::support::traffic::tcp_connections;
 use connmark_lb::source::ubus::Client;
 use serde_json::Value;
 use std::fs::File;
@@ -198,7 +198,7 @@ fn daemon_serves_status_and_reload_on_real_ubusd_and_registers_again_after_a_res
     // ubusd restarts: the daemon registers again by itself.
     let pid_file = stack.state().join("pid/ubusd.pid");
     let ubusd_pid = std::fs::read_to_string(&pid_file).unwrap();
-    crate::packaging::run_ok(std::process::Command::new("kill").arg(ubusd_pid.trim()));
+    crate::support::process::run_ok(std::process::Command::new("kill").arg(ubusd_pid.trim()));
     wait_for(Duration::from_secs(5), "ubusd to exit", || {
         (!socket.exists()).then_some(())
     });
@@ -236,7 +236,7 @@ fn a_ubusd_that_never_answers_does_not_hold_up_the_daemon() {
         daemon.log().contains("started:").then_some(())
     });
     let sent = Instant::now();
-    crate::packaging::run_ok(
+    crate::support::process::run_ok(
         std::process::Command::new("kill").args(["-HUP", &daemon.pid().to_string()]),
     );
     wait_for(Duration::from_secs(3), "the reload", || {

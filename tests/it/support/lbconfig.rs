@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use crate::netns::{ROUTER_LAN_DEVICE, TempDir, link_addr, link_device, link_gateway, v6};
+use super::addr::{ROUTER_LAN_DEVICE, link_addr, link_device, link_gateway, v6};
+use super::tempdir::TempDir;
 
 /// Which firewall backend the router config asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::checks::TCP_PORT;
-use crate::netns::{Loss, Topology, srv_addr_towards};
-use crate::traffic::{Server, spawn_in};
+use super::addr::srv_addr_towards;
+use super::checks::TCP_PORT;
+use super::topology::{Loss, Topology};
+use super::traffic::{Server, spawn_in};
 
 /// The servers the client talks to: several destinations, as any busy LAN has.
 pub const DESTINATIONS: [Ipv4Addr; 4] = [

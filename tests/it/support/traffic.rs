@@ -25,7 +25,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 
-use crate::netns::Netns;
+use super::netns::Netns;
 
 /// How long a client waits for a TCP handshake; long enough for two SYN retransmissions (at
 /// 1 s and, with the linear SYN timeouts of kernels since 6.7, at 2 s).

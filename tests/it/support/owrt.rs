@@ -3,8 +3,10 @@
 //! through the kit's `owrt.sh`. A [`Stack`] owns one STATE directory: dropping it stops every
 //! daemon of that state and removes the directory, also when the test fails.
 
-use crate::netns::{link_addr, link_device, link_gateway};
-use crate::packaging::{TempDir, repo, run, run_ok};
+use super::addr::{link_addr, link_device, link_gateway};
+use super::package::repo;
+use super::process::{run, run_ok};
+use super::tempdir::TempDir;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
