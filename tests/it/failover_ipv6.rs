@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use crate::failover::{Lab, SLACK, Timing, tracked};
 use crate::support::addr::{link_addr, v6};
 use crate::support::checks::{LinkLoad, tcp_target, tcp6_target};
-use crate::support::lbconfig::{Backend, LbConfig};
+use crate::support::daemon::{SLACK, Timing};
+use crate::support::lab::DaemonLab;
+use crate::support::lbconfig::{Backend, LbConfig, tracked};
 use crate::support::topology::Loss;
 use crate::support::traffic::{tcp_connections, tcp_connections_from};
 
@@ -35,15 +36,9 @@ fn dual_stack_tracked(backend: Backend) -> LbConfig {
 /// IPv4 keeps both links; it heals within bounds. Then ISP 1's IPv4 dies while its IPv6
 /// carries on.
 fn ipv4_and_ipv6_fail_independently(backend: Backend) {
-    let mut lab = Lab::new(&dual_stack_tracked(backend));
+    let lab = DaemonLab::start(&dual_stack_tracked(backend));
     let name = backend.name();
-    let timing = Timing {
-        interval: Duration::from_millis(500),
-        failure_interval: Duration::from_millis(300),
-        timeout: Duration::from_millis(500),
-        down: 3,
-        up: 5,
-    };
+    let timing = Timing::with_interval(Duration::from_millis(500));
     lab.topo.add_loss(2, Loss::AllIpv6);
     let detection = lab
         .daemon
@@ -117,14 +112,12 @@ fn ipv4_and_ipv6_fail_independently(backend: Backend) {
     );
     assert!(recovery <= timing.recovery_bound() + SLACK, "{recovery:?}");
     let log = lab.daemon.log();
-    for line in [
+    lab.daemon.assert_logged(&[
         "wan2_6 (wan2): failing -> down (0/1 targets answered, 100% lost); new connections avoid it",
         "wan2_6: deleting its conntrack entries (disconnected)",
         "wan2_6 (wan2): recovering -> up (1/1 targets answered, 0% lost)",
         "wan1 (wan1): failing -> down",
-    ] {
-        assert!(log.contains(line), "log lacks {line:?}:\n{log}");
-    }
+    ]);
     assert!(
         !log.contains("wan2 (wan2): up ->"),
         "ISP 2's IPv4 never changed:\n{log}"

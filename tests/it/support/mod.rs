@@ -9,6 +9,9 @@
 //! - `tempdir`: the one scratch directory type, and the unique tag tests run apart by.
 //! - `process`: running host commands, bounded in time or fed stdin, and failing loudly.
 //! - `lbconfig`: connmark-lb configs for the topology, written as UCI or JSON.
+//! - `daemon`: `connmark-lb run` started in the router and watched through status.json.
+//! - `lab`: a topology with services and a config, applied ([`lab::Lab`]) or run by the
+//!   daemon ([`lab::DaemonLab`]).
 //! - `traffic`: servers that report the peer address, and the LAN's connections and flows.
 //! - `checks`: the server's services and the per-link measurements tests assert on.
 //! - `busy`: the busy-link scenario of hitless failover (tests and bench).
@@ -19,6 +22,8 @@
 pub mod addr;
 pub mod busy;
 pub mod checks;
+pub mod daemon;
+pub mod lab;
 pub mod lbconfig;
 pub mod netns;
 pub mod openwrt;

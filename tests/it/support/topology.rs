@@ -5,9 +5,10 @@
 //! out of the wrong link fails instead of passing unnoticed. The server sees real source
 //! addresses, so the link a connection used is known. The router starts with strict
 //! reverse-path filtering, as many distributions ship it.
+use std::ffi::OsStr;
 use std::fs;
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use super::addr::{LAN_HOST, SERVICE, link_addr, link_gateway, srv_addr_towards, v6};
 use super::lbconfig::{ConfigFile, LbConfig};
@@ -240,6 +241,13 @@ impl Topology {
     /// The `--state-dir` every connmark-lb run of this test uses.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// `connmark-lb args --state-dir <this test's>` in the router, not started yet.
+    pub fn lb_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut command = self.router.command(env!("CARGO_BIN_EXE_connmark-lb"));
+        command.args(args).arg("--state-dir").arg(self.state_dir());
+        command
     }
 
     /// Runs the connmark-lb binary inside the router with `args` plus this test's state dir.
