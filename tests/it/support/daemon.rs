@@ -238,4 +238,20 @@ impl Timing {
     pub fn recovery_bound(&self) -> Duration {
         self.interval.max(self.timeout) + self.interval * (self.up - 1)
     }
+
+    /// Asserts a measured detection of `what` kept its bound, give or take [`SLACK`].
+    pub fn assert_detection(&self, what: &str, detection: Duration) {
+        assert!(
+            detection <= self.detection_bound() + SLACK,
+            "{what}: detection took {detection:?}"
+        );
+    }
+
+    /// Asserts a measured recovery of `what` kept its bound, give or take [`SLACK`].
+    pub fn assert_recovery(&self, what: &str, recovery: Duration) {
+        assert!(
+            recovery <= self.recovery_bound() + SLACK,
+            "{what}: recovery took {recovery:?}"
+        );
+    }
 }
