@@ -9,12 +9,11 @@ use std::net::SocketAddr;
 
 use crate::support::addr::v6;
 use crate::support::checks::{LinkLoad, tcp_target, tcp6_target, udp6_target};
+use crate::support::icmp::icmp6_echoes;
 use crate::support::lab::Lab;
 use crate::support::lbconfig::{Backend, Balance, LbConfig};
 use crate::support::topology::{IspCounters, RouterState, Topology};
-use crate::support::traffic::{
-    Server, icmp6_echoes, tcp_connections, tcp_connections_from, udp_flows_from,
-};
+use crate::support::traffic::{Server, tcp_connections, tcp_connections_from, udp_flows_from};
 
 /// A port of a service running on the router itself.
 const ROUTER_SERVICE_PORT: u16 = 7100;

@@ -6,12 +6,11 @@ use std::net::SocketAddrV4;
 
 use crate::support::addr::{SERVICE, link_addr, srv_addr_towards};
 use crate::support::checks::{LinkLoad, SynLossOutcome, syn_loss_outcome, tcp_target, udp_target};
+use crate::support::icmp::icmp_echoes;
 use crate::support::lab::Lab;
 use crate::support::lbconfig::{Backend, Balance, Format, LbConfig};
 use crate::support::topology::{RouterState, Topology};
-use crate::support::traffic::{
-    Server, TcpLoad, icmp_echoes, tcp_connections, tcp_stream, udp_flows,
-};
+use crate::support::traffic::{Server, TcpLoad, tcp_connections, tcp_stream, udp_flows};
 
 /// A port of a service running on the router itself.
 const ROUTER_SERVICE_PORT: u16 = 7100;

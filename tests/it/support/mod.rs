@@ -13,6 +13,7 @@
 //! - `lab`: a topology with services and a config, applied ([`lab::Lab`]) or run by the
 //!   daemon ([`lab::DaemonLab`]).
 //! - `traffic`: servers that report the peer address, and the LAN's connections and flows.
+//! - `icmp`: ICMP and ICMPv6 echoes from a raw socket, one conntrack flow each.
 //! - `checks`: the server's services and the per-link measurements tests assert on.
 //! - `busy`: the busy-link scenario of hitless failover (tests and bench).
 //! - `package`: the package's name and tree, the repo and the binaries under test.
@@ -23,6 +24,7 @@ pub mod addr;
 pub mod busy;
 pub mod checks;
 pub mod daemon;
+pub mod icmp;
 pub mod lab;
 pub mod lbconfig;
 pub mod netns;
