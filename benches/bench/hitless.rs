@@ -1,4 +1,4 @@
-//! Hitless failover: the busy-link scenario (tests/it/busy.rs) with passive health on and off,
+//! Hitless failover: the busy-link scenario (tests/it/support/busy.rs) with passive health on and off,
 //! and how the daemon deletes 100,000 conntrack entries of a dead link.
 
 use std::time::Duration;

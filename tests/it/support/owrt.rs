@@ -54,7 +54,7 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 
-/// /etc/config/network for the test router (tests/it/netns.rs): loopback, `lan` on eth0 and
+/// /etc/config/network for the test router (`topology`): loopback, `lan` on eth0 and
 /// one static interface per link, `wan` on wan1, `wanb` on wan2, ..., with the ISP as gateway.
 pub fn network_config(links: usize) -> String {
     let mut text = String::from(
