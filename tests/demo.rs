@@ -6,18 +6,14 @@
 // The testbed modules are shared with tests/it; this target uses a part and skips their tests.
 #![allow(dead_code, unused_imports)]
 
-#[path = "it/checks.rs"]
-mod checks;
-#[path = "it/lbconfig.rs"]
-mod lbconfig;
-#[path = "it/netns.rs"]
-mod netns;
-#[path = "it/traffic.rs"]
-mod traffic;
+#[path = "it/support/mod.rs"]
+mod support;
 
-use lbconfig::{Backend, Balance, LbConfig};
-use netns::{Topology, link_addr, link_device};
-use traffic::{Server, tcp_connections};
+use support::addr::{link_addr, link_device};
+use support::checks;
+use support::lbconfig::{Backend, Balance, LbConfig};
+use support::topology::Topology;
+use support::traffic::{Server, tcp_connections};
 
 const CONNECTIONS: usize = 600;
 const WEIGHTS: [u32; 3] = [1, 1, 2];

@@ -4,8 +4,8 @@
 use crate::Options;
 use crate::lbconfig::{Backend, Balance};
 use crate::measure::{self, ExecTrace, Summary};
-use crate::netns::Topology;
 use crate::router::{Router, Setup};
+use crate::topology::Topology;
 
 /// The setups whose apply is measured.
 const SETUPS: [Setup; 3] = [

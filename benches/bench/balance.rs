@@ -5,8 +5,8 @@ use crate::Options;
 use crate::checks::{LinkLoad, tcp_target};
 use crate::lbconfig::{Backend, Balance};
 use crate::measure::Summary;
-use crate::netns::Topology;
 use crate::router::{Router, Setup};
+use crate::topology::Topology;
 use crate::traffic::TcpLoad;
 /// Parallel clients: the order in which connections reach the router does not matter for the
 /// count, so as many as keep the cores busy.

@@ -8,9 +8,9 @@ use crate::Options;
 use crate::dataplane::{IPERF_PORT, Iperf3Server, connection_rate};
 use crate::lbconfig::{Backend, Balance, LbConfig};
 use crate::measure::{self, Invocation, Summary};
-use crate::netns::Topology;
 use crate::report::{Section, Target};
 use crate::router::{Router, Setup, path_str};
+use crate::topology::Topology;
 
 /// Elements of the big set and classification rules before the one the traffic matches.
 const SET_ELEMENTS: usize = 10_000;

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::Options;
+use crate::addr::{SERVICE, link_device};
 use crate::lbconfig::{Backend, Balance, ConfigFile, LbConfig};
 use crate::measure::{self, ExecTrace, Invocation, Summary};
-use crate::netns::{Loss, SERVICE, Topology, link_device};
 use crate::router::{Router, path_str};
+use crate::topology::{Loss, Topology};
 
 /// The link that fails and heals in every run (link 1 keeps the main table's default route).
 const FAILING_LINK: usize = 2;

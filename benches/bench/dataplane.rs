@@ -6,11 +6,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Options;
+use crate::addr::SERVICE;
 use crate::checks::tcp_target;
 use crate::lbconfig::Balance;
 use crate::measure::{self, Invocation, Summary};
-use crate::netns::{Netns, SERVICE, Topology};
+use crate::netns::Netns;
 use crate::router::{Router, Setup};
+use crate::topology::Topology;
 use crate::traffic::{TcpLoad, spawn_in};
 
 pub const IPERF_PORT: u16 = 5201;

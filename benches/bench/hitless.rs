@@ -1,4 +1,4 @@
-//! Hitless failover: the busy-link scenario (tests/it/busy.rs) with passive health on and off,
+//! Hitless failover: the busy-link scenario (tests/it/support/busy.rs) with passive health on and off,
 //! and how the daemon deletes 100,000 conntrack entries of a dead link.
 
 use std::time::Duration;
@@ -9,9 +9,9 @@ use crate::Options;
 use crate::busy::{self, BusyRun};
 use crate::checks::tcp_target;
 use crate::daemon::{Daemon, all_links, link_state, tracked};
-use crate::netns::{Loss, Topology};
 use crate::report::{Section, Target};
 use crate::router::Router;
+use crate::topology::{Loss, Topology};
 use crate::traffic::TcpLoad;
 
 /// Entries of the dead link deleted in the scale run (smoke: a few thousand).

@@ -7,13 +7,14 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use crate::Options;
+use crate::addr::{link_device, v6};
 use crate::checks::{servers, tcp_target, tcp6_target};
 use crate::dataplane::RATE_WORKERS;
 use crate::lbconfig::{Backend, Balance, LbConfig};
 use crate::measure::{self, ExecTrace, Invocation, Summary};
-use crate::netns::{Topology, link_device, v6};
 use crate::report::{Section, Target};
 use crate::router::path_str;
+use crate::topology::Topology;
 use crate::traffic::TcpLoad;
 
 /// Which configs an apply is measured with.

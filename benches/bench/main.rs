@@ -4,21 +4,11 @@
 //! `--smoke` runs one tiny iteration (2 links, a few hundred connections, seconds) that checks
 //! every measurement still works; `make test` runs it so the bench cannot rot.
 
+// The test fixtures, shared with tests/it; the bench uses a part of them and none of their tests.
 #[allow(dead_code, unused_imports)]
-#[path = "../../tests/it/busy.rs"]
-mod busy;
-#[allow(dead_code, unused_imports)]
-#[path = "../../tests/it/checks.rs"]
-mod checks;
-#[allow(dead_code, unused_imports)]
-#[path = "../../tests/it/lbconfig.rs"]
-mod lbconfig;
-#[allow(dead_code, unused_imports)]
-#[path = "../../tests/it/netns.rs"]
-mod netns;
-#[allow(dead_code, unused_imports)]
-#[path = "../../tests/it/traffic.rs"]
-mod traffic;
+#[path = "../../tests/it/support/mod.rs"]
+mod support;
+use support::{addr, busy, checks, lbconfig, netns, topology, traffic};
 
 mod apply_cost;
 mod balance;

@@ -8,8 +8,8 @@ use std::process::Command;
 use crate::Options;
 use crate::lbconfig::{Backend, Balance, LbConfig};
 use crate::measure::{self, Invocation, Summary};
-use crate::netns::Topology;
 use crate::router::{Router, path_str};
+use crate::topology::Topology;
 
 /// One nft invocation and its wall time.
 #[derive(Debug, Clone)]

@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::addr::{link_addr, link_device};
 use crate::checks::tcp_target;
 use crate::lbconfig::{Backend, Balance, LbConfig};
 use crate::measure::Invocation;
-use crate::netns::{RouterState, Topology, link_addr, link_device};
+use crate::topology::{RouterState, Topology};
 use crate::traffic::{Server, tcp_connections};
 
 /// The router's default /etc/iproute2/rt_tables, which the seed recipe appends to (in a private

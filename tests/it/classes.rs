@@ -11,12 +11,14 @@ use connmark_lb::explain::Facts;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::checks::{LinkLoad, tcp_target, tcp6_target, udp_target};
-use crate::e2e;
-use crate::failover::{Lab, tracked};
-use crate::lbconfig::{Backend, Balance, LbConfig};
-use crate::netns::{LAN_HOST, Loss, Netns, Topology, link_addr, srv_addr_towards, v6};
-use crate::traffic::{
+use crate::support::addr::{LAN_HOST, link_addr, srv_addr_towards, v6};
+use crate::support::checks::{LinkLoad, tcp_target, tcp6_target, udp_target};
+use crate::support::lab::DaemonLab;
+use crate::support::lab::Lab;
+use crate::support::lbconfig::{Backend, Balance, LbConfig, tracked};
+use crate::support::netns::Netns;
+use crate::support::topology::{Loss, Topology};
+use crate::support::traffic::{
     Bound, Server, spawn_in, tcp_bound_each, tcp_connections, tcp_from_each, udp_flows,
 };
 
@@ -67,7 +69,7 @@ fn facts(topo: &Topology) -> Facts {
 }
 
 /// `connmark-lb explain --json` on the router with the lab's config and state.
-fn explain(lab: &Lab, config: &LbConfig, query: &str) -> Value {
+fn explain(lab: &DaemonLab, config: &LbConfig, query: &str) -> Value {
     let file = lab.topo.write_config("lb", config);
     let mut args = vec!["explain", "--json", file.flag(), file.path_str()];
     args.extend(query.split_whitespace());
@@ -90,7 +92,7 @@ fn explained_link(answer: &Value) -> Option<usize> {
 }
 
 /// SIGHUP, then waits until the daemon logged that it reloaded.
-fn reload(lab: &mut Lab) {
+fn reload(lab: &DaemonLab) {
     let before = lab.daemon.log().matches("reloaded:").count();
     lab.daemon.signal(Signal::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -104,12 +106,12 @@ fn reload(lab: &mut Lab) {
     }
 }
 
-fn fail(lab: &mut Lab, link: usize) {
+fn fail(lab: &DaemonLab, link: usize) {
     lab.topo.add_loss(link, Loss::All);
     lab.daemon.wait_link(link, "down", DOWN_WITHIN);
 }
 
-fn heal(lab: &mut Lab, link: usize) {
+fn heal(lab: &DaemonLab, link: usize) {
     lab.topo.clear_loss(link);
     lab.daemon.wait_link(link, "up", DOWN_WITHIN);
 }
@@ -146,7 +148,7 @@ config rule 'rest'
 #[test]
 fn sticky_sources_keep_their_link() {
     let config = tracked(Backend::Nftables, 2, FAST).with_sections(STICKY);
-    let mut lab = Lab::new(&config);
+    let lab = DaemonLab::start(&config);
     let s = lan_sources(&lab.topo, 12);
     let (a, b, c, d, brief) = (s[0], s[1], s[10], s[11], s[4]);
     let mut sequence = Vec::new();
@@ -188,19 +190,19 @@ fn sticky_sources_keep_their_link() {
     assert_eq!(explained_link(&answer), Some(held));
 
     lab.topo.apply(&lab.topo.write_config("lb", &config));
-    reload(&mut lab);
+    reload(&lab);
     assert_eq!(
         links_of(&lab.topo, &[a, b, a, b]),
         [held, first_b, held, first_b]
     );
 
-    fail(&mut lab, held);
+    fail(&lab, held);
     let after = links_of(&lab.topo, &[a, b, a, b]);
     assert_eq!(
         after, [first_b; 4],
         "the dead link's source moves, the other stays"
     );
-    heal(&mut lab, held);
+    heal(&lab, held);
     assert_eq!(
         links_of(&lab.topo, &[a, b]),
         [first_b, first_b],
@@ -226,7 +228,7 @@ fn hash_moves_only_the_dead_links_sources() {
     let config = tracked(Backend::Nftables, 3, FAST)
         .with_option("globals", "balance", "hash")
         .with_option("wan3", "weight", "2");
-    let mut lab = Lab::new(&config);
+    let lab = DaemonLab::start(&config);
     let sources = lan_sources(&lab.topo, 200);
     let before = links_of(&lab.topo, &sources);
     let counts = (1..=3)
@@ -240,7 +242,7 @@ fn hash_moves_only_the_dead_links_sources() {
         assert!(answer["bucket"].as_u64().is_some_and(|b| b < 240));
     }
 
-    fail(&mut lab, 2);
+    fail(&lab, 2);
     let during = links_of(&lab.topo, &sources);
     let moved_healthy = before
         .iter()
@@ -259,7 +261,7 @@ fn hash_moves_only_the_dead_links_sources() {
         moved_to.contains(&1) && moved_to.contains(&3),
         "{moved_to:?}"
     );
-    heal(&mut lab, 2);
+    heal(&lab, 2);
     assert_eq!(
         links_of(&lab.topo, &sources),
         before,
@@ -373,7 +375,7 @@ fn resolve(ns: &Netns, server: Ipv4Addr, name: &'static str) -> bool {
 #[test]
 fn address_sets_filled_by_dnsmasq() {
     let config = tracked(Backend::Nftables, 2, FAST).with_sections(SETS);
-    let mut lab = Lab::new(&config);
+    let lab = DaemonLab::start(&config);
     let (static_member, resolved) = (
         Ipv4Addr::new(172, 31, 254, 1),
         Ipv4Addr::new(172, 31, 254, 7),
@@ -386,14 +388,15 @@ fn address_sets_filled_by_dnsmasq() {
         SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7100),
     );
     let to = |addr| SocketAddrV4::new(addr, 7100);
-    let via = |lab: &Lab, addr| link_of(&tcp_from_each(&lab.topo.lan, &[LAN_HOST], to(addr))[0]);
+    let via =
+        |lab: &DaemonLab, addr| link_of(&tcp_from_each(&lab.topo.lan, &[LAN_HOST], to(addr))[0]);
     assert_eq!(
         via(&lab, static_member),
         2,
         "a static member goes by the policy"
     );
     assert_eq!(
-        via(&lab, crate::netns::SERVICE),
+        via(&lab, crate::support::addr::SERVICE),
         1,
         "the rest by the default"
     );
@@ -439,11 +442,11 @@ fn address_sets_filled_by_dnsmasq() {
     assert_eq!(answer["decision"], "default", "{answer}");
 
     lab.topo.apply(&lab.topo.write_config("lb", &config));
-    reload(&mut lab);
-    fail(&mut lab, 2);
+    reload(&lab);
+    fail(&lab, 2);
     let answer = explain(&lab, &config, &format!("{LAN_HOST} {resolved} tcp 7100"));
     assert_eq!(answer["decision"], "unreachable", "{answer}");
-    heal(&mut lab, 2);
+    heal(&lab, 2);
     let held = facts(&lab.topo);
     for addr in [static_member, resolved] {
         assert!(held.contains("vpn_v4", addr.into()), "{addr} lost");
@@ -457,7 +460,7 @@ fn address_sets_filled_by_dnsmasq() {
 /// The router's own TCP connections and UDP flows spread over the links, sockets bound to a
 /// link's address or device keep it, and they fail over.
 fn router_traffic_spreads_and_fails_over(backend: Backend) {
-    let mut lab = Lab::new(&tracked(backend, 2, FAST));
+    let lab = DaemonLab::start(&tracked(backend, 2, FAST));
     let topo = &lab.topo;
     let tally = tcp_connections(&topo.router, tcp_target(), 100);
     assert_eq!(tally.failures, 0, "{:?}", tally.errors);
@@ -486,13 +489,13 @@ fn router_traffic_spreads_and_fails_over(backend: Backend) {
         "sockets bound to link 2's address or device, then to wan1, keep their link"
     );
 
-    fail(&mut lab, 2);
+    fail(&lab, 2);
     let tally = tcp_connections(&lab.topo.router, tcp_target(), 40);
     assert_eq!(tally.failures, 0, "{:?}", tally.errors);
     assert_eq!(tally.count(link_addr(1)), 40, "{tally:?}");
     let tally = udp_flows(&lab.topo.router, udp_target(), 40, 32000);
     assert_eq!(tally.count(link_addr(1)), 40, "{tally:?}");
-    heal(&mut lab, 2);
+    heal(&lab, 2);
     let tally = tcp_connections(&lab.topo.router, tcp_target(), 40);
     assert_eq!(tally.count(link_addr(2)), 20, "{tally:?}");
 }
@@ -549,7 +552,7 @@ fn ipv6_sources_stick_and_hash() {
     let config = LbConfig::new(Backend::Nftables, Balance::RoundRobin, &[1, 1])
         .with_ipv6(&[1, 1])
         .with_sections(DUAL_CLASSES);
-    let lab = e2e::Lab::new(&config);
+    let lab = Lab::applied(&config);
     let topo = &lab.topo;
     let sources: Vec<Ipv6Addr> = (0x10..0x30)
         .map(|i| Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, i))

@@ -7,11 +7,13 @@
 
 use std::net::SocketAddr;
 
-use crate::checks::{LinkLoad, tcp_target, tcp6_target, udp6_target};
-use crate::e2e::Lab;
-use crate::lbconfig::{Backend, Balance, LbConfig};
-use crate::netns::{IspCounters, RouterState, Topology, v6};
-use crate::traffic::{Server, icmp6_echoes, tcp_connections, tcp_connections_from, udp_flows_from};
+use crate::support::addr::v6;
+use crate::support::checks::{LinkLoad, tcp_target, tcp6_target, udp6_target};
+use crate::support::icmp::icmp6_echoes;
+use crate::support::lab::Lab;
+use crate::support::lbconfig::{Backend, Balance, LbConfig};
+use crate::support::topology::{IspCounters, RouterState, Topology};
+use crate::support::traffic::{Server, tcp_connections, tcp_connections_from, udp_flows_from};
 
 /// A port of a service running on the router itself.
 const ROUTER_SERVICE_PORT: u16 = 7100;
@@ -52,7 +54,7 @@ fn accept_ra(topo: &Topology) -> Vec<String> {
 /// UDP and ICMPv6, delegated-prefix hosts pinned to their link un-NATed, nothing ever sent the
 /// wrong way; IPv6 forwarding turned on, `accept_ra` never touched.
 fn ipv6_balanced_with_nat66_and_prefixes_pinned(backend: Backend) {
-    let lab = Lab::new(&dual_stack(backend, &[1, 1]));
+    let lab = Lab::applied(&dual_stack(backend, &[1, 1]));
     let topo = &lab.topo;
     assert_eq!(sysctl(topo, "net.ipv6.conf.all.forwarding"), "1");
     let name = backend.name();
@@ -137,7 +139,7 @@ fn ipv6_balanced_with_nat66_and_prefixes_pinned(backend: Backend) {
 /// Connections from the server to a service of the router on its link-2 IPv6 address are
 /// answered via link 2, although the router's IPv6 default route points to link 1.
 fn inbound_ipv6_is_answered_by_its_link(backend: Backend) {
-    let lab = Lab::new(&dual_stack(backend, &[1, 1]));
+    let lab = Lab::applied(&dual_stack(backend, &[1, 1]));
     let topo = &lab.topo;
     let service = SocketAddr::new(v6::link_addr(2).into(), ROUTER_SERVICE_PORT);
     let _router_service = Server::tcp(&topo.router, service);

@@ -4,35 +4,16 @@
 use std::fs;
 use std::net::SocketAddrV4;
 
-use crate::checks::{LinkLoad, SynLossOutcome, servers, syn_loss_outcome, tcp_target, udp_target};
-use crate::lbconfig::{Backend, Balance, ConfigFile, Format, LbConfig};
-use crate::netns::{RouterState, SERVICE, Topology, link_addr, srv_addr_towards};
-use crate::traffic::{Server, TcpLoad, icmp_echoes, tcp_connections, tcp_stream, udp_flows};
+use crate::support::addr::{SERVICE, link_addr, srv_addr_towards};
+use crate::support::checks::{LinkLoad, SynLossOutcome, syn_loss_outcome, tcp_target, udp_target};
+use crate::support::icmp::icmp_echoes;
+use crate::support::lab::Lab;
+use crate::support::lbconfig::{Backend, Balance, Format, LbConfig};
+use crate::support::topology::{RouterState, Topology};
+use crate::support::traffic::{Server, TcpLoad, tcp_connections, tcp_stream, udp_flows};
 
 /// A port of a service running on the router itself.
 const ROUTER_SERVICE_PORT: u16 = 7100;
-
-/// A topology whose server answers TCP and UDP, with connmark-lb applied on the router.
-/// Field order matters: the servers stop before the namespaces go.
-pub struct Lab {
-    _servers: Vec<Server>,
-    pub config: ConfigFile,
-    pub topo: Topology,
-}
-
-impl Lab {
-    pub fn new(config: &LbConfig) -> Lab {
-        let topo = Topology::for_config(config);
-        let servers = servers(&topo);
-        let config = topo.write_config("lb", config);
-        topo.apply(&config);
-        Lab {
-            _servers: servers,
-            config,
-            topo,
-        }
-    }
-}
 
 /// The first `links` weights of 1:1:2 (2 links: 1:1, 3 links: 1:1:2).
 fn weights(links: usize) -> &'static [u32] {
@@ -88,7 +69,7 @@ fn tcp_balance(backend: Backend, balance: Balance, links: usize, connections: us
     if balance == Balance::Random {
         config = config.default_lan();
     }
-    let lab = Lab::new(&config);
+    let lab = Lab::applied(&config);
     let tally = tcp_connections(&lab.topo.lan, tcp_target(), connections);
     assert_eq!(
         tally.failures, 0,
@@ -130,7 +111,7 @@ fn tcp_three_links_random(backend: Backend) {
 /// UDP flows (distinct source ports) and ICMP echoes (distinct identifiers) are new conntrack
 /// flows too and must be spread like TCP connections.
 fn udp_and_icmp_balanced(backend: Backend) {
-    let lab = Lab::new(&LbConfig::new(backend, Balance::RoundRobin, weights(3)));
+    let lab = Lab::applied(&LbConfig::new(backend, Balance::RoundRobin, weights(3)));
     let tally = udp_flows(&lab.topo.lan, udp_target(), 1000, 20000);
     assert_eq!(tally.failures, 0, "udp flows failed: {:?}", tally.errors);
     LinkLoad::from_tally(&lab.topo, &tally).assert_shares(
@@ -159,7 +140,7 @@ fn udp_and_icmp_balanced(backend: Backend) {
 /// A 1000-message conversation on one connection: every packet must leave by the same link
 /// (ISP counters), nothing may be dropped as spoofed, and the server sees one address.
 fn long_stream_stays_on_its_link(backend: Backend) {
-    let lab = Lab::new(&LbConfig::new(backend, Balance::RoundRobin, weights(2)));
+    let lab = Lab::applied(&LbConfig::new(backend, Balance::RoundRobin, weights(2)));
     let topo = &lab.topo;
     let before = topo.all_isp_counters();
     let report =
@@ -198,7 +179,7 @@ fn long_stream_stays_on_its_link(backend: Backend) {
 /// Every ISP drops the first SYN of each connection: the retransmitted SYN is still NEW, and
 /// must keep the link its connection already has (its NAT binding uses that link's address).
 fn lost_syn_retransmit_keeps_its_link(backend: Backend) {
-    let lab = Lab::new(&LbConfig::new(backend, Balance::RoundRobin, weights(2)));
+    let lab = Lab::applied(&LbConfig::new(backend, Balance::RoundRobin, weights(2)));
     let SynLossOutcome { tally, isp } = syn_loss_outcome(&lab.topo, 15);
     assert_eq!(
         tally.failures, 0,
@@ -229,7 +210,7 @@ fn lost_syn_retransmit_keeps_its_link(backend: Backend) {
 /// Connections from the server side to a service of the router on link 2's address must be
 /// answered via link 2, although the router's main default route points to link 1.
 fn inbound_replies_leave_by_their_link(backend: Backend) {
-    let lab = Lab::new(&LbConfig::new(backend, Balance::RoundRobin, weights(2)));
+    let lab = Lab::applied(&LbConfig::new(backend, Balance::RoundRobin, weights(2)));
     let topo = &lab.topo;
     let mut tallies = Vec::new();
     for link in [2, 1] {
@@ -291,7 +272,7 @@ fn assert_ours_present(backend: Backend, state: &RouterState, links: usize) {
 
 /// Applying three times leaves exactly what one apply left.
 fn apply_three_times_equals_once(backend: Backend) {
-    let lab = Lab::new(&LbConfig::new(backend, Balance::RoundRobin, weights(3)));
+    let lab = Lab::applied(&LbConfig::new(backend, Balance::RoundRobin, weights(3)));
     let once = lab.topo.router_state();
     assert_ours_present(backend, &once, 3);
     lab.topo.apply(&lab.config);
@@ -310,7 +291,7 @@ fn apply_three_times_equals_once(backend: Backend) {
 /// Re-applying with a link fewer removes that link's chains, ip rules and route (nothing stale
 /// stays behind), and the remaining links are balanced.
 fn fewer_links_leave_nothing_stale(backend: Backend) {
-    let lab = Lab::new(&LbConfig::new(backend, Balance::RoundRobin, weights(3)));
+    let lab = Lab::applied(&LbConfig::new(backend, Balance::RoundRobin, weights(3)));
     assert_ours_present(backend, &lab.topo.router_state(), 3);
     let two = lab.topo.write_config(
         "two",
@@ -344,7 +325,7 @@ fn fewer_links_leave_nothing_stale(backend: Backend) {
 /// applied state are byte-identical to before, and traffic still flows.
 fn failed_apply_restores_previous_rules(backend: Backend) {
     let good = LbConfig::new(backend, Balance::RoundRobin, weights(2));
-    let lab = Lab::new(&good);
+    let lab = Lab::applied(&good);
     let topo = &lab.topo;
     let before = Snapshot::take(topo);
     let refused = topo.write_config(
@@ -373,7 +354,7 @@ fn failed_apply_restores_previous_rules(backend: Backend) {
 /// changes the live rules, ip rules, routes or applied state by a single byte.
 fn check_and_bad_config_change_nothing(backend: Backend) {
     let good = LbConfig::new(backend, Balance::RoundRobin, weights(2));
-    let lab = Lab::new(&good);
+    let lab = Lab::applied(&good);
     let topo = &lab.topo;
     let before = Snapshot::take(topo);
 
@@ -431,7 +412,7 @@ fn check_and_bad_config_change_nothing(backend: Backend) {
 /// Re-applying 10 times while at least 3000 short connections run: none may fail, and no
 /// packet may leave by a wrong link during the swaps.
 fn reapply_during_traffic_loses_nothing(backend: Backend) {
-    let lab = Lab::new(&LbConfig::new(backend, Balance::RoundRobin, weights(2)));
+    let lab = Lab::applied(&LbConfig::new(backend, Balance::RoundRobin, weights(2)));
     let topo = &lab.topo;
     let before = topo.all_isp_counters();
     let load = TcpLoad::start(&topo.lan, tcp_target(), 4, 50_000);
@@ -640,7 +621,7 @@ fn switching_backend_replaces_the_old_rules(backend: Backend) {
         Backend::Nftables => Backend::Iptables,
         Backend::Iptables => Backend::Nftables,
     };
-    let lab = Lab::new(&LbConfig::new(other, Balance::RoundRobin, weights(2)));
+    let lab = Lab::applied(&LbConfig::new(other, Balance::RoundRobin, weights(2)));
     let topo = &lab.topo;
     let config = topo.write_config(
         "switched",

@@ -10,10 +10,10 @@
 
 use std::path::PathBuf;
 
-use crate::checks::{LinkLoad, servers, tcp_target};
-use crate::lbconfig::{Backend, Balance, LbConfig};
-use crate::netns::Topology;
-use crate::traffic::tcp_connections;
+use crate::support::checks::{LinkLoad, servers, tcp_target};
+use crate::support::lbconfig::{Backend, Balance, LbConfig};
+use crate::support::topology::Topology;
+use crate::support::traffic::tcp_connections;
 
 const WEIGHTS: [u32; 2] = [1, 2];
 

@@ -4,25 +4,25 @@
 //! which links are in use. Detection and recovery are measured from the moment the ISP rule
 //! changes to the first new connection that behaves accordingly, and printed as FIGURE lines.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::busy;
-use crate::checks::{LinkLoad, servers, tcp_target};
-use crate::lbconfig::{Backend, Balance, ConfigFile, LbConfig};
-use crate::netns::{Loss, SERVICE, Topology, link_addr, link_device};
-use crate::traffic::{Server, spawn_in, tcp_connections};
+use crate::support::addr::link_addr;
+use crate::support::busy;
+use crate::support::checks::{LinkLoad, tcp_target};
+use crate::support::daemon::{SLACK, Timing};
+use crate::support::lab::DaemonLab;
+use crate::support::lbconfig::{Backend, Balance, LbConfig, tracked};
+use crate::support::topology::{Loss, Topology};
+use crate::support::traffic::{spawn_in, tcp_connections};
 
 /// New connections are started this far apart while a change is measured.
 const SPACING: Duration = Duration::from_millis(25);
@@ -30,227 +30,6 @@ const SPACING: Duration = Duration::from_millis(25);
 const ATTEMPT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A connection whose handshake took longer lost its first SYN: it was sent to a dead link.
 const SLOW_CONNECT: Duration = Duration::from_millis(500);
-/// What measured detection and recovery times may exceed the configured bound by: rule
-/// update, connection spacing and scheduling on a busy machine.
-pub const SLACK: Duration = Duration::from_millis(500);
-
-/// `connmark-lb run` inside the router; stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct Daemon {
-    child: Child,
-    log: PathBuf,
-    status: PathBuf,
-}
-
-impl Daemon {
-    /// Starts the daemon with `config`, the test's state dir and `hook` as its event script,
-    /// and waits until it has written its first status.
-    fn start(topo: &Topology, config: &ConfigFile, hook: &PathBuf) -> Daemon {
-        let log = topo.dir.path().join("daemon.log");
-        let stderr = File::create(&log).expect("daemon log file");
-        let child = topo
-            .router
-            .command(env!("CARGO_BIN_EXE_connmark-lb"))
-            .args(["run", config.flag(), config.path_str(), "--state-dir"])
-            .arg(topo.state_dir())
-            .arg("--hook")
-            .arg(hook)
-            .stdin(Stdio::null())
-            // Events go to stdout, errors to stderr: the log holds both, in order.
-            .stdout(stderr.try_clone().expect("daemon log file"))
-            .stderr(stderr)
-            .spawn()
-            .expect("start connmark-lb run");
-        let mut daemon = Daemon {
-            child,
-            log,
-            status: topo.state_dir().join("status.json"),
-        };
-        daemon.wait_for("the first status.json", Duration::from_secs(10), |_| true);
-        daemon
-    }
-
-    /// The parsed status.json, if it is there.
-    pub fn status(&self) -> Option<Value> {
-        let text = std::fs::read_to_string(&self.status).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    /// The status entry of link `link` (1-based).
-    pub fn link(&self, link: usize) -> Value {
-        let status = self.status().expect("status.json");
-        status["links"][link - 1].clone()
-    }
-
-    /// Polls status.json every 10 ms until `done` holds; fails when the daemon exits or
-    /// `timeout` passes. Returns how long it took.
-    pub fn wait_for(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        done: impl Fn(&Value) -> bool,
-    ) -> Duration {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.status() {
-                if done(&status) {
-                    return started.elapsed();
-                }
-            }
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                panic!(
-                    "daemon exited with {exit} waiting for {what}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "timed out after {timeout:?} waiting for {what}; status {:?}\n{}",
-                self.status(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Waits until every link reports `state` and, if it is tracked, answered probes in its
-    /// last round (when `state` is up) or lost them all (when down).
-    pub fn wait_all(&mut self, state: &str, timeout: Duration) -> Duration {
-        let loss = if state == "up" { 0 } else { 100 };
-        self.wait_for(&format!("every link {state}"), timeout, |s| {
-            s["links"].as_array().is_some_and(|links| {
-                links.iter().all(|l| {
-                    l["state"] == state && (l["tracked"] == false || l["loss_percent"] == loss)
-                })
-            })
-        })
-    }
-
-    /// Waits until link `link` reports `state`.
-    pub fn wait_link(&mut self, link: usize, state: &str, timeout: Duration) -> Duration {
-        self.wait_for(&format!("link {link} {state}"), timeout, |s| {
-            s["links"][link - 1]["state"] == state
-        })
-    }
-
-    fn pid(&self) -> Pid {
-        let status = self.status().expect("status.json");
-        let pid = status["pid"].as_i64().expect("pid in status.json");
-        Pid::from_raw(i32::try_from(pid).expect("pid fits"))
-    }
-
-    pub fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).expect("signal the daemon");
-    }
-
-    /// Waits (bounded) for the daemon to exit.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(exit) = self.child.try_wait().expect("wait for the daemon") {
-                return exit;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Waits (bounded) until the log holds `text`.
-    pub fn wait_log(&self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the log never said {text:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Everything the daemon logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = Pid::from_raw(self.child.id() as i32);
-            let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("=== daemon log:\n{}", self.log());
-        }
-    }
-}
-
-/// A topology with TCP and UDP servers and the daemon running on the router. Field order
-/// matters: the daemon stops first, then the servers, then the namespaces go.
-pub struct Lab {
-    pub daemon: Daemon,
-    _servers: Vec<Server>,
-    /// Lines `ACTION INTERFACE DEVICE $1 $2` written by the hook script.
-    hook_log: PathBuf,
-    pub topo: Topology,
-}
-
-impl Lab {
-    pub fn new(config: &LbConfig) -> Lab {
-        let topo = Topology::for_config(config);
-        let servers = servers(&topo);
-        let hook_log = topo.dir.path().join("hook.log");
-        let hook = topo.dir.write(
-            "connmark-lb.user",
-            &format!(
-                "echo \"$ACTION $INTERFACE $DEVICE $1 $2\" >> {}\n",
-                hook_log.display()
-            ),
-        );
-        let config = topo.write_config("lb", config);
-        let mut daemon = Daemon::start(&topo, &config, &hook);
-        daemon.wait_all("up", Duration::from_secs(10));
-        Lab {
-            daemon,
-            _servers: servers,
-            hook_log,
-            topo,
-        }
-    }
-
-    pub fn hook_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.hook_log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-/// `links` links of weight 1, each tracking the server, with `options` on every link.
-pub fn tracked(backend: Backend, links: usize, options: &[(&str, &str)]) -> LbConfig {
-    let mut config = LbConfig::new(backend, Balance::RoundRobin, &vec![1; links]);
-    for link in 1..=links {
-        config = config.with_option(&link_device(link), "track_ip", &SERVICE.to_string());
-        for (option, value) in options {
-            config = config.with_option(&link_device(link), option, value);
-        }
-    }
-    config
-}
 
 /// The link whose SNAT address is `addr`.
 fn link_of(addr: Ipv4Addr) -> Option<usize> {
@@ -326,32 +105,9 @@ fn one_attempt() -> Attempt {
     }
 }
 
-/// The health options of one measured configuration and the bounds they promise (see
-/// src/daemon/health.rs).
-pub struct Timing {
-    pub interval: Duration,
-    pub failure_interval: Duration,
-    pub timeout: Duration,
-    pub down: u32,
-    pub up: u32,
-}
-
-impl Timing {
-    /// A failing round waits 0.3 s here (three round trips are far less).
-    pub fn detection_bound(&self) -> Duration {
-        let failing = self.failure_interval.max(Duration::from_millis(300));
-        self.interval + self.timeout + failing * (self.down - 1)
-    }
-
-    /// Without the round trip time, which is well under a millisecond here.
-    pub fn recovery_bound(&self) -> Duration {
-        self.interval.max(self.timeout) + self.interval * (self.up - 1)
-    }
-}
-
 /// Link 2 fails silently, then heals; returns (detection, recovery) and checks that 200 new
 /// connections after detection all succeed on the live link.
-fn fail_and_heal_link_2(lab: &mut Lab, timing: &Timing, what: &str) -> (Duration, Duration) {
+fn fail_and_heal_link_2(lab: &DaemonLab, timing: &Timing, what: &str) -> (Duration, Duration) {
     let topo = &lab.topo;
     let settle = timing.detection_bound() + SLACK + Duration::from_secs(2);
     let (failed_at, attempts) = attempts_around(
@@ -420,14 +176,8 @@ fn fail_and_heal_link_2(lab: &mut Lab, timing: &Timing, what: &str) -> (Duration
         recovery.as_secs_f64(),
         timing.recovery_bound().as_secs_f64()
     );
-    assert!(
-        detection <= timing.detection_bound() + SLACK,
-        "{what}: detection took {detection:?}"
-    );
-    assert!(
-        recovery <= timing.recovery_bound() + SLACK,
-        "{what}: recovery took {recovery:?}"
-    );
+    timing.assert_detection(what, detection);
+    timing.assert_recovery(what, recovery);
     (detection, recovery)
 }
 
@@ -446,16 +196,8 @@ impl LongConnection {
         let thread = spawn_in(&topo.lan, move || {
             let mut stream = None;
             for _ in 0..4 {
-                let candidate =
-                    TcpStream::connect_timeout(&tcp_target().into(), Duration::from_secs(2))
-                        .map_err(|e| format!("connect: {e}"))?;
-                candidate
-                    .set_read_timeout(Some(Duration::from_secs(3)))
-                    .map_err(|e| e.to_string())?;
-                let mut greeting = String::new();
-                BufReader::new(&candidate)
-                    .read_line(&mut greeting)
-                    .map_err(|e| format!("greeting: {e}"))?;
+                let (_, candidate, greeting) =
+                    busy::greeted(tcp_target(), Duration::from_secs(2), Duration::from_secs(3))?;
                 if greeting.trim() == link_addr(1).to_string() {
                     stream = Some(candidate);
                     break;
@@ -501,16 +243,10 @@ impl LongConnection {
 #[test]
 fn silent_failure_with_defaults_is_detected_and_healed() {
     // Passive health off: this measures the probes alone (tests/it/hitless.rs has both).
-    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[("passive", "0")]));
+    let lab = DaemonLab::start(&tracked(Backend::Nftables, 2, &[("passive", "0")]));
     let long = LongConnection::on_link_1(&lab.topo);
-    let timing = Timing {
-        interval: Duration::from_secs(1),
-        failure_interval: Duration::from_millis(300),
-        timeout: Duration::from_secs(1),
-        down: 3,
-        up: 5,
-    };
-    fail_and_heal_link_2(&mut lab, &timing, "defaults");
+    let timing = Timing::with_interval(Duration::from_secs(1));
+    fail_and_heal_link_2(&lab, &timing, "defaults");
 
     let (answered, peers) = long.finish();
     assert!(answered > 50, "only {answered} answers");
@@ -525,15 +261,13 @@ fn silent_failure_with_defaults_is_detected_and_healed() {
         "the hook ran once per change, with the event in env and arguments"
     );
     let log = lab.daemon.log();
-    for line in [
+    lab.daemon.assert_logged(&[
         "wan2 (wan2): up -> failing (0/1 targets answered, 100% lost)",
         "wan2 (wan2): failing -> down (0/1 targets answered, 100% lost); new connections avoid it",
         "wan2: deleting its conntrack entries (disconnected)",
         "wan2 (wan2): down -> recovering (1/1 targets answered, 0% lost)",
         "wan2 (wan2): recovering -> up (1/1 targets answered, 0% lost); new connections use it again",
-    ] {
-        assert!(log.contains(line), "log lacks {line:?}:\n{log}");
-    }
+    ]);
     assert!(
         !log.contains("wan1 (wan1):"),
         "link 1 never changed:\n{log}"
@@ -542,19 +276,13 @@ fn silent_failure_with_defaults_is_detected_and_healed() {
 
 #[test]
 fn silent_failure_with_half_second_interval() {
-    let mut lab = Lab::new(&tracked(
+    let lab = DaemonLab::start(&tracked(
         Backend::Nftables,
         2,
         &[("interval", "0.5"), ("passive", "0")],
     ));
-    let timing = Timing {
-        interval: Duration::from_millis(500),
-        failure_interval: Duration::from_millis(300),
-        timeout: Duration::from_millis(500),
-        down: 3,
-        up: 5,
-    };
-    fail_and_heal_link_2(&mut lab, &timing, "interval 0.5 s");
+    let timing = Timing::with_interval(Duration::from_millis(500));
+    fail_and_heal_link_2(&lab, &timing, "interval 0.5 s");
 }
 
 /// A link without `track_ip` is up exactly while its device is: taking the router's device
@@ -562,7 +290,7 @@ fn silent_failure_with_half_second_interval() {
 /// its route and its share.
 #[test]
 fn untracked_link_follows_its_device() {
-    let mut lab = Lab::new(&LbConfig::new(
+    let lab = DaemonLab::start(&LbConfig::new(
         Backend::Nftables,
         Balance::RoundRobin,
         &[1, 1],
@@ -583,13 +311,10 @@ fn untracked_link_follows_its_device() {
         &[1, 1],
         2.0,
     );
-    let log = lab.daemon.log();
-    for line in [
+    lab.daemon.assert_logged(&[
         "wan2 (wan2): up -> down (device down); new connections avoid it",
         "wan2 (wan2): down -> up (device up); new connections use it again",
-    ] {
-        assert!(log.contains(line), "log lacks {line:?}:\n{log}");
-    }
+    ]);
     assert_eq!(
         lab.hook_lines(),
         [
@@ -621,7 +346,7 @@ fn lan_entries_per_link(topo: &Topology) -> Vec<usize> {
 #[test]
 fn only_the_dead_links_conntrack_entries_are_deleted() {
     let config = tracked(Backend::Nftables, 3, &[]).with_option("wan3", "flush_conntrack", "never");
-    let mut lab = Lab::new(&config);
+    let lab = DaemonLab::start(&config);
     let topo = &lab.topo;
     let tally = tcp_connections(&topo.lan, tcp_target(), 30);
     assert_eq!(tally.failures, 0, "{:?}", tally.errors);
@@ -658,7 +383,7 @@ fn only_the_dead_links_conntrack_entries_are_deleted() {
 
 #[test]
 fn twenty_percent_loss_does_not_flap_with_defaults() {
-    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    let lab = DaemonLab::start(&tracked(Backend::Nftables, 2, &[]));
     lab.topo.add_loss(2, Loss::Percent(20));
     let before = lab.topo.isp_counters(2);
     let run = Duration::from_secs(20);
@@ -705,7 +430,7 @@ fn refused_fast(topo: &Topology) -> (std::io::ErrorKind, Duration) {
 /// Every link dies: the implicit policy's `last_resort unreachable` answers new connections
 /// at once; when the links come back, new connections are balanced again.
 fn all_links_down_then_back(backend: Backend) {
-    let mut lab = Lab::new(&tracked(backend, 2, &[]));
+    let lab = DaemonLab::start(&tracked(backend, 2, &[]));
     for link in 1..=2 {
         lab.topo.add_loss(link, Loss::All);
     }
@@ -754,7 +479,7 @@ fn all_links_down_iptables() {
 /// leaves the rules; status.json goes with the daemon.
 #[test]
 fn reload_keeps_health_and_sigterm_keeps_the_rules() {
-    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    let lab = DaemonLab::start(&tracked(Backend::Nftables, 2, &[]));
     lab.topo.add_loss(2, Loss::All);
     lab.daemon.wait_link(2, "down", Duration::from_secs(10));
     let down_since = lab.daemon.link(2)["last_change"].clone();
@@ -816,7 +541,7 @@ fn proc_status_kb(pid: Pid, field: &str) -> u64 {
 /// Four links probed every second: the daemon's memory and CPU over a bounded run.
 #[test]
 fn footprint_tracking_four_links() {
-    let mut lab = Lab::new(&tracked(Backend::Nftables, 4, &[]));
+    let lab = DaemonLab::start(&tracked(Backend::Nftables, 4, &[]));
     let pid = lab.daemon.pid();
     let run = Duration::from_secs(20);
     let cpu_before = busy::cpu_time(pid.as_raw());

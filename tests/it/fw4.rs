@@ -7,11 +7,12 @@
 //! This kernel has no flowtable support, so `flow_offloading` rulesets cannot load here (see
 //! the README on flow offloading).
 
-use crate::checks::{LinkLoad, servers, tcp_target};
-use crate::lbconfig::{Backend, Balance, LbConfig};
-use crate::netns::{Netns, Topology};
-use crate::owrt::{Stack, netifd_name, network_config};
-use crate::traffic::{spawn_in, tcp_connections};
+use crate::support::checks::{LinkLoad, servers, tcp_target};
+use crate::support::lbconfig::{Backend, Balance, LbConfig};
+use crate::support::netns::Netns;
+use crate::support::owrt::{Stack, netifd_name, network_config};
+use crate::support::topology::Topology;
+use crate::support::traffic::{spawn_in, tcp_connections};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 

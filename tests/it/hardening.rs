@@ -8,10 +8,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::checks::tcp_target;
-use crate::lbconfig::{Backend, Balance, LbConfig};
-use crate::netns::{RouterState, Topology, link_addr};
-use crate::traffic::{Server, tcp_connections};
+use crate::support::addr::link_addr;
+use crate::support::checks::tcp_target;
+use crate::support::daemon::Daemon;
+use crate::support::lbconfig::{Backend, Balance, LbConfig};
+use crate::support::topology::{RouterState, Topology};
+use crate::support::traffic::{Server, tcp_connections};
 
 const LB: &str = env!("CARGO_BIN_EXE_connmark-lb");
 
@@ -30,7 +32,7 @@ fn lb_sh(topo: &Topology, shell: &str, args: &[&str], state_dir: &Path) -> Outpu
         .args(args)
         .arg("--state-dir")
         .arg(state_dir);
-    crate::netns::run_command(&mut command, None)
+    crate::support::process::run_command(&mut command, None)
 }
 
 fn stderr(output: &Output) -> String {
@@ -48,16 +50,6 @@ fn assert_failed(output: &Output, code: i32, needle: &str) {
 fn assert_unchanged(topo: &Topology, before: &RouterState, what: &str) {
     if let Some(diff) = before.differences(&topo.router_state()) {
         panic!("{what} changed the router:\n{diff}");
-    }
-}
-
-/// A child process killed and reaped when dropped, also when the test fails.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -100,48 +92,14 @@ fn assert_state(topo: &Topology, expected: &RouterState, what: &str) {
     }
 }
 
-/// `connmark-lb args --state-dir <the test's>` in the router.
-fn lb_command(topo: &Topology, args: &[&str]) -> Command {
-    let mut command = topo.router.command(LB);
-    command.args(args).arg("--state-dir").arg(topo.state_dir());
-    command
-}
-
 /// Starts `connmark-lb args` in the router without waiting.
 fn spawn_lb(topo: &Topology, args: &[&str]) -> std::process::Child {
-    lb_command(topo, args)
+    topo.lb_command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start connmark-lb")
-}
-
-/// Starts `command` (a `connmark-lb run`) with its stderr in `log` and waits for its first
-/// status.json.
-fn start_daemon(topo: &Topology, mut command: Command, log: &Path) -> Reaped {
-    let mut daemon = Reaped(
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).expect("log"))
-            .spawn()
-            .expect("start the daemon"),
-    );
-    let status_file = topo.state_dir().join("status.json");
-    let started = Instant::now();
-    while !status_file.exists() {
-        let exited = daemon.0.try_wait().expect("wait").is_some();
-        let log = || std::fs::read_to_string(log).unwrap_or_default();
-        assert!(!exited, "the daemon exited: {}", log());
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no status.json: {}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    daemon
 }
 
 /// Three applies at once, many rounds, alternating 2 and 3 links, every third round from a
@@ -212,10 +170,9 @@ fn daemon_reloads_and_applies_are_serialised() {
     topo.apply(&c);
     let expected = sorted_state(&topo);
     topo.stop();
-    let log = topo.dir.path().join("daemon.err");
-    let run = lb_command(&topo, &["run", c.flag(), c.path_str()]);
-    let mut daemon = start_daemon(&topo, run, &log);
-    let pid = Pid::from_raw(daemon.0.id() as i32);
+    let run = topo.lb_command(&["run", c.flag(), c.path_str()]);
+    let daemon = Daemon::start(&topo, run, topo.dir.path().join("daemon.err"));
+    let pid = Pid::from_raw(daemon.child_pid() as i32);
     for round in 0..30 {
         kill(pid, Signal::SIGHUP).expect("SIGHUP");
         let args = ["apply", c.flag(), c.path_str()];
@@ -245,16 +202,16 @@ fn daemon_reloads_and_applies_are_serialised() {
         drop(lock);
     }
     assert!(
-        daemon.0.try_wait().expect("wait").is_none(),
+        daemon.child().try_wait().expect("wait").is_none(),
         "the daemon exited"
     );
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
     wait_within(
-        &mut daemon.0,
+        &mut daemon.child(),
         Duration::from_secs(10),
         "the daemon did not stop",
     );
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = daemon.log();
     assert!(!text.contains("reload failed"), "{text}");
     assert!(!text.contains("updating the rules failed"), "{text}");
 }
@@ -377,7 +334,7 @@ fn unwritable_state_dir_changes_nothing() {
         .arg(format!("{mount} exec \"$0\" \"$@\""))
         .arg(LB)
         .args(["apply", c.flag(), c.path_str(), "--state-dir", ro_str]);
-    let output = crate::netns::run_command(&mut command, None);
+    let output = crate::support::process::run_command(&mut command, None);
     assert_failed(&output, 1, "Read-only");
     assert_unchanged(&topo, &pristine, "apply with a read-only state dir");
 }
@@ -431,14 +388,13 @@ fn state_files_are_private_and_never_followed() {
 fn status_of_a_dead_daemon_exits_1() {
     let topo = Topology::new(2);
     let c = topo.write_config("lb", &config(Backend::Nftables, &[1, 1]));
-    let log = topo.dir.path().join("daemon.err");
-    let run = lb_command(&topo, &["run", c.flag(), c.path_str()]);
-    let mut daemon = start_daemon(&topo, run, &log);
+    let run = topo.lb_command(&["run", c.flag(), c.path_str()]);
+    let daemon = Daemon::start(&topo, run, topo.dir.path().join("daemon.err"));
     let status_file = topo.state_dir().join("status.json");
     let output = topo.lb(&["status"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    daemon.0.kill().expect("kill -9 the daemon");
-    daemon.0.wait().expect("reap the daemon");
+    daemon.child().kill().expect("kill -9 the daemon");
+    daemon.child().wait().expect("reap the daemon");
     assert!(status_file.exists(), "kill -9 leaves status.json behind");
     let output = topo.lb(&["status"]);
     assert_failed(&output, 1, "not running");
@@ -500,7 +456,7 @@ fn bad_input_exits_2_with_a_bounded_printable_message() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let run = |args: &[&str]| {
         let started = Instant::now();
-        let output = crate::netns::run_command(Command::new(LB).args(args), None);
+        let output = crate::support::process::run_command(Command::new(LB).args(args), None);
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{args:?} took too long"
@@ -579,7 +535,10 @@ fn a_hung_tool_is_killed_and_reported() {
     use nix::unistd::Pid;
     let topo = Topology::new(2);
     let c = topo.write_config("lb", &config(Backend::Nftables, &[1, 1]));
-    let real = crate::netns::run_command(Command::new("sh").args(["-c", "command -v nft"]), None);
+    let real = crate::support::process::run_command(
+        Command::new("sh").args(["-c", "command -v nft"]),
+        None,
+    );
     let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
     assert!(real.starts_with('/'), "nft not found: {real:?}");
     let bin = topo.dir.path().join("bin");
@@ -601,7 +560,7 @@ fn a_hung_tool_is_killed_and_reported() {
         std::env::var("PATH").unwrap_or_default()
     );
     let lb = |args: &[&str]| {
-        let mut command = lb_command(&topo, args);
+        let mut command = topo.lb_command(args);
         command.env("PATH", &path);
         command
     };
@@ -627,20 +586,23 @@ fn a_hung_tool_is_killed_and_reported() {
     assert_unchanged(&topo, &pristine, "a killed apply");
 
     std::fs::remove_file(&trigger).expect("untrigger");
-    let log = topo.dir.path().join("daemon.err");
-    let mut daemon = start_daemon(&topo, lb(&["run", c.flag(), c.path_str()]), &log);
+    let daemon = Daemon::start(
+        &topo,
+        lb(&["run", c.flag(), c.path_str()]),
+        topo.dir.path().join("daemon.err"),
+    );
     std::fs::write(&trigger, "").expect("trigger");
-    let pid = Pid::from_raw(daemon.0.id() as i32);
+    let pid = Pid::from_raw(daemon.child_pid() as i32);
     kill(pid, Signal::SIGHUP).expect("SIGHUP");
     std::thread::sleep(Duration::from_secs(1));
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
     wait_within(
-        &mut daemon.0,
+        &mut daemon.child(),
         Duration::from_secs(19),
         "the daemon hangs with the hung nft",
     );
-    let exit = daemon.0.wait().expect("reap the daemon");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let exit = daemon.child().wait().expect("reap the daemon");
+    let text = daemon.log();
     assert!(exit.success(), "{exit}: {text}");
     assert!(text.contains("no result within 10s: killed"), "{text}");
 }

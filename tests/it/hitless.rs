@@ -7,12 +7,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::busy::{self, BusyRun, DESTINATIONS};
-use crate::checks::{LinkLoad, TCP_PORT, tcp_target};
-use crate::failover::{Lab, tracked};
-use crate::lbconfig::Backend;
-use crate::netns::{Loss, Topology};
-use crate::traffic::{Server, spawn_in, tcp_connections};
+use crate::support::busy::{self, BusyRun, DESTINATIONS};
+use crate::support::checks::{LinkLoad, TCP_PORT, tcp_target};
+use crate::support::lab::DaemonLab;
+use crate::support::lbconfig::{Backend, tracked};
+use crate::support::topology::{Loss, Topology};
+use crate::support::traffic::{Server, spawn_in, tcp_connections};
 
 /// Runs `scenario` on `count` threads at once and returns what each returned.
 fn side_by_side<T: Send + 'static>(count: usize, scenario: fn(usize) -> T) -> Vec<T> {
@@ -28,11 +28,11 @@ fn side_by_side<T: Send + 'static>(count: usize, scenario: fn(usize) -> T) -> Ve
 /// A lab with the busy scenario's destinations; the extra servers stop first.
 struct BusyLab {
     _servers: Vec<Server>,
-    lab: Lab,
+    lab: DaemonLab,
 }
 
 fn busy_lab(options: &[(&str, &str)]) -> BusyLab {
-    let lab = Lab::new(&tracked(Backend::Nftables, 2, options));
+    let lab = DaemonLab::start(&tracked(Backend::Nftables, 2, options));
     BusyLab {
         _servers: busy::add_destinations(&lab.topo),
         lab,
@@ -95,7 +95,7 @@ fn busy_link_fails_over_within_one_retransmission() {
 /// No LAN traffic: the probes alone take a dead link out within 3 s with the defaults.
 #[test]
 fn idle_link_is_detected_by_probes_within_three_seconds() {
-    let mut lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    let lab = DaemonLab::start(&tracked(Backend::Nftables, 2, &[]));
     // Let a round or two pass so the failure hits an arbitrary phase.
     std::thread::sleep(Duration::from_millis(1300));
     let failed = Instant::now();
@@ -194,7 +194,7 @@ fn no_false_alarms() {
 /// `check_quality`: a link that still answers some probes but loses 90% leaves the balancing.
 #[test]
 fn check_quality_takes_a_lossy_link_out() {
-    let mut lab = Lab::new(&tracked(
+    let lab = DaemonLab::start(&tracked(
         Backend::Nftables,
         2,
         &[("check_quality", "1"), ("passive", "0")],
@@ -214,7 +214,7 @@ fn check_quality_takes_a_lossy_link_out() {
 
 /// Waits (bounded by `within`) until `back` says what was removed is there again, then checks
 /// that new connections are balanced 1:1; returns how long it took to come back.
-fn healed(lab: &Lab, within: Duration, back: impl Fn() -> bool) -> Duration {
+fn healed(lab: &DaemonLab, within: Duration, back: impl Fn() -> bool) -> Duration {
     let started = Instant::now();
     while !back() {
         assert!(
@@ -232,7 +232,7 @@ fn healed(lab: &Lab, within: Duration, back: impl Fn() -> bool) -> Duration {
 }
 
 /// The daemon's re-apply count, once it has been quiet for a while.
-fn reapplies_after_quiet(lab: &Lab) -> u64 {
+fn reapplies_after_quiet(lab: &DaemonLab) -> u64 {
     std::thread::sleep(Duration::from_millis(700));
     lab.daemon.status().expect("status.json")["reapplies"]
         .as_u64()
@@ -243,7 +243,7 @@ fn reapplies_after_quiet(lab: &Lab) -> u64 {
 /// daemon applies again within a second, once, and says what was missing.
 #[test]
 fn self_heals_after_nft_flush_and_deleted_ip_rules() {
-    let lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    let lab = DaemonLab::start(&tracked(Backend::Nftables, 2, &[]));
     let table = || lab.topo.router.run("nft list ruleset");
     let ruleset = table();
     lab.topo.router.run("nft flush ruleset");
@@ -299,7 +299,7 @@ fn self_heals_after_nft_flush_and_deleted_ip_rules() {
 /// back within a second, one re-apply.
 #[test]
 fn self_heals_after_iptables_mangle_flush() {
-    let lab = Lab::new(&tracked(Backend::Iptables, 2, &[]));
+    let lab = DaemonLab::start(&tracked(Backend::Iptables, 2, &[]));
     // The rules without counters and comments.
     let mangle = || -> String {
         lab.topo
@@ -328,7 +328,7 @@ fn self_heals_after_iptables_mangle_flush() {
 /// times, then says so once and pauses; no storm.
 #[test]
 fn self_healing_does_not_loop_with_another_tool() {
-    let lab = Lab::new(&tracked(Backend::Nftables, 2, &[]));
+    let lab = DaemonLab::start(&tracked(Backend::Nftables, 2, &[]));
     let pause = "another program keeps changing our rules";
     let fight = || {
         let _ = lab

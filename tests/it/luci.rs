@@ -14,11 +14,15 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::checks::{servers, tcp_target};
-use crate::netns::{LAN_HOST, SERVICE, Topology, link_addr, link_gateway, run_command};
-use crate::owrt::{self, Stack, root_init_with};
-use crate::packaging::{EPOCH, TempDir, crate_version, package_binary, repo, run_ok};
-use crate::traffic::{short_connection, spawn_in};
+use crate::support::addr::{LAN_HOST, SERVICE, link_addr, link_gateway};
+use crate::support::checks::{servers, tcp_target};
+use crate::support::owrt::{self, Stack, root_init_with};
+use crate::support::package::{EPOCH, crate_version, package_binary, repo};
+use crate::support::process::run_command;
+use crate::support::process::run_ok;
+use crate::support::tempdir::TempDir;
+use crate::support::topology::Topology;
+use crate::support::traffic::{short_connection, spawn_in};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -12,7 +12,7 @@ macro_rules! for_both_backends {
             $(
                 #[test]
                 fn $case() {
-                    super::$case(crate::lbconfig::Backend::Nftables);
+                    super::$case(crate::support::lbconfig::Backend::Nftables);
                 }
             )*
         }
@@ -20,15 +20,13 @@ macro_rules! for_both_backends {
             $(
                 #[test]
                 fn $case() {
-                    super::$case(crate::lbconfig::Backend::Iptables);
+                    super::$case(crate::support::lbconfig::Backend::Iptables);
                 }
             )*
         }
     };
 }
 
-mod busy;
-mod checks;
 mod classes;
 mod dualstack;
 mod e2e;
@@ -40,16 +38,13 @@ mod fw4;
 mod golden;
 mod hardening;
 mod hitless;
-mod lbconfig;
 mod luci;
 mod netifd;
 mod netifd6;
-mod netns;
-mod owrt;
 mod packaging;
 mod pkgmgr;
 mod procd;
 mod rpcd;
 mod selftest;
-mod traffic;
+mod support;
 mod ubus_object;

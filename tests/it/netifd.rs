@@ -6,11 +6,12 @@
 //! back. No interface triggers run here (no `network` service watches netifd), so the hook
 //! alone carries the event.
 
-use crate::checks::{LinkLoad, tcp_target};
-use crate::owrt::wait_for;
-use crate::packaging::{TempDir, repo};
-use crate::procd::{OpenwrtRouter, daemon_pid, view_dirs, wait_modulus, wait_table};
-use crate::traffic::tcp_connections;
+use crate::support::checks::{LinkLoad, tcp_target};
+use crate::support::openwrt::{OpenwrtRouter, daemon_pid, view_dirs, wait_modulus, wait_table};
+use crate::support::owrt::wait_for;
+use crate::support::package::repo;
+use crate::support::tempdir::TempDir;
+use crate::support::traffic::tcp_connections;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(15);

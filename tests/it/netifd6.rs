@@ -6,9 +6,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::netns::Topology;
-use crate::owrt::Stack;
-use crate::packaging::{binary, run};
+use crate::support::owrt::Stack;
+use crate::support::package::binary;
+use crate::support::process::run;
+use crate::support::topology::Topology;
 
 const NETWORK: &str = "config interface 'wan6'
 	option device 'nf6a'

@@ -10,147 +10,21 @@ use connmark_lb::config::raw::RawValue;
 use connmark_lb::config::{Config, RuleTarget, uci_text};
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Output};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub const NAME: &str = "connmark-lb";
-pub const CONFIG: &str = "files/etc/config/connmark-lb";
-const INIT_SCRIPT: &str = "files/etc/init.d/connmark-lb";
-const HOTPLUG: &str = "files/etc/hotplug.d/iface/30-connmark-lb";
+use crate::support::package::{
+    CONFIG, EPOCH, HOTPLUG, INIT_SCRIPT, NAME, PACKAGE_TREE, binary, crate_version, package_binary,
+    repo,
+};
+use crate::support::process::{run, run_ok};
+use crate::support::tempdir::TempDir;
+
 const STUB_SDK: &str = "tests/openwrt-stubs/sdk";
 const STUB_RUST_MK: &str = "tests/openwrt-stubs/sdk/feeds/packages/lang/rust/rust-package.mk";
-/// No external command in these tests should come close to this.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The installed tree both the feed Makefile and the .ipk must produce: path, mode, and the
-/// source file in the repo ("" for the binary, None for directories).
-pub const PACKAGE_TREE: &[(&str, u32, Option<&str>)] = &[
-    ("etc", 0o755, None),
-    ("etc/config", 0o755, None),
-    ("etc/config/connmark-lb", 0o600, Some(CONFIG)),
-    ("etc/hotplug.d", 0o755, None),
-    ("etc/hotplug.d/iface", 0o755, None),
-    ("etc/hotplug.d/iface/30-connmark-lb", 0o644, Some(HOTPLUG)),
-    ("etc/init.d", 0o755, None),
-    ("etc/init.d/connmark-lb", 0o755, Some(INIT_SCRIPT)),
-    ("usr", 0o755, None),
-    ("usr/sbin", 0o755, None),
-    ("usr/sbin/connmark-lb", 0o755, Some("")),
-];
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_connmark-lb"))
-}
-
-/// The test binary, stripped: what the packages built here ship (compressing the debug
-/// build's symbols would cost seconds per package).
-pub fn package_binary() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("connmark-lb-packaged");
-        run_ok(Command::new("strip").arg("-o").arg(&path).arg(binary()));
-        path
-    })
-    .clone()
-}
-
-pub fn crate_version() -> String {
-    let manifest = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
-    manifest
-        .lines()
-        .find_map(|line| line.strip_prefix("version = \""))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .expect("Cargo.toml has a version line")
-        .to_string()
-}
-
-/// A scratch directory, removed when the test ends (also on panic).
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("{NAME}-it-{}-{n}-{tag}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    pub fn join(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs a command to completion within COMMAND_TIMEOUT, killing it if it hangs.
-pub fn run(cmd: &mut Command) -> Output {
-    let description = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        stdout.read_to_end(&mut buf).unwrap();
-        buf
-    });
-    let err_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        stderr.read_to_end(&mut buf).unwrap();
-        buf
-    });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{description} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
-}
-
-/// Runs a command that must succeed; returns its stdout.
-pub fn run_ok(cmd: &mut Command) -> String {
-    let description = format!("{cmd:?}");
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{description} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn write_executable(path: &Path, text: &str) {
     fs::write(path, text).unwrap();
@@ -316,7 +190,7 @@ fn feed_makefile_has_nftables_default_and_iptables_variant() {
 }
 
 /// Lists a directory tree as (relative path, permission bits, is_dir), sorted by path.
-pub fn tree(root: &Path) -> Vec<(String, u32, bool)> {
+fn tree(root: &Path) -> Vec<(String, u32, bool)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u32, bool)>) {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -621,9 +495,7 @@ fn hotplug_reloads_only_for_events_that_change_a_configured_wan() {
 // ---------------------------------------------------------------------------------------------
 // .ipk
 
-pub const EPOCH: &str = "1700000000";
-
-pub fn build_ipk(out_dir: &Path, arch: &str) -> PathBuf {
+fn build_ipk(out_dir: &Path, arch: &str) -> PathBuf {
     let printed = run_ok(
         Command::new(repo().join("cross/mkipk.sh"))
             .arg(arch)

@@ -5,11 +5,12 @@
 //! maintainer scripts are the SDK's, so base-files itself enables the service on install
 //! (`/etc/rc.d` links) and disables it on removal; a user's edited config survives an upgrade.
 
-use crate::owrt::{self, root_init};
-use crate::packaging::{
-    CONFIG, EPOCH, NAME, PACKAGE_TREE, TempDir, crate_version, package_binary, repo,
+use crate::support::owrt::{self, root_init};
+use crate::support::package::{
+    CONFIG, EPOCH, NAME, PACKAGE_TREE, crate_version, package_binary, repo,
 };
-use crate::packaging::{run, run_ok};
+use crate::support::process::{run, run_ok};
+use crate::support::tempdir::TempDir;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,9 @@
 //! names of anonymous sections, or `check --uci` would show something other than the router
 //! loads.
 
-use crate::owrt::Stack;
-use crate::packaging::{binary, run};
+use crate::support::owrt::Stack;
+use crate::support::package::binary;
+use crate::support::process::run;
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -5,9 +5,10 @@
 
 use std::net::SocketAddrV4;
 
-use crate::checks::{LinkLoad, SynLossOutcome, TCP_PORT, syn_loss_outcome, tcp_target};
-use crate::netns::{Loss, SERVICE, Topology, link_addr};
-use crate::traffic::{Server, tcp_connections, tcp_connections_parallel, tcp_stream};
+use crate::support::addr::{SERVICE, link_addr};
+use crate::support::checks::{LinkLoad, SynLossOutcome, TCP_PORT, syn_loss_outcome, tcp_target};
+use crate::support::topology::{Loss, Topology};
+use crate::support::traffic::{Server, tcp_connections, tcp_connections_parallel, tcp_stream};
 
 /// A router with plain routing and masquerade on wan1, as a LAN gateway without balancing.
 fn masquerade_on_wan1(topo: &Topology) {

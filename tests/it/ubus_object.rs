@@ -3,62 +3,29 @@
 //! from the daemon's poll loop; a restarted ubusd gets the object again, and a ubusd that
 //! never answers does not hold the daemon up.
 
-use crate::checks::{servers, tcp_target};
-use crate::lbconfig::{Backend, Balance, LbConfig};
-use crate::netns::Topology;
-use crate::owrt::{Stack, wait_for};
-use crate::traffic::tcp_connections;
+use crate::support::checks::{servers, tcp_target};
+use crate::support::daemon::Daemon;
+use crate::support::lbconfig::{Backend, Balance, LbConfig};
+use crate::support::owrt::{Stack, wait_for};
+use crate::support::topology::Topology;
+use crate::support::traffic::tcp_connections;
 use connmark_lb::source::ubus::Client;
 use serde_json::Value;
-use std::fs::File;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// `connmark-lb run` in the router, killed when dropped; stdout and stderr in `log`.
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(topo: &Topology, config: &Path, socket: &Path) -> Daemon {
-        let log = topo.dir.path().join("daemon.log");
-        let file = File::create(&log).unwrap();
-        let child = topo
-            .router
-            .command(env!("CARGO_BIN_EXE_connmark-lb"))
-            .arg("run")
-            .arg("--uci")
-            .arg(config)
-            .arg("--state-dir")
-            .arg(topo.state_dir())
-            .arg("--ubus-socket")
-            .arg(socket)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The pid of the daemon itself (the child is `ip netns exec`, which execs it).
-    fn pid(&self) -> u64 {
-        u64::from(self.child.id())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `connmark-lb run --uci config` in the router, registering on the ubusd at `socket`; its
+/// events and errors in daemon.log. Nothing is awaited: the ubusd may never answer.
+fn start_daemon(topo: &Topology, config: &Path, socket: &Path) -> Daemon {
+    let command = topo.lb_command(&[
+        "run".as_ref(),
+        "--uci".as_ref(),
+        config.as_os_str(),
+        "--ubus-socket".as_ref(),
+        socket.as_os_str(),
+    ]);
+    Daemon::spawn(topo, command, topo.dir.path().join("daemon.log"))
 }
 
 fn status(stack: &Stack) -> Option<Value> {
@@ -85,12 +52,16 @@ fn daemon_serves_status_and_reload_on_real_ubusd_and_registers_again_after_a_res
     let config = LbConfig::new(Backend::Nftables, Balance::RoundRobin, &[1, 1]);
     let file = topo.dir.path().join("lb.uci");
     std::fs::write(&file, config.to_uci()).unwrap();
-    let daemon = Daemon::start(&topo, &file, &socket);
+    let daemon = start_daemon(&topo, &file, &socket);
 
     let first = wait_for(Duration::from_secs(10), "the object on ubus", || {
         status(&stack)
     });
-    assert_eq!(first["pid"].as_u64(), Some(daemon.pid()), "{first}");
+    assert_eq!(
+        first["pid"].as_u64(),
+        Some(u64::from(daemon.child_pid())),
+        "{first}"
+    );
     assert_eq!(first["backend"], "nftables");
     for name in ["wan1", "wan2"] {
         let l = link(&first, name);
@@ -198,7 +169,7 @@ fn daemon_serves_status_and_reload_on_real_ubusd_and_registers_again_after_a_res
     // ubusd restarts: the daemon registers again by itself.
     let pid_file = stack.state().join("pid/ubusd.pid");
     let ubusd_pid = std::fs::read_to_string(&pid_file).unwrap();
-    crate::packaging::run_ok(std::process::Command::new("kill").arg(ubusd_pid.trim()));
+    crate::support::process::run_ok(std::process::Command::new("kill").arg(ubusd_pid.trim()));
     wait_for(Duration::from_secs(5), "ubusd to exit", || {
         (!socket.exists()).then_some(())
     });
@@ -231,13 +202,13 @@ fn a_ubusd_that_never_answers_does_not_hold_up_the_daemon() {
     let file = topo.dir.path().join("lb.uci");
     let config = LbConfig::new(Backend::Nftables, Balance::RoundRobin, &[1]);
     std::fs::write(&file, config.to_uci()).unwrap();
-    let daemon = Daemon::start(&topo, &file, &socket);
+    let daemon = start_daemon(&topo, &file, &socket);
     wait_for(Duration::from_secs(10), "the daemon to start", || {
         daemon.log().contains("started:").then_some(())
     });
     let sent = Instant::now();
-    crate::packaging::run_ok(
-        std::process::Command::new("kill").args(["-HUP", &daemon.pid().to_string()]),
+    crate::support::process::run_ok(
+        std::process::Command::new("kill").args(["-HUP", &daemon.child_pid().to_string()]),
     );
     wait_for(Duration::from_secs(3), "the reload", || {
         daemon.log().contains("reloaded:").then_some(())

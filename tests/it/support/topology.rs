@@ -5,281 +5,16 @@
 //! out of the wrong link fails instead of passing unnoticed. The server sees real source
 //! addresses, so the link a connection used is known. The router starts with strict
 //! reverse-path filtering, as many distributions ship it.
-
-use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-use crate::lbconfig::{ConfigFile, LbConfig};
-
-/// The LAN host's address; its default route points at the router.
-pub const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
-/// The server's service address (on its loopback), reachable through every ISP.
-pub const SERVICE: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 1);
-/// The ingress device of the router on the LAN side.
-pub const ROUTER_LAN_DEVICE: &str = "eth0";
-
-static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-
-/// A tag no other test (in this process or another) uses: pid plus a per-process counter.
-fn unique_tag() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The router's address on link `link` (1-based), which is also the SNAT address of that link.
-pub fn link_addr(link: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 0, link_octet(link), 2)
-}
-
-/// The ISP's gateway address on link `link`.
-pub fn link_gateway(link: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 0, link_octet(link), 1)
-}
-
-/// The router's device name for link `link`.
-pub fn link_device(link: usize) -> String {
-    format!("wan{link}")
-}
-
-/// The server's own address on its point-to-point link to ISP `link`.
-pub fn srv_addr_towards(link: usize) -> Ipv4Addr {
-    Ipv4Addr::new(172, 16, link_octet(link), 2)
-}
-
-/// The IPv6 plan of a dual-stack topology (every address is a ULA, fd00::/8): the LAN has a
-/// ULA subnet of its own and one subnet out of each link's delegated prefix; each ISP hands its
-/// customer a WAN address, a /56 and a default route via its link-local address fe80::1.
-pub mod v6 {
-    use std::net::Ipv6Addr;
-
-    /// The router's LAN address in the LAN's own ULA subnet.
-    pub const ROUTER_ULA: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
-    /// The LAN host's ULA address: it belongs to no link, so it is balanced with NAT66.
-    pub const HOST_ULA: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
-    /// The server's service address (on its loopback), reachable through every ISP.
-    pub const SERVICE: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1);
-    /// Every ISP router's link-local address on the customer link.
-    pub const ISP_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
-
-    /// The prefix ISP `link` delegates to the router, `fd0N::/56`.
-    pub fn delegated(link: usize) -> String {
-        format!("fd{link:02x}::/56")
-    }
-
-    /// The LAN host's address out of link `link`'s delegated prefix (subnet 77 of the /56).
-    pub fn host_in_prefix(link: usize) -> Ipv6Addr {
-        Ipv6Addr::new(0xfd00 + octet(link), 0, 0, 0x77, 0, 0, 0, 2)
-    }
-
-    /// The router's WAN address on link `link`, which masquerading uses.
-    pub fn link_addr(link: usize) -> Ipv6Addr {
-        Ipv6Addr::new(0xfd00, octet(link), 0, 0, 0, 0, 0, 2)
-    }
-
-    /// ISP `link`'s global address on the customer link.
-    pub fn link_gateway(link: usize) -> Ipv6Addr {
-        Ipv6Addr::new(0xfd00, octet(link), 0, 0, 0, 0, 0, 1)
-    }
-
-    /// The server's address on its link to ISP `link`.
-    pub fn srv_addr_towards(link: usize) -> Ipv6Addr {
-        Ipv6Addr::new(0xfd98, octet(link), 0, 0, 0, 0, 0, 2)
-    }
-
-    fn octet(link: usize) -> u16 {
-        u16::from(super::link_octet(link))
-    }
-}
-
-fn link_octet(link: usize) -> u8 {
-    u8::try_from(link).unwrap_or_else(|_| panic!("link number {link} out of range"))
-}
-
-/// Runs `command`, feeding `stdin` if given, and returns its output whatever the status.
-pub fn run_command(command: &mut Command, stdin: Option<&str>) -> Output {
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin was piped");
-        pipe.write_all(text.as_bytes())
-            .unwrap_or_else(|e| panic!("writing stdin of {command:?}: {e}"));
-    }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("waiting for {command:?}: {e}"))
-}
-
-/// Panics with the command's stderr unless it succeeded; returns its stdout.
-fn expect_success(what: &str, output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed with {}:\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// One network namespace, addressed by its name under /run/netns.
-#[derive(Debug)]
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// The name under /run/netns, which threads open to enter it.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// A command that runs `program` inside this namespace.
-    pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name, program]);
-        command
-    }
-
-    /// Runs `program args` inside the namespace and returns its output whatever the status.
-    pub fn output(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        run_command(self.command(program).args(args), stdin)
-    }
-
-    /// Runs a whitespace-separated command line that must succeed; returns its stdout.
-    pub fn run(&self, line: &str) -> String {
-        self.run_with_stdin(line, None)
-    }
-
-    /// Like [`Netns::run`], feeding `stdin` to the command.
-    pub fn run_with_stdin(&self, line: &str, stdin: Option<&str>) -> String {
-        let mut words = line.split_whitespace();
-        let program = words.next().expect("empty command line");
-        let args: Vec<&str> = words.collect();
-        let output = self.output(program, &args, stdin);
-        expect_success(&format!("`{line}` in {}", self.name), output)
-    }
-
-    /// Loads an nft script in one transaction.
-    pub fn nft(&self, script: &str) {
-        self.run_with_stdin("nft -f -", Some(script));
-    }
-
-    /// Runs several `ip` commands in one process.
-    pub fn ip_batch(&self, script: &str) {
-        self.run_with_stdin("ip -batch -", Some(script));
-    }
-
-    /// Sets sysctls given as `key=value` words.
-    pub fn sysctl(&self, settings: &str) {
-        self.run(&format!("sysctl -q -w {settings}"));
-    }
-
-    /// The packet counts of every named counter in nft table `family table`.
-    pub fn nft_counters(&self, family: &str, table: &str) -> BTreeMap<String, u64> {
-        let listing = self.run(&format!("nft list counters table {family} {table}"));
-        parse_counters(&listing)
-    }
-}
-
-/// Reads `counter NAME { packets N bytes M }` blocks of an nft listing.
-fn parse_counters(listing: &str) -> BTreeMap<String, u64> {
-    let mut counters = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in listing.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("counter ") {
-            current = rest.split_whitespace().next().map(str::to_string);
-        } else if let Some(rest) = line.strip_prefix("packets ") {
-            let name = current
-                .take()
-                .expect("packets line outside a counter block");
-            let packets = rest
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("bad counter line {line:?}"));
-            counters.insert(name, packets);
-        }
-    }
-    counters
-}
-
-/// Deletes every namespace it was given when dropped, also while unwinding from a panic.
-#[derive(Default)]
-struct NamespaceGuard {
-    names: Vec<String>,
-}
-
-impl NamespaceGuard {
-    fn create(&mut self, name: String) -> Netns {
-        let output = run_command(Command::new("ip").args(["netns", "add", &name]), None);
-        expect_success(&format!("ip netns add {name}"), output);
-        self.names.push(name.clone());
-        Netns { name }
-    }
-}
-
-impl Drop for NamespaceGuard {
-    fn drop(&mut self) {
-        for name in self.names.iter().rev() {
-            let output = run_command(Command::new("ip").args(["netns", "del", name]), None);
-            if !output.status.success() {
-                eprintln!(
-                    "cleanup: ip netns del {name}: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-        }
-    }
-}
-
-/// A directory under the system temp dir, removed with everything in it when dropped.
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("connmark-lb-it-{tag}"));
-        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        TempDir { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes `contents` to `name` inside the directory and returns the full path.
-    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.path.join(name);
-        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.path) {
-            eprintln!("cleanup: rm -r {}: {e}", self.path.display());
-        }
-    }
-}
+use super::addr::{LAN_HOST, SERVICE, link_addr, link_gateway, srv_addr_towards, v6};
+use super::lbconfig::{ConfigFile, LbConfig};
+use super::netns::{NamespaceGuard, Netns};
+use super::process::expect_success;
+use super::tempdir::{TempDir, unique_tag};
 
 /// How an ISP loses packets coming from the router (in addition to dropping spoofed ones).
 #[derive(Debug, Clone, Copy)]
@@ -481,7 +216,7 @@ impl Topology {
             add_ipv6(&lan, &router, &isps, &srv);
         }
 
-        let dir = TempDir::new(&tag);
+        let dir = TempDir::new("topo");
         fs::create_dir_all(dir.path().join("state")).expect("create state dir");
         Topology {
             lan,
@@ -506,6 +241,13 @@ impl Topology {
     /// The `--state-dir` every connmark-lb run of this test uses.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// `connmark-lb args --state-dir <this test's>` in the router, not started yet.
+    pub fn lb_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut command = self.router.command(env!("CARGO_BIN_EXE_connmark-lb"));
+        command.args(args).arg("--state-dir").arg(self.state_dir());
+        command
     }
 
     /// Runs the connmark-lb binary inside the router with `args` plus this test's state dir.
@@ -778,19 +520,4 @@ fn srv_ruleset(links: usize) -> String {
 }}
 "
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_counters;
-
-    #[test]
-    fn counters_are_read_from_an_nft_listing() {
-        let listing = "table inet isp {\n\tcounter forwarded {\n\t\tpackets 12 bytes 960\n\t}\n\
-                       \tcounter spoofed {\n\t\tpackets 0 bytes 0\n\t}\n}\n";
-        let counters = parse_counters(listing);
-        assert_eq!(counters.get("forwarded"), Some(&12));
-        assert_eq!(counters.get("spoofed"), Some(&0));
-        assert_eq!(counters.len(), 2);
-    }
 }

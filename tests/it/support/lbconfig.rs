@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use crate::netns::{ROUTER_LAN_DEVICE, TempDir, link_addr, link_device, link_gateway, v6};
+use super::addr::{ROUTER_LAN_DEVICE, SERVICE, link_addr, link_device, link_gateway, v6};
+use super::tempdir::TempDir;
 
 /// Which firewall backend the router config asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +319,19 @@ impl ConfigFile {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         format!("{} {}:\n{text}", self.flag(), self.path.display())
     }
+}
+
+/// `links` links of weight 1, round-robin, each tracking the server, with `options` on every
+/// link: the config of the daemon tests.
+pub fn tracked(backend: Backend, links: usize, options: &[(&str, &str)]) -> LbConfig {
+    let mut config = LbConfig::new(backend, Balance::RoundRobin, &vec![1; links]);
+    for link in 1..=links {
+        config = config.with_option(&link_device(link), "track_ip", &SERVICE.to_string());
+        for (option, value) in options {
+            config = config.with_option(&link_device(link), option, value);
+        }
+    }
+    config
 }
 
 #[cfg(test)]

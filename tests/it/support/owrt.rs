@@ -3,8 +3,10 @@
 //! through the kit's `owrt.sh`. A [`Stack`] owns one STATE directory: dropping it stops every
 //! daemon of that state and removes the directory, also when the test fails.
 
-use crate::netns::{link_addr, link_device, link_gateway};
-use crate::packaging::{TempDir, repo, run, run_ok};
+use super::addr::{link_addr, link_device, link_gateway};
+use super::package::repo;
+use super::process::{run, run_ok};
+use super::tempdir::TempDir;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -52,7 +54,7 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 
-/// /etc/config/network for the test router (tests/it/netns.rs): loopback, `lan` on eth0 and
+/// /etc/config/network for the test router (`topology`): loopback, `lan` on eth0 and
 /// one static interface per link, `wan` on wan1, `wanb` on wan2, ..., with the ISP as gateway.
 pub fn network_config(links: usize) -> String {
     let mut text = String::from(

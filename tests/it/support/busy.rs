@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::checks::TCP_PORT;
-use crate::netns::{Loss, Topology, srv_addr_towards};
-use crate::traffic::{Server, spawn_in};
+use super::addr::srv_addr_towards;
+use super::checks::TCP_PORT;
+use super::topology::{Loss, Topology};
+use super::traffic::{Server, spawn_in};
 
 /// The servers the client talks to: several destinations, as any busy LAN has.
 pub const DESTINATIONS: [Ipv4Addr; 4] = [
@@ -173,18 +174,27 @@ fn connect(target: SocketAddrV4) -> Result<Duration, String> {
 /// Connects to `target` (giving up after `timeout`) and reads the line the server greets with
 /// (the address it saw); returns the handshake time and that line.
 pub fn greeting(target: SocketAddrV4, timeout: Duration) -> Result<(Duration, String), String> {
+    greeted(target, timeout, Duration::from_secs(2)).map(|(took, _, line)| (took, line))
+}
+
+/// Like [`greeting`], waiting `read_timeout` for the line, and keeps the connection open.
+pub fn greeted(
+    target: SocketAddrV4,
+    timeout: Duration,
+    read_timeout: Duration,
+) -> Result<(Duration, TcpStream, String), String> {
     let started = Instant::now();
     let stream = TcpStream::connect_timeout(&target.into(), timeout)
         .map_err(|e| format!("connect {target}: {e}"))?;
     let took = started.elapsed();
     stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
+        .set_read_timeout(Some(read_timeout))
         .map_err(|e| e.to_string())?;
     let mut line = String::new();
     BufReader::new(&stream)
         .read_line(&mut line)
         .map_err(|e| format!("read from {target}: {e}"))?;
-    Ok((took, line))
+    Ok((took, stream, line))
 }
 
 /// Polls status.json every 5 ms for link `link` to leave use.

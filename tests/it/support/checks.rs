@@ -3,8 +3,9 @@
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
-use crate::netns::{IspCounters, Loss, SERVICE, Topology, link_addr, v6};
-use crate::traffic::{Server, Tally, tcp_connections_parallel};
+use super::addr::{SERVICE, link_addr, v6};
+use super::topology::{IspCounters, Loss, Topology};
+use super::traffic::{Server, Tally, tcp_connections_parallel};
 
 /// The server's TCP service port (answers with the peer address).
 pub const TCP_PORT: u16 = 7000;
