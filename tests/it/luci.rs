@@ -4,6 +4,9 @@
 //! browser.py`) logs in, opens every page, changes a weight, Saves & Applies, watches a link go
 //! down and asks the Explain page. This test builds the world and asserts what the browser saw
 //! against what the router and the binary say.
+//!
+//! Longer than ~600 lines on purpose: it holds only the tests of this one area, each a few
+//! dozen lines of steps and assertions; everything they share lives in `support/`.
 
 use std::ffi::OsStr;
 use std::fs;

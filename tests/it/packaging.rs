@@ -5,6 +5,9 @@
 //! `procd`, the packages under the real opkg and apk in `pkgmgr`. Scripts that use fixed
 //! router paths (/etc/init.d, /var/run) run in a private mount namespace where those paths are
 //! temporary directories.
+//!
+//! Longer than ~600 lines on purpose: it holds only the tests of this one area, each a few
+//! dozen lines of steps and assertions; everything they share lives in `support/`.
 
 use connmark_lb::config::raw::RawValue;
 use connmark_lb::config::{Config, RuleTarget, uci_text};
