@@ -15,12 +15,14 @@ mod model;
 mod options;
 pub mod raw;
 mod sections;
+pub mod standby;
 pub mod track;
 pub mod uci_text;
 pub mod value;
 
 pub use classes::{AddrSet, HashKey, Sticky};
 pub use family::{Cidr, Family};
+pub use standby::Standby;
 pub use model::{
     BackendChoice, Balance, Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE,
     FlushEvent, Globals, Interface, LastResort, MAX_LINKS, Member, PRIORITY_SPAN, Policy,

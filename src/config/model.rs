@@ -4,6 +4,7 @@
 
 use super::classes::{AddrSet, HashKey, Sticky};
 use super::family::{Cidr, Family};
+use super::standby::Standby;
 use super::track::TrackConfig;
 use std::net::IpAddr;
 
@@ -111,6 +112,8 @@ pub struct Interface {
     pub track: TrackConfig,
     /// Events on which this link's conntrack entries are deleted; default: when it goes down.
     pub flush_conntrack: Vec<FlushEvent>,
+    /// Whether the link is a backup used only when its policies' primaries are down.
+    pub standby: Standby,
     /// 1-based position among interface sections: decides mark and table, stable while the
     /// file's interface order is.
     pub id: u32,

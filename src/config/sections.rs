@@ -14,6 +14,7 @@ use super::options::{
     read_rule_family,
 };
 use super::raw::{RawConfig, RawSection};
+use super::standby::read_standby;
 use super::track::read_track;
 use super::value::{SectionReader, valid_name};
 use crate::error::{Error, Result};
@@ -222,6 +223,7 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
     };
     let track = read_track(r, family)?;
     let flush_conntrack = read_flush_conntrack(r)?;
+    let standby = read_standby(r, track.interval)?;
     Ok(Interface {
         name,
         enabled,
@@ -236,6 +238,7 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
         netifd,
         track,
         flush_conntrack,
+        standby,
         id,
     })
 }

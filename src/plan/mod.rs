@@ -29,6 +29,8 @@ pub struct Link {
     pub mark: u32,
     pub table: u32,
     pub up: bool,
+    /// A backup link (`standby`): a policy uses it only while no non-standby member is up.
+    pub standby: bool,
 }
 
 /// One link's share of a policy's new connections.
@@ -169,6 +171,7 @@ impl Plan {
                 prefixes,
                 mark: footprint.mark(iface.id),
                 table: footprint.table(iface.id),
+                standby: iface.standby.is_standby(),
             });
         }
         let policies = config
@@ -186,6 +189,7 @@ impl Plan {
                             (links[link].family == family).then_some((link, m.metric, m.weight))
                         })
                         .collect();
+                    let members = waiting_standby_out(&links, members);
                     if members.is_empty() {
                         continue;
                     }
@@ -253,6 +257,17 @@ impl Plan {
         self.links
             .iter()
             .filter_map(|l| l.device.as_deref().map(|d| (l, d)))
+    }
+}
+
+/// `members` without the standby links while some non-standby member is up: a backup carries
+/// nothing (and gets no hash buckets) until every primary of the policy is down, whatever its
+/// metric.
+fn waiting_standby_out(links: &[Link], members: Vec<(usize, u32, u32)>) -> Vec<(usize, u32, u32)> {
+    if members.iter().any(|(l, _, _)| links[*l].up && !links[*l].standby) {
+        members.into_iter().filter(|(l, _, _)| !links[*l].standby).collect()
+    } else {
+        members
     }
 }
 
@@ -368,6 +383,30 @@ pub(crate) mod tests {
             ),
         ] {
             assert_eq!(tiers_plan(up).policies[0].choices, [(Family::Ipv4, choice)]);
+        }
+    }
+
+    #[test]
+    fn a_standby_link_of_the_same_metric_waits_for_every_primary() {
+        let text = TIERS
+            .replace(r#""device":"wwan0""#, r#""device":"wwan0","standby":"warm""#)
+            .replace(r#""interface":"lte","metric":"2""#, r#""interface":"lte""#)
+            .replace(r#""last_resort":"blackhole""#, r#""balance":"hash""#);
+        let c = config(&text);
+        for (up, owners) in [
+            ([true, true, true], vec![0, 1]),
+            ([false, true, true], vec![1]),
+            ([false, false, true], vec![2]),
+        ] {
+            let plan = Plan::build(&c, &states(&c, &up));
+            assert!(plan.links[2].standby);
+            let mut spread = plan.policies[0].spread_links();
+            spread.sort_unstable();
+            assert_eq!(spread, owners, "up {up:?}");
+            let mut buckets = plan.policies[0].buckets_of(Family::Ipv4).to_vec();
+            buckets.sort_unstable();
+            buckets.dedup();
+            assert_eq!(buckets, owners, "bucket owners, up {up:?}");
         }
     }
 
