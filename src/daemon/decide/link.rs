@@ -9,7 +9,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::health::{HealthMachine, TrackConfig, Transition};
+use super::health::{Health, HealthMachine, TrackConfig, Transition};
 use crate::config::FlushEvent;
 use crate::daemon::log_error;
 use crate::daemon::watch::probe::{LinkRoute, Prober, Round, RoundReport, RoundSummary};
@@ -90,6 +90,10 @@ pub struct TrackedLink {
     last_change: SystemTime,
     /// Why probing last failed to run, so each new reason is logged once, not every round.
     problem: Option<String>,
+    /// A warm standby link's delay between rounds while no policy spreads over it.
+    idle_interval: Option<Duration>,
+    /// Whether some policy spreads new connections over the link (see `decide::standby`).
+    in_use: bool,
 }
 
 impl TrackedLink {
@@ -114,6 +118,8 @@ impl TrackedLink {
             last_loss: None,
             last_change: SystemTime::now(),
             problem: None,
+            idle_interval: None,
+            in_use: true,
         }
     }
 
@@ -125,6 +131,35 @@ impl TrackedLink {
         self.last_loss = old.last_loss;
         self.last_change = old.last_change;
         self.next_start = self.health.next_round().map(|_| Instant::now());
+    }
+
+    /// Makes the link a warm standby: probed every `every` while no policy uses it.
+    pub fn with_idle_interval(mut self, every: Option<Duration>) -> TrackedLink {
+        self.idle_interval = every;
+        self
+    }
+
+    /// Tells the link whether some policy now spreads over it. A warm link taken into use is
+    /// probed at once and then at its normal pace; one left idle slows down after its round.
+    pub fn set_in_use(&mut self, in_use: bool, now: Instant) {
+        if in_use && !self.in_use && self.idle_interval.is_some() && self.round.is_none() {
+            self.next_start = self.next_start.map(|due| due.min(now));
+        }
+        self.in_use = in_use;
+    }
+
+    /// Whether some policy spreads new connections over the link.
+    pub fn in_use(&self) -> bool {
+        self.in_use
+    }
+
+    /// The delay before the next round: a warm link out of use that is steadily up or down
+    /// waits its idle interval; a failing or recovering one keeps the quick pace of its state.
+    fn pace(&self, delay: Duration) -> Duration {
+        match self.idle_interval {
+            Some(every) if !self.in_use && matches!(self.health.state(), Health::Up | Health::Down) => every,
+            _ => delay,
+        }
     }
 
     /// Whether new connections may use the link.
@@ -315,7 +350,7 @@ impl TrackedLink {
     fn schedule(&mut self, transition: &Transition, started: Instant, now: Instant) {
         self.next_start = transition
             .next_round
-            .map(|delay| (started + delay).max(now));
+            .map(|delay| (started + self.pace(delay)).max(now));
     }
 
     fn targets(&self) -> u32 {
@@ -374,7 +409,6 @@ impl TrackedLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::health::Health;
     use crate::daemon::service::status::LinkStatus;
     use crate::daemon::testns::{Netns, veth};
     use std::net::{IpAddr, Ipv4Addr};

@@ -4,3 +4,4 @@
 pub mod health;
 pub mod link;
 pub mod resteer;
+pub mod standby;

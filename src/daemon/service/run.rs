@@ -24,6 +24,7 @@ use crate::config::{Config, FlushEvent};
 use crate::context::Context;
 use crate::daemon::decide::link::{Cause, Outcome, TrackedLink};
 use crate::daemon::decide::resteer::Sweeps;
+use crate::daemon::decide::standby::mark_use;
 use crate::daemon::kernel::counters::Counters;
 use crate::daemon::watch::devices::{DeviceMonitor, running_devices};
 use crate::daemon::watch::passive::{LinkWatch, PassiveWatcher};
@@ -100,6 +101,7 @@ pub fn run(context: &Context) -> Result<Exit> {
     daemon.heal = SelfHeal::open(daemon.backend, daemon.plan.routing())
         .map_err(|e| log_error(&format!("cannot watch for changes to our rules: {e}")))
         .ok();
+    mark_use(&mut daemon.links, &daemon.plan, Instant::now());
     daemon.watch_passively();
     log(&format!(
         "started: {}",
@@ -389,6 +391,7 @@ impl Daemon<'_> {
         self.plan = plan;
         self.resolved = resolved;
         self.links = links;
+        mark_use(&mut self.links, &self.plan, Instant::now());
         self.owed = Owed::default();
         if let Some(heal) = &mut self.heal {
             heal.reconfigure(self.backend, self.plan.routing());
@@ -453,6 +456,7 @@ impl Daemon<'_> {
             Ok(plan) => {
                 if let Some(plan) = plan {
                     self.plan = plan;
+                    mark_use(&mut self.links, &self.plan, Instant::now());
                 }
                 self.owed = Owed::default();
             }
@@ -536,13 +540,16 @@ fn build_links(config: &Config, resolved: &[LinkState], running: &[String]) -> V
                 device: planned.device.clone(),
                 source: planned.source,
             };
-            Some(TrackedLink::new(
-                index,
-                route,
-                iface.track.clone(),
-                iface.flush_conntrack.clone(),
-                device_up(resolved.get(index), running),
-            ))
+            Some(
+                TrackedLink::new(
+                    index,
+                    route,
+                    iface.track.clone(),
+                    iface.flush_conntrack.clone(),
+                    device_up(resolved.get(index), running),
+                )
+                .with_idle_interval(iface.standby.idle_interval()),
+            )
         })
         .collect()
 }
