@@ -46,5 +46,6 @@ mod pkgmgr;
 mod procd;
 mod rpcd;
 mod selftest;
+mod standby;
 mod support;
 mod ubus_object;
