@@ -9,6 +9,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::budget::ProbeBudget;
 use super::health::{Health, HealthMachine, TrackConfig, Transition};
 use crate::config::FlushEvent;
 use crate::daemon::log_error;
@@ -94,6 +95,8 @@ pub struct TrackedLink {
     idle_interval: Option<Duration>,
     /// Whether some policy spreads new connections over the link (see `decide::standby`).
     in_use: bool,
+    /// Today's probe bytes, for status.
+    budget: ProbeBudget,
 }
 
 impl TrackedLink {
@@ -106,6 +109,7 @@ impl TrackedLink {
         device_up: bool,
     ) -> TrackedLink {
         let health = HealthMachine::new(track, device_up);
+        let budget = ProbeBudget::new(route.family, SystemTime::now());
         TrackedLink {
             name: route.name.clone(),
             index,
@@ -120,6 +124,7 @@ impl TrackedLink {
             problem: None,
             idle_interval: None,
             in_use: true,
+            budget,
         }
     }
 
@@ -130,6 +135,7 @@ impl TrackedLink {
         self.health.reconfigure(fresh.track().clone());
         self.last_loss = old.last_loss;
         self.last_change = old.last_change;
+        self.budget = old.budget.clone();
         self.next_start = self.health.next_round().map(|_| Instant::now());
     }
 
@@ -146,6 +152,11 @@ impl TrackedLink {
             self.next_start = self.next_start.map(|due| due.min(now));
         }
         self.in_use = in_use;
+    }
+
+    /// Today's probe bytes of the link.
+    pub fn budget(&self) -> &ProbeBudget {
+        &self.budget
     }
 
     /// Whether some policy spreads new connections over the link.
@@ -334,6 +345,7 @@ impl TrackedLink {
     /// Feeds a finished burst to health: down at once when it was bad, else nothing changes;
     /// regular rounds go on from its start.
     fn conclude_burst(&mut self, started: Instant, report: &RoundReport, now: Instant) -> Outcome {
+        self.budget.record(report, SystemTime::now());
         let summary = report.summary();
         let transition = self.health.on_confirmation(&summary);
         self.schedule(&transition, started, now);
@@ -359,6 +371,7 @@ impl TrackedLink {
 
     /// Feeds a finished round to health and schedules the next one.
     fn conclude(&mut self, started: Instant, report: &RoundReport, now: Instant) -> Outcome {
+        self.budget.record(report, SystemTime::now());
         if self.prober.is_some() {
             let send_error = report.targets.iter().find_map(|t| {
                 t.send_error

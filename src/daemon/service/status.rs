@@ -4,7 +4,7 @@
 //! daemon exits, so its presence means a daemon is tracking.
 
 use std::path::Path;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
@@ -53,6 +53,10 @@ pub struct LinkStatus {
     pub window: WindowFigures,
     /// When the state last changed (or tracking started), in unix seconds.
     pub last_change: u64,
+    /// Probe bytes (IP layer) sent and received today, and the 30-day figure at today's pace.
+    pub probe_bytes: (u64, u64, Option<u64>),
+    /// Whether some policy spreads new connections over the link now.
+    pub in_use: bool,
 }
 
 impl LinkStatus {
@@ -73,6 +77,12 @@ impl LinkStatus {
                 .last_change()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            probe_bytes: {
+                let now = SystemTime::now();
+                let (sent, received) = link.budget().today(now);
+                (sent, received, link.budget().projected_30_days(now))
+            },
+            in_use: link.in_use(),
         }
     }
 }
@@ -97,6 +107,10 @@ impl DaemonStatus {
                     "window_loss_percent": l.window.loss_percent,
                     "window_rtt_us": l.window.rtt.map(micros),
                     "last_change": l.last_change,
+                    "in_use": l.in_use,
+                    "probe_bytes_sent_today": l.probe_bytes.0,
+                    "probe_bytes_received_today": l.probe_bytes.1,
+                    "probe_bytes_30d_projected": l.probe_bytes.2,
                 })
             })
             .collect();
@@ -170,6 +184,8 @@ mod tests {
                     rtt: Some(std::time::Duration::from_micros(1500)),
                 },
                 last_change: 1_700_000_000,
+                probe_bytes: (13_200, 13_156, Some(684_288_000)),
+                in_use: false,
             }],
         };
         save(&dir, &status).unwrap();
@@ -182,6 +198,8 @@ mod tests {
         assert!(text.contains("\"loss_percent\": 100"), "{text}");
         assert!(text.contains("\"window_loss_percent\": 25"), "{text}");
         assert!(text.contains("\"window_rtt_us\": 1500"), "{text}");
+        assert!(text.contains("\"probe_bytes_30d_projected\": 684288000"), "{text}");
+        assert!(text.contains("\"in_use\": false"), "{text}");
         remove(&dir).unwrap();
         let error = crate::state::daemon_status(&dir).unwrap_err();
         assert!(error.to_string().contains("is not running"), "{error}");

@@ -18,6 +18,16 @@ const ICMP_HEADER_LEN: usize = 8;
 const PAYLOAD_LEN: usize = 16;
 pub(super) const TOKEN_LEN: usize = 8;
 
+/// One echo request or reply at the IP layer (IPv4 or IPv6 header, no options), as a data plan
+/// counts it: 44 bytes over IPv4, 64 over IPv6.
+pub fn echo_ip_bytes(family: Family) -> u64 {
+    let ip_header = match family {
+        Family::Ipv4 => 20,
+        Family::Ipv6 => 40,
+    };
+    (ip_header + ICMP_HEADER_LEN + PAYLOAD_LEN) as u64
+}
+
 /// The Internet checksum (RFC 1071) of `data`.
 pub(super) fn checksum(data: &[u8]) -> u16 {
     let mut chunks = data.chunks_exact(2);
