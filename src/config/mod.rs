@@ -22,9 +22,9 @@ pub mod value;
 
 pub use classes::{AddrSet, HashKey, Sticky};
 pub use family::{Cidr, Family};
-pub use standby::Standby;
 pub use model::{
     BackendChoice, Balance, Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE,
     FlushEvent, Globals, Interface, LastResort, MAX_LINKS, Member, PRIORITY_SPAN, Policy,
     PortRange, Proto, Rule, RuleTarget,
 };
+pub use standby::Standby;

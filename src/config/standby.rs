@@ -44,7 +44,11 @@ pub fn read_standby(r: &mut SectionReader, interval: Duration) -> Result<Standby
         Hot,
         Warm,
     }
-    let word = r.choice("standby", Word::Hot, &[("hot", Word::Hot), ("warm", Word::Warm)])?;
+    let word = r.choice(
+        "standby",
+        Word::Hot,
+        &[("hot", Word::Hot), ("warm", Word::Warm)],
+    )?;
     let every = r.seconds("standby_interval", DEFAULT_STANDBY_INTERVAL.max(interval))?;
     if every < interval {
         return Err(r.error(
@@ -94,7 +98,10 @@ mod tests {
     fn bad_words_and_intervals_shorter_than_interval_name_the_option() {
         for (options, option) in [
             (r#","standby":"tepid""#, "standby"),
-            (r#","standby":"warm","standby_interval":"0.5""#, "standby_interval"),
+            (
+                r#","standby":"warm","standby_interval":"0.5""#,
+                "standby_interval",
+            ),
         ] {
             match read(options) {
                 Err(Error::Config { option: o, .. }) => assert_eq!(o.as_deref(), Some(option)),

@@ -264,8 +264,14 @@ impl Plan {
 /// nothing (and gets no hash buckets) until every primary of the policy is down, whatever its
 /// metric.
 fn waiting_standby_out(links: &[Link], members: Vec<(usize, u32, u32)>) -> Vec<(usize, u32, u32)> {
-    if members.iter().any(|(l, _, _)| links[*l].up && !links[*l].standby) {
-        members.into_iter().filter(|(l, _, _)| !links[*l].standby).collect()
+    if members
+        .iter()
+        .any(|(l, _, _)| links[*l].up && !links[*l].standby)
+    {
+        members
+            .into_iter()
+            .filter(|(l, _, _)| !links[*l].standby)
+            .collect()
     } else {
         members
     }
@@ -389,7 +395,10 @@ pub(crate) mod tests {
     #[test]
     fn a_standby_link_of_the_same_metric_waits_for_every_primary() {
         let text = TIERS
-            .replace(r#""device":"wwan0""#, r#""device":"wwan0","standby":"warm""#)
+            .replace(
+                r#""device":"wwan0""#,
+                r#""device":"wwan0","standby":"warm""#,
+            )
             .replace(r#""interface":"lte","metric":"2""#, r#""interface":"lte""#)
             .replace(r#""last_resort":"blackhole""#, r#""balance":"hash""#);
         let c = config(&text);

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::support::addr::link_addr;
 use crate::support::checks::tcp_target;
 use crate::support::lab::DaemonLab;
@@ -15,6 +17,8 @@ use crate::support::traffic::tcp_connections;
 const STANDBY_INTERVAL: Duration = Duration::from_secs(2);
 /// Echo requests per round and link (`count` default) with one target.
 const PER_ROUND: u64 = 3;
+/// One echo request at the IP layer over IPv4.
+const ECHO_BYTES: u64 = 44;
 
 /// Echo requests the server got from each link over `window`.
 fn requests_over(topo: &Topology, window: Duration) -> Vec<u64> {
@@ -33,6 +37,32 @@ fn all_through(topo: &Topology, link: usize, count: usize, when: &str) {
         count as u64,
         "{when}: {:?}",
         tally.seen
+    );
+}
+
+/// The link's probe budget in status agrees with the echo requests the server counted from
+/// it (every one of them a probe: LAN traffic is TCP), within one round, 44 B each.
+fn assert_budget_matches_server(topo: &Topology, status: &Value) {
+    let sent = status["probe_bytes_sent_today"]
+        .as_u64()
+        .expect("sent bytes");
+    let received = status["probe_bytes_received_today"]
+        .as_u64()
+        .expect("received bytes");
+    let counted = topo.srv_icmp_requests()[1] * ECHO_BYTES;
+    assert_eq!(sent % ECHO_BYTES, 0, "{status}");
+    assert!(
+        sent.abs_diff(counted) <= PER_ROUND * ECHO_BYTES && received <= sent,
+        "status says {sent} B sent, {received} B received; the server got {counted} B: {status}"
+    );
+    // A round of 3 requests and 3 replies every 2 s, over 30 days.
+    let formula = 2 * PER_ROUND * ECHO_BYTES * 30 * 86_400 / STANDBY_INTERVAL.as_secs();
+    let projected = status["probe_bytes_30d_projected"]
+        .as_u64()
+        .expect("projection");
+    assert!(
+        projected.abs_diff(formula) <= formula / 5,
+        "projected {projected} B, formula {formula} B: {status}"
     );
 }
 
@@ -60,16 +90,22 @@ fn warm_standby_waits_cheaply_takes_over_and_gives_back() {
         window.as_secs(),
         requests[0]
     );
-    assert!(off <= 0.10, "warm link sent {requests:?}, expected {expected}");
+    assert!(
+        off <= 0.10,
+        "warm link sent {requests:?}, expected {expected}"
+    );
     assert!(
         requests[0] >= window.as_secs() * PER_ROUND * 8 / 10,
         "primary probed at its normal pace: {requests:?}"
     );
+    assert_budget_matches_server(topo, &lab.daemon.link(2));
+    assert_eq!(lab.daemon.link(2)["in_use"], false);
 
     // The primary fails: the standby carries everything and is probed at the normal pace.
     topo.add_loss(1, Loss::All);
     lab.daemon.wait_link(1, "down", Duration::from_secs(10));
     all_through(topo, 2, 60, "primary down: the standby carries");
+    assert_eq!(lab.daemon.link(2)["in_use"], true);
     let window = Duration::from_secs(5);
     let requests = requests_over(topo, window);
     assert!(

@@ -8,6 +8,8 @@ use crate::config::Family;
 use crate::daemon::watch::probe::{RoundReport, echo_ip_bytes};
 
 const DAY: u64 = 86_400;
+/// Seconds of counting before a 30-day figure is projected: a few rounds at the default pace.
+const MIN_COUNTED: u64 = 10;
 
 /// Today's probe bytes of one link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +56,12 @@ impl ProbeBudget {
     }
 
     /// Sent plus received over 30 days at today's pace: today's bytes / seconds counted
-    /// today * 30 days (None until a minute has been counted: too little to project from).
+    /// today * 30 days (None until [`MIN_COUNTED`] has been counted: too little to project
+    /// from).
     pub fn projected_30_days(&self, now: SystemTime) -> Option<u64> {
         let (sent, received) = self.today(now);
         let counted = unix(now).saturating_sub(self.since);
-        (unix(now) / DAY == self.day && counted >= 60)
+        (unix(now) / DAY == self.day && counted >= MIN_COUNTED)
             .then(|| (sent + received).saturating_mul(30 * DAY) / counted)
     }
 
@@ -124,6 +127,9 @@ mod tests {
         assert_eq!(budget.projected_30_days(at(DAY + 1)), None);
         budget.record(&round(1, 1), at(DAY + 120));
         assert_eq!(budget.today(at(DAY + 120)), (64, 64));
-        assert_eq!(budget.projected_30_days(at(DAY + 120)), Some(128 * 30 * DAY / 120));
+        assert_eq!(
+            budget.projected_30_days(at(DAY + 120)),
+            Some(128 * 30 * DAY / 120)
+        );
     }
 }

@@ -168,7 +168,11 @@ impl TrackedLink {
     /// waits its idle interval; a failing or recovering one keeps the quick pace of its state.
     fn pace(&self, delay: Duration) -> Duration {
         match self.idle_interval {
-            Some(every) if !self.in_use && matches!(self.health.state(), Health::Up | Health::Down) => every,
+            Some(every)
+                if !self.in_use && matches!(self.health.state(), Health::Up | Health::Down) =>
+            {
+                every
+            }
             _ => delay,
         }
     }

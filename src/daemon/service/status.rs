@@ -198,7 +198,10 @@ mod tests {
         assert!(text.contains("\"loss_percent\": 100"), "{text}");
         assert!(text.contains("\"window_loss_percent\": 25"), "{text}");
         assert!(text.contains("\"window_rtt_us\": 1500"), "{text}");
-        assert!(text.contains("\"probe_bytes_30d_projected\": 684288000"), "{text}");
+        assert!(
+            text.contains("\"probe_bytes_30d_projected\": 684288000"),
+            "{text}"
+        );
         assert!(text.contains("\"in_use\": false"), "{text}");
         remove(&dir).unwrap();
         let error = crate::state::daemon_status(&dir).unwrap_err();

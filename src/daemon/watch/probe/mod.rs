@@ -37,8 +37,8 @@ use crate::error::{Error, Result};
 mod icmp;
 mod round;
 
-use icmp::{ECHO_REPLY, ECHO6_REPLY, TOKEN_LEN, echo_request, parse_echo_reply, parse_echo6_reply};
 pub use icmp::echo_ip_bytes;
+use icmp::{ECHO_REPLY, ECHO6_REPLY, TOKEN_LEN, echo_request, parse_echo_reply, parse_echo6_reply};
 pub use round::{Round, RoundReport, RoundSummary, TargetReport};
 
 /// `ICMP_FILTER` from `<linux/icmp.h>` (not in the libc crate): a bitmask of ICMP types a raw
