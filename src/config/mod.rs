@@ -8,6 +8,7 @@
 
 mod checks;
 pub mod classes;
+pub mod failback;
 pub mod family;
 #[cfg(test)]
 mod fixtures;
@@ -21,6 +22,7 @@ pub mod uci_text;
 pub mod value;
 
 pub use classes::{AddrSet, HashKey, Sticky};
+pub use failback::Failback;
 pub use family::{Cidr, Family};
 pub use model::{
     BackendChoice, Balance, Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE,

@@ -3,6 +3,7 @@
 //! from UCI is `sections`, checking them against each other is `checks`.
 
 use super::classes::{AddrSet, HashKey, Sticky};
+use super::failback::Failback;
 use super::family::{Cidr, Family};
 use super::standby::Standby;
 use super::track::TrackConfig;
@@ -136,6 +137,8 @@ pub struct Policy {
     pub members: Vec<Member>,
     pub last_resort: LastResort,
     pub balance: Balance,
+    /// What becomes of a link's connections when a better member returns.
+    pub failback: Failback,
 }
 
 /// An inclusive port range (a single port has `from == to`).

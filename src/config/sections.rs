@@ -4,6 +4,7 @@
 
 use super::checks::{check_interfaces, check_something_enabled};
 use super::classes::{self, AddrSet};
+use super::failback::{Failback, read_failback};
 use super::family::{Family, is_link_local};
 use super::model::{
     BackendChoice, Balance, Config, Globals, Interface, LastResort, Member, PRIORITY_SPAN, Policy,
@@ -303,11 +304,13 @@ fn read_policy(
         ],
     )?;
     let balance = read_balance(r, balance)?;
+    let failback = read_failback(r)?;
     Ok(Policy {
         name: r.section.name.clone(),
         members: chosen,
         last_resort,
         balance,
+        failback,
     })
 }
 
@@ -328,6 +331,7 @@ fn implicit_policy(interfaces: &[Interface], balance: Balance) -> Policy {
             .collect(),
         last_resort: LastResort::Unreachable,
         balance,
+        failback: Failback::Keep,
     }
 }
 

@@ -136,6 +136,7 @@ impl TrackedLink {
         self.last_loss = old.last_loss;
         self.last_change = old.last_change;
         self.budget = old.budget.clone();
+        self.in_use = old.in_use;
         self.next_start = self.health.next_round().map(|_| Instant::now());
     }
 

@@ -32,8 +32,7 @@ pub struct Sweeps {
 
 impl Sweeps {
     /// Starts deleting what `outcome` asks for on `link`: everything when one of its events is
-    /// in the link's `flush_conntrack`, the unanswered connections when it left use. A sweep
-    /// already running for the link is replaced unless it already deletes everything.
+    /// in the link's `flush_conntrack`, the unanswered connections when it left use.
     pub fn after_change(&mut self, mask: u32, link: &TrackedLink, outcome: &Outcome) {
         let events = outcome.events();
         let (which, why) = match events.iter().find(|e| link.flush_conntrack.contains(e)) {
@@ -47,6 +46,17 @@ impl Sweeps {
             ),
             None => return,
         };
+        self.start(mask, link, which, &why);
+    }
+
+    /// Deletes every conntrack entry of `link` (failback), logging `what` goes.
+    pub fn delete_all(&mut self, mask: u32, link: &TrackedLink, what: &str) {
+        self.start(mask, link, Which::All, what);
+    }
+
+    /// Starts a sweep of `which` entries of `link`; a sweep already running for the link is
+    /// replaced unless it already deletes everything.
+    fn start(&mut self, mask: u32, link: &TrackedLink, which: Which, why: &str) {
         let mark = link.route.mark;
         if let Some(running) = self.active.iter().position(|a| a.mark == mark) {
             if self.active[running].sweep.which == Which::All {

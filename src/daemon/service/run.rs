@@ -24,7 +24,7 @@ use crate::config::{Config, FlushEvent};
 use crate::context::Context;
 use crate::daemon::decide::link::{Cause, Outcome, TrackedLink};
 use crate::daemon::decide::resteer::Sweeps;
-use crate::daemon::decide::standby::mark_use;
+use crate::daemon::decide::standby::Uses;
 use crate::daemon::kernel::counters::Counters;
 use crate::daemon::watch::devices::{DeviceMonitor, running_devices};
 use crate::daemon::watch::passive::{LinkWatch, PassiveWatcher};
@@ -68,6 +68,8 @@ struct Daemon<'a> {
     sweeps: Sweeps,
     /// Watches our rules, ip rules and routes (None when its sockets could not be opened).
     heal: Option<SelfHeal>,
+    /// Which links are in use, and failback deletions due.
+    uses: Uses,
 }
 
 /// Applies the config, then tracks the links and fails over until a signal says stop.
@@ -97,11 +99,15 @@ pub fn run(context: &Context) -> Result<Exit> {
         passive: None,
         sweeps: Sweeps::default(),
         heal: None,
+        uses: Uses::default(),
     };
     daemon.heal = SelfHeal::open(daemon.backend, daemon.plan.routing())
         .map_err(|e| log_error(&format!("cannot watch for changes to our rules: {e}")))
         .ok();
-    mark_use(&mut daemon.links, &daemon.plan, Instant::now());
+    let now = Instant::now();
+    daemon
+        .uses
+        .update(&mut daemon.links, &daemon.plan, &daemon.config, now);
     daemon.watch_passively();
     log(&format!(
         "started: {}",
@@ -143,6 +149,7 @@ impl Daemon<'_> {
                 .map(|i| ready.contains(&FdOwner::Sweep(i)))
                 .collect();
             self.sweeps.advance(&swept);
+            self.fail_back(now);
             self.check_passive(now);
             self.check_heal(now);
             if let Some(update) = self.owed.due(now) {
@@ -199,7 +206,26 @@ impl Daemon<'_> {
             .chain(self.hook.deadline())
             .chain(passive)
             .chain(heal)
+            .chain(self.uses.deadline())
             .min()
+    }
+
+    /// Tells the links whether the plan in force uses them (after every plan change).
+    fn note_use(&mut self) {
+        let now = Instant::now();
+        self.uses
+            .update(&mut self.links, &self.plan, &self.config, now);
+    }
+
+    /// Deletes the conntrack entries of links whose failback grace has passed.
+    fn fail_back(&mut self, now: Instant) {
+        let mask = self.config.globals.mark_mask;
+        for name in self.uses.due(now) {
+            if let Some(link) = self.links.iter().find(|l| l.name == name && !l.in_use()) {
+                self.sweeps
+                    .delete_all(mask, link, "its connections (failback)");
+            }
+        }
     }
 
     /// Everything the loop waits on this turn.
@@ -391,7 +417,7 @@ impl Daemon<'_> {
         self.plan = plan;
         self.resolved = resolved;
         self.links = links;
-        mark_use(&mut self.links, &self.plan, Instant::now());
+        self.note_use();
         self.owed = Owed::default();
         if let Some(heal) = &mut self.heal {
             heal.reconfigure(self.backend, self.plan.routing());
@@ -456,7 +482,7 @@ impl Daemon<'_> {
             Ok(plan) => {
                 if let Some(plan) = plan {
                     self.plan = plan;
-                    mark_use(&mut self.links, &self.plan, Instant::now());
+                    self.note_use();
                 }
                 self.owed = Owed::default();
             }
