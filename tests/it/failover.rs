@@ -21,6 +21,7 @@ use crate::support::checks::{LinkLoad, tcp_target};
 use crate::support::daemon::{SLACK, Timing};
 use crate::support::lab::DaemonLab;
 use crate::support::lbconfig::{Backend, Balance, LbConfig, tracked};
+use crate::support::long::LongConnection;
 use crate::support::topology::{Loss, Topology};
 use crate::support::traffic::{spawn_in, tcp_connections};
 
@@ -181,74 +182,17 @@ fn fail_and_heal_link_2(lab: &DaemonLab, timing: &Timing, what: &str) -> (Durati
     (detection, recovery)
 }
 
-/// One TCP connection kept open on link 1, exchanging a line every 100 ms on its own thread
-/// until stopped; counts answers and the addresses the server reported.
-struct LongConnection {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<(usize, Vec<Ipv4Addr>), String>>,
-}
-
-impl LongConnection {
-    /// Opens connections until one lands on link 1 (round-robin: at most a few).
-    fn on_link_1(topo: &Topology) -> LongConnection {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = spawn_in(&topo.lan, move || {
-            let mut stream = None;
-            for _ in 0..4 {
-                let (_, candidate, greeting) =
-                    busy::greeted(tcp_target(), Duration::from_secs(2), Duration::from_secs(3))?;
-                if greeting.trim() == link_addr(1).to_string() {
-                    stream = Some(candidate);
-                    break;
-                }
-            }
-            let stream = stream.ok_or("no connection landed on link 1")?;
-            let mut reader = BufReader::new(&stream);
-            let mut writer = &stream;
-            let mut answered = 0;
-            let mut peers = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                writer
-                    .write_all(format!("ping {answered}\n").as_bytes())
-                    .map_err(|e| format!("send {answered}: {e}"))?;
-                let mut line = String::new();
-                reader
-                    .read_line(&mut line)
-                    .map_err(|e| format!("answer {answered}: {e}"))?;
-                let peer = line.split_whitespace().next().unwrap_or_default();
-                let peer: Ipv4Addr = peer.parse().map_err(|e| format!("{line:?}: {e}"))?;
-                if !peers.contains(&peer) {
-                    peers.push(peer);
-                }
-                answered += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Ok((answered, peers))
-        });
-        LongConnection { stop, thread }
-    }
-
-    /// Ends the exchange; returns (answers, addresses seen).
-    fn finish(self) -> (usize, Vec<Ipv4Addr>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .join()
-            .expect("long connection thread panicked")
-            .unwrap_or_else(|e| panic!("the long connection on link 1 broke: {e}"))
-    }
-}
-
 #[test]
 fn silent_failure_with_defaults_is_detected_and_healed() {
     // Passive health off: this measures the probes alone (tests/it/hitless.rs has both).
     let lab = DaemonLab::start(&tracked(Backend::Nftables, 2, &[("passive", "0")]));
-    let long = LongConnection::on_link_1(&lab.topo);
+    let long = LongConnection::on_link(&lab.topo, 1);
     let timing = Timing::with_interval(Duration::from_secs(1));
     fail_and_heal_link_2(&lab, &timing, "defaults");
 
-    let (answered, peers) = long.finish();
+    let (answered, peers) = long
+        .finish()
+        .unwrap_or_else(|e| panic!("the long connection on link 1 broke: {e}"));
     assert!(answered > 50, "only {answered} answers");
     assert_eq!(peers, [link_addr(1)], "the long connection changed link");
 

@@ -31,6 +31,7 @@ mod classes;
 mod dualstack;
 mod e2e;
 mod emulated;
+mod failback;
 mod failover;
 mod failover_ipv6;
 mod fuzz;

@@ -15,6 +15,7 @@
 //! - `traffic`: servers that report the peer address, and the LAN's connections and flows.
 //! - `icmp`: ICMP and ICMPv6 echoes from a raw socket, one conntrack flow each.
 //! - `checks`: the server's services and the per-link measurements tests assert on.
+//! - `long`: one long TCP connection on a chosen link, for what failover and failback do to it.
 //! - `busy`: the busy-link scenario of hitless failover (tests and bench).
 //! - `package`: the package's name and tree, the repo and the binaries under test.
 //! - `owrt`: the OpenWrt kit: ubusd, rpcd, netifd and procd in a view of the router.
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod icmp;
 pub mod lab;
 pub mod lbconfig;
+pub mod long;
 pub mod netns;
 pub mod openwrt;
 pub mod owrt;
