@@ -4,10 +4,7 @@
 //! which links are in use. Detection and recovery are measured from the moment the ISP rule
 //! changes to the first new connection that behaves accordingly, and printed as FIGURE lines.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
