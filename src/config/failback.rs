@@ -60,14 +60,10 @@ pub fn read_failback(r: &mut SectionReader) -> Result<Failback> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::RawConfig;
-    use crate::error::Error;
+    use crate::config::fixtures::{assert_names_option, read_section};
 
     fn read(options: &str) -> Result<Failback> {
-        let json =
-            format!(r#"{{"values":{{"p":{{".type":"policy",".name":"p",".index":1{options}}}}}}}"#);
-        let raw = RawConfig::from_json_text(&json).unwrap();
-        read_failback(&mut SectionReader::new(&raw.sections[0]))
+        read_section("policy", options, read_failback)
     }
 
     #[test]
@@ -98,10 +94,7 @@ mod tests {
                 "drain_timeout",
             ),
         ] {
-            match read(options) {
-                Err(Error::Config { option: o, .. }) => assert_eq!(o.as_deref(), Some(option)),
-                other => panic!("{options}: {other:?}"),
-            }
+            assert_names_option(read(options), option);
         }
     }
 }

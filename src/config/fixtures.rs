@@ -5,6 +5,29 @@ use super::model::Config;
 use super::raw::RawConfig;
 use crate::error::Result;
 
+/// Reads one section of type `kind` with `options` (JSON members, each led by a
+/// comma) through `read`.
+pub fn read_section<T>(
+    kind: &str,
+    options: &str,
+    read: impl FnOnce(&mut super::value::SectionReader) -> Result<T>,
+) -> Result<T> {
+    let json =
+        format!(r#"{{"values":{{"s":{{".type":"{kind}",".name":"s",".index":1{options}}}}}}}"#);
+    let raw = RawConfig::from_json_text(&json).unwrap();
+    read(&mut super::value::SectionReader::new(&raw.sections[0]))
+}
+
+/// Panics unless `result` is a config error naming `option`.
+pub fn assert_names_option<T: std::fmt::Debug>(result: Result<T>, option: &str) {
+    match result {
+        Err(crate::error::Error::Config { option: o, .. }) => {
+            assert_eq!(o.as_deref(), Some(option))
+        }
+        other => panic!("expected an error naming {option}, got {other:?}"),
+    }
+}
+
 /// The config of a `ubus call uci get` reply.
 pub fn config(json: &str) -> Result<Config> {
     Config::from_raw(&RawConfig::from_json_text(json).unwrap())

@@ -69,16 +69,12 @@ pub fn read_standby(r: &mut SectionReader, interval: Duration) -> Result<Standby
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::RawConfig;
-    use crate::error::Error;
+    use crate::config::fixtures::{assert_names_option, read_section};
 
     fn read(options: &str) -> Result<Standby> {
-        let json = format!(
-            r#"{{"values":{{"lte":{{".type":"interface",".name":"lte",".index":1{options}}}}}}}"#
-        );
-        let raw = RawConfig::from_json_text(&json).unwrap();
-        let mut r = SectionReader::new(&raw.sections[0]);
-        read_standby(&mut r, Duration::from_secs(1))
+        read_section("interface", options, |r| {
+            read_standby(r, Duration::from_secs(1))
+        })
     }
 
     #[test]
@@ -103,10 +99,7 @@ mod tests {
                 "standby_interval",
             ),
         ] {
-            match read(options) {
-                Err(Error::Config { option: o, .. }) => assert_eq!(o.as_deref(), Some(option)),
-                other => panic!("{options}: {other:?}"),
-            }
+            assert_names_option(read(options), option);
         }
     }
 }
