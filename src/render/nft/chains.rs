@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 /// The base chains and the line that hooks each into the kernel: one priority below mangle
 /// (and srcnat), so our marks are set before other mangle rules and routing see the packet.
-/// The DNS translation runs just after dstnat, so a port forward or DNS redirect of the
+/// The DNS translation runs just after dstnat (-100), so a port forward or DNS redirect of the
 /// firewall's wins over it.
 const HOOKS: [(&str, &str); 5] = [
     (
@@ -29,11 +29,11 @@ const HOOKS: [(&str, &str); 5] = [
     ),
     (
         dns::NAT_HOOKS[0],
-        "type nat hook prerouting priority dstnat + 1; policy accept;",
+        "type nat hook prerouting priority -99; policy accept;",
     ),
     (
         dns::NAT_HOOKS[1],
-        "type nat hook output priority dstnat + 1; policy accept;",
+        "type nat hook output priority -99; policy accept;",
     ),
 ];
 
