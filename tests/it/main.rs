@@ -28,6 +28,7 @@ macro_rules! for_both_backends {
 }
 
 mod classes;
+mod dns;
 mod dualstack;
 mod e2e;
 mod emulated;
