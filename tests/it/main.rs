@@ -46,6 +46,7 @@ mod packaging;
 mod pkgmgr;
 mod procd;
 mod rpcd;
+mod rule_matches;
 mod selftest;
 mod support;
 mod ubus_object;
