@@ -308,7 +308,7 @@ mod tests {
     use super::*;
     use crate::config::Mac;
     use crate::config::raw::RawConfig;
-    use crate::source::LinkState;
+    use crate::plan::tests::states;
     use serde_json::{Value, json};
 
     fn words(line: &str) -> Vec<String> {
@@ -327,18 +327,9 @@ mod tests {
         "dns":{".type":"rule",".name":"dns",".index":9,"proto":"udp","dest_port":"53","use_policy":"default"}
     }}"#;
 
-    fn setup(up: [bool; 2]) -> (Config, Plan) {
-        let config = Config::from_raw(&RawConfig::from_json_text(CONFIG).unwrap()).unwrap();
-        let states: Vec<LinkState> = config
-            .interfaces
-            .iter()
-            .zip(up)
-            .map(|(i, up)| LinkState {
-                up,
-                ..LinkState::from_config(i)
-            })
-            .collect();
-        let plan = Plan::build(&config, &states);
+    fn setup(json: &str, up: [bool; 2]) -> (Config, Plan) {
+        let config = Config::from_raw(&RawConfig::from_json_text(json).unwrap()).unwrap();
+        let plan = Plan::build(&config, &states(&config, &up));
         (config, plan)
     }
 
@@ -348,7 +339,7 @@ mod tests {
 
     #[test]
     fn rules_sets_sticky_and_hash() {
-        let (config, plan) = setup([true, true]);
+        let (config, plan) = setup(CONFIG, [true, true]);
         let facts = Facts {
             sets: vec![
                 (
@@ -385,7 +376,7 @@ mod tests {
         assert_eq!(json["protocol"], Value::Null);
         assert_eq!(json["members"], json!([]));
 
-        let (config, plan) = setup([true, false]);
+        let (config, plan) = setup(CONFIG, [true, false]);
         let e = ask(&config, &plan, &facts, "192.168.1.5 172.31.254.9 tcp 80");
         assert_eq!(e.decision, "unreachable");
         assert!(!e.members[0].4, "wanb is down");
@@ -450,13 +441,7 @@ mod tests {
 
     #[test]
     fn time_mac_and_ingress_device_decide_with_the_clock_and_the_origin() {
-        let config = Config::from_raw(&RawConfig::from_json_text(MATCHES).unwrap()).unwrap();
-        let states: Vec<LinkState> = config
-            .interfaces
-            .iter()
-            .map(LinkState::from_config)
-            .collect();
-        let plan = Plan::build(&config, &states);
+        let (config, plan) = setup(MATCHES, [true, true]);
         let mut query = Query::parse(&words("192.168.1.5 203.0.113.9")).unwrap();
         let e = explain(&config, &plan, &at(23 * 3600, 21 * 3600, 1), &query);
         assert_eq!((e.rule.as_deref(), e.link), (Some("night"), Some(1)));
@@ -488,29 +473,17 @@ mod tests {
 
     #[test]
     fn dns_queries_to_a_links_servers_are_decided_before_any_rule() {
-        let config = Config::from_raw(&RawConfig::from_json_text(MATCHES).unwrap()).unwrap();
-        let states = |up: [bool; 2]| -> Vec<LinkState> {
-            config
-                .interfaces
-                .iter()
-                .zip(up)
-                .map(|(i, up)| LinkState {
-                    up,
-                    ..LinkState::from_config(i)
-                })
-                .collect()
-        };
         let night = at(23 * 3600, 23 * 3600, 0);
-        let plan = Plan::build(&config, &states([true, true]));
+        let (config, plan) = setup(MATCHES, [true, true]);
         let e = ask(&config, &plan, &night, "192.168.1.5 192.0.2.53 udp 53");
         assert_eq!((e.decision, e.link, e.rule), ("dns", Some(0), None));
         let e = ask(&config, &plan, &night, "192.168.1.5 192.0.2.53 tcp 80");
         assert_eq!(e.rule.as_deref(), Some("night"), "not a DNS query");
-        let plan = Plan::build(&config, &states([false, true]));
+        let (_, plan) = setup(MATCHES, [false, true]);
         let e = ask(&config, &plan, &night, "192.168.1.5 192.0.2.53 tcp 53");
         assert_eq!((e.decision, e.link), ("dns", Some(1)));
         assert!(e.reason.contains("go to 198.51.100.53"), "{}", e.reason);
-        let plan = Plan::build(&config, &states([false, false]));
+        let (_, plan) = setup(MATCHES, [false, false]);
         let e = ask(&config, &plan, &night, "192.168.1.5 192.0.2.53 udp 53");
         assert_eq!((e.decision, e.link), ("unreachable", None));
     }

@@ -97,8 +97,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::tests::config;
-    use crate::source::LinkState;
+    use crate::plan::tests::{config, states};
 
     const DNS: &str = r#"{"values":{
         "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1","dns":["192.0.2.53","192.0.2.54"]},
@@ -109,16 +108,7 @@ mod tests {
 
     fn plan(json: &str, up: [bool; 4]) -> Plan {
         let c = config(json);
-        let states: Vec<LinkState> = c
-            .interfaces
-            .iter()
-            .zip(up)
-            .map(|(i, up)| LinkState {
-                up,
-                ..LinkState::from_config(i)
-            })
-            .collect();
-        Plan::build(&c, &states)
+        Plan::build(&c, &states(&c, &up))
     }
 
     fn addr(text: &str) -> IpAddr {

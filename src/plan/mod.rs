@@ -331,7 +331,8 @@ pub(crate) mod tests {
         Plan::build(&c, &states(&c, &up))
     }
 
-    fn states(config: &Config, up: &[bool]) -> Vec<LinkState> {
+    /// The fixed link states of `config` with only the links marked in `up` alive.
+    pub(crate) fn states(config: &Config, up: &[bool]) -> Vec<LinkState> {
         config
             .interfaces
             .iter()

@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use connmark_lb::config::matches::WEEKDAYS;
 use serde_json::Value;
 
 use crate::support::addr::{ROUTER_LAN_DEVICE, link_addr};
@@ -14,16 +15,6 @@ use crate::support::checks::tcp_target;
 use crate::support::lab::Lab;
 use crate::support::lbconfig::{Backend, Balance, LbConfig};
 use crate::support::traffic::tcp_from_each;
-
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
 
 /// The LAN host's hardware address while this test runs.
 const LAN_MAC: &str = "02:00:5e:00:53:01";
