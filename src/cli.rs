@@ -28,6 +28,12 @@ pub struct Args {
     /// explain: print one JSON object (the form a web page reads)
     #[argh(switch)]
     pub json: bool,
+    /// explain: the source's hardware address (default: the router's neighbour entry)
+    #[argh(option)]
+    pub mac: Option<String>,
+    /// explain: the device the connection comes in on (default: the neighbour entry's)
+    #[argh(option)]
+    pub dev: Option<String>,
     /// config as `ubus call uci get` JSON ({"values": {...}})
     #[argh(option)]
     pub config: Option<PathBuf>,
@@ -90,9 +96,10 @@ impl Args {
 
 /// Runs one verb.
 pub fn run(args: &Args) -> Result<()> {
-    if args.verb != Verb::Explain && (!args.operands.is_empty() || args.json) {
+    let explain_only = args.json || args.mac.is_some() || args.dev.is_some();
+    if args.verb != Verb::Explain && (!args.operands.is_empty() || explain_only) {
         return Err(Error::Usage(
-            "only explain takes addresses and --json".into(),
+            "only explain takes addresses, --json, --mac and --dev".into(),
         ));
     }
     let context = args.context();
@@ -120,8 +127,9 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// `explain`: [`Context::explain`], printed as text or as one JSON object.
 fn explain(args: &Args, context: &Context) -> Result<()> {
-    let query = explain::Query::parse(&args.operands)?;
-    let (answer, plan) = context.explain(&query)?;
+    let query =
+        explain::Query::with_origin(&args.operands, args.mac.as_deref(), args.dev.as_deref())?;
+    let (answer, plan, query) = context.explain(&query)?;
     if args.json {
         println!("{}", answer.to_json(&plan, &query));
     } else {
