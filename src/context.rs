@@ -140,7 +140,7 @@ impl Context {
             }
         }
         let plan = Plan::build(&config, &states);
-        let facts = match apply::nft::list_table_json() {
+        let facts = match apply::nft::list_table_json()? {
             Some(text) => Facts::parse(&text)?,
             None => Facts::default(),
         };
