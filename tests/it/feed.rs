@@ -15,21 +15,11 @@ use crate::support::addr::LAN_HOST;
 use crate::support::lab::Lab;
 use crate::support::lbconfig::{Backend, Balance, ConfigFile, LbConfig};
 use crate::support::package::{
-    FEED_DIR, LUCI_DIR, NAME, PACKAGE_TREE, STUB_SDK, assert_package_tree, binary, crate_version,
-    feed_dump, feed_make, pulled_in, repo,
+    FEED_DIR, LUCI_DIR, NAME, PACKAGE_TREE, STUB_SDK, assert_package_tree, binary, cargo_field,
+    crate_version, feed_dump, feed_make, pulled_in, repo,
 };
 use crate::support::process::{run, run_ok};
 use crate::support::tempdir::TempDir;
-
-fn cargo_license() -> String {
-    let manifest = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
-    manifest
-        .lines()
-        .find_map(|line| line.strip_prefix("license = \""))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .expect("Cargo.toml has a license line")
-        .to_string()
-}
 
 #[test]
 fn feed_makefiles_declare_source_license_maintainer_and_version() {
@@ -46,7 +36,7 @@ fn feed_makefiles_declare_source_license_maintainer_and_version() {
         .collect();
     assert_eq!(parts.len(), 3, "apk wants x.y.z, got {version}");
     assert!(dump["PKG_RELEASE"].parse::<u32>().expect("an integer") >= 1);
-    assert_eq!(dump["PKG_LICENSE"], cargo_license());
+    assert_eq!(dump["PKG_LICENSE"], cargo_field("license"));
     assert_eq!(dump["PKG_LICENSE_FILES"], "LICENSE");
     let license = fs::read_to_string(repo().join("LICENSE")).unwrap();
     assert!(
@@ -78,7 +68,7 @@ fn feed_makefiles_declare_source_license_maintainer_and_version() {
 
     let luci = feed_dump(LUCI_DIR, &[]);
     assert_eq!(luci["PKG_VERSION"], version);
-    assert_eq!(luci["PKG_LICENSE"], cargo_license());
+    assert_eq!(luci["PKG_LICENSE"], cargo_field("license"));
     assert_eq!(&luci["PKG_MAINTAINER"], maintainer);
     let app = "luci-app-connmark-lb";
     assert_eq!(

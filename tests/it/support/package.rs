@@ -58,12 +58,19 @@ pub fn package_binary() -> PathBuf {
 }
 
 pub fn crate_version() -> String {
+    cargo_field("version")
+}
+
+/// The string `key` of Cargo.toml's package section (version, license): the one place the
+/// packages take them from.
+pub fn cargo_field(key: &str) -> String {
     let manifest = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let prefix = format!("{key} = \"");
     manifest
         .lines()
-        .find_map(|line| line.strip_prefix("version = \""))
+        .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|rest| rest.strip_suffix('"'))
-        .expect("Cargo.toml has a version line")
+        .unwrap_or_else(|| panic!("Cargo.toml has no {key} line"))
         .to_string()
 }
 
