@@ -1,4 +1,7 @@
 //! The results: targets checked against the figures, BENCH.md and results.json.
+//!
+//! Longer than ~600 lines on purpose: one writer per BENCH.md section, each reading its own
+//! figures; splitting them apart would scatter the one document they make.
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -36,42 +36,64 @@ fn shown(text: &str) -> String {
     format!("'{}'", text.escape_debug())
 }
 
+/// A word uci checks the characters of: what its errors call it and which bytes it allows.
+struct WordKind {
+    /// With its article, for the error about a missing word.
+    a_what: &'static str,
+    what: &'static str,
+    allowed: &'static str,
+    valid: fn(u8) -> bool,
+}
+
 /// Section and option names: uci refuses anything but `[A-Za-z0-9_]`.
-fn is_name(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
+const SECTION_NAME: WordKind = WordKind {
+    a_what: "a section name",
+    what: "section name",
+    allowed: "letters, digits and '_'",
+    valid: |b| b.is_ascii_alphanumeric() || b == b'_',
+};
+const OPTION_NAME: WordKind = WordKind {
+    a_what: "an option name",
+    what: "option name",
+    ..SECTION_NAME
+};
 /// Section types: printable ASCII without space.
-fn is_type(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| (33..=126).contains(&b))
-}
-
+const SECTION_TYPE: WordKind = WordKind {
+    a_what: "a section type",
+    what: "section type",
+    allowed: "printable ASCII without spaces",
+    valid: |b| (33..=126).contains(&b),
+};
 /// Package names: like section names, plus `-` (as in `connmark-lb`).
-fn is_package(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+const PACKAGE_NAME: WordKind = WordKind {
+    a_what: "a package name",
+    what: "package name",
+    allowed: "letters, digits, '_' and '-'",
+    valid: |b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-',
+};
 
-/// `package <name>`: only checked, since the package is the file being read.
-fn check_package(line: usize, name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(line_error(
-            line,
-            "package: expected a package name, found nothing",
-        ));
+impl WordKind {
+    /// The word `text` of a `keyword` command on `line`: present and of allowed bytes only.
+    fn check(&self, line: usize, keyword: &str, text: &str) -> Result<()> {
+        if text.is_empty() {
+            return Err(line_error(
+                line,
+                format!("{keyword}: expected {}, found nothing", self.a_what),
+            ));
+        }
+        if !text.bytes().all(self.valid) {
+            return Err(line_error(
+                line,
+                format!(
+                    "{} {} may only contain {}",
+                    self.what,
+                    shown(text),
+                    self.allowed
+                ),
+            ));
+        }
+        Ok(())
     }
-    if !is_package(name) {
-        return Err(line_error(
-            line,
-            format!(
-                "package name {} may only contain letters, digits, '_' and '-'",
-                shown(name)
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Applies commands in order, tracking the section that `option`/`list` lines go to.
@@ -116,36 +138,17 @@ impl Builder {
         let second = args.get(1).map(String::as_str).unwrap_or("");
         match name {
             "config" => self.open_section(line, first, second),
-            "package" => check_package(line, first),
+            // Only checked, since the package is the file being read.
+            "package" => PACKAGE_NAME.check(line, "package", first),
             _ => self.set_option(line, name == "list", first, second),
         }
     }
 
     /// `config <type> [name]`: a new section, or more options for an existing named one.
     fn open_section(&mut self, line: usize, kind: &str, name: &str) -> Result<()> {
-        if kind.is_empty() {
-            return Err(line_error(
-                line,
-                "config: expected a section type, found nothing",
-            ));
-        }
-        if !is_type(kind) {
-            return Err(line_error(
-                line,
-                format!(
-                    "section type {} may only contain printable ASCII without spaces",
-                    shown(kind)
-                ),
-            ));
-        }
-        if !name.is_empty() && !is_name(name) {
-            return Err(line_error(
-                line,
-                format!(
-                    "section name {} may only contain letters, digits and '_'",
-                    shown(name)
-                ),
-            ));
+        SECTION_TYPE.check(line, "config", kind)?;
+        if !name.is_empty() {
+            SECTION_NAME.check(line, "config", name)?;
         }
         let existing = (!name.is_empty())
             .then(|| self.sections.iter().position(|s| s.name == name))
@@ -188,21 +191,7 @@ impl Builder {
     /// item is kept.
     fn set_option(&mut self, line: usize, list: bool, option: &str, value: &str) -> Result<()> {
         let keyword = if list { "list" } else { "option" };
-        if option.is_empty() {
-            return Err(line_error(
-                line,
-                format!("{keyword}: expected an option name, found nothing"),
-            ));
-        }
-        if !is_name(option) {
-            return Err(line_error(
-                line,
-                format!(
-                    "option name {} may only contain letters, digits and '_'",
-                    shown(option)
-                ),
-            ));
-        }
+        OPTION_NAME.check(line, keyword, option)?;
         let Some(current) = self.current else {
             return Err(line_error(
                 line,

@@ -335,19 +335,22 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// A spread over `(link, weight)` pairs.
+    fn spread(shares: &[(usize, u32)]) -> Choice {
+        Choice::Spread(
+            shares
+                .iter()
+                .map(|&(link, weight)| Share { link, weight })
+                .collect(),
+        )
+    }
+
     #[test]
     fn lowest_live_tier_with_reduced_weights() {
-        let c = config(TIERS);
-        let plan = Plan::build(&c, &states(&c, &[true, true, true]));
+        let plan = tiers_plan([true, true, true]);
         assert_eq!(
             plan.policies[0].choices,
-            [(
-                Family::Ipv4,
-                Choice::Spread(vec![
-                    Share { link: 0, weight: 2 },
-                    Share { link: 1, weight: 1 }
-                ])
-            )]
+            [(Family::Ipv4, spread(&[(0, 2), (1, 1)]))]
         );
         assert_eq!(plan.links[2].mark, 0x300);
         assert_eq!(plan.links[2].table, 4003);
@@ -357,20 +360,15 @@ pub(crate) mod tests {
 
     #[test]
     fn backup_tier_takes_over_then_last_resort() {
-        let c = config(TIERS);
-        let plan = Plan::build(&c, &states(&c, &[false, false, true]));
-        assert_eq!(
-            plan.policies[0].choices,
-            [(
-                Family::Ipv4,
-                Choice::Spread(vec![Share { link: 2, weight: 1 }])
-            )]
-        );
-        let plan = Plan::build(&c, &states(&c, &[false, false, false]));
-        assert_eq!(
-            plan.policies[0].choices,
-            [(Family::Ipv4, Choice::Fallback(LastResort::Blackhole))]
-        );
+        for (up, choice) in [
+            ([false, false, true], spread(&[(2, 1)])),
+            (
+                [false, false, false],
+                Choice::Fallback(LastResort::Blackhole),
+            ),
+        ] {
+            assert_eq!(tiers_plan(up).policies[0].choices, [(Family::Ipv4, choice)]);
+        }
     }
 
     #[test]
@@ -447,17 +445,8 @@ pub(crate) mod tests {
         assert_eq!(
             plan.policies[0].choices,
             [
-                (
-                    Family::Ipv4,
-                    Choice::Spread(vec![Share { link: 0, weight: 1 }])
-                ),
-                (
-                    Family::Ipv6,
-                    Choice::Spread(vec![
-                        Share { link: 1, weight: 1 },
-                        Share { link: 2, weight: 3 }
-                    ])
-                )
+                (Family::Ipv4, spread(&[(0, 1)])),
+                (Family::Ipv6, spread(&[(1, 1), (2, 3)]))
             ]
         );
         assert_eq!(plan.single_family(), None);

@@ -511,17 +511,20 @@ mod tests {
     use super::*;
     use crate::plan::tests::tiers_plan;
 
+    /// Link states that give a spread, a single link and the last resort.
+    const SOME_STATES: [[bool; 3]; 3] = [
+        [true, true, true],
+        [false, true, false],
+        [false, false, false],
+    ];
+
     fn policy_update_v4(plan: &Plan) -> String {
         policy_update(plan, Family::Ipv4)
     }
 
     #[test]
     fn chains_are_those_the_ruleset_declares() {
-        for up in [
-            [true, true, true],
-            [false, true, false],
-            [false, false, false],
-        ] {
+        for up in SOME_STATES {
             let plan = tiers_plan(up);
             for family in Family::ALL {
                 let text = ruleset(&plan, family, &IptablesState::default());
@@ -532,36 +535,36 @@ mod tests {
 
     #[test]
     fn policy_update_rewrites_only_the_policy_chains() {
-        assert_eq!(
-            policy_update_v4(&tiers_plan([true, true, true])),
-            "*mangle\n\
-             :CMLB_POLICY_1 - [0:0]\n\
-             -A CMLB_POLICY_1 -m statistic --mode nth --every 3 --packet 0 -g CMLB_MARK_1\n\
-             -A CMLB_POLICY_1 -m statistic --mode nth --every 2 --packet 0 -g CMLB_MARK_1\n\
-             -A CMLB_POLICY_1 -g CMLB_MARK_2\n\
-             COMMIT\n"
-        );
-        assert_eq!(
-            policy_update_v4(&tiers_plan([true, false, true])),
-            "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_MARK_1\nCOMMIT\n"
-        );
-        assert_eq!(
-            policy_update_v4(&tiers_plan([false, false, true])),
-            "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_MARK_3\nCOMMIT\n"
-        );
-        assert_eq!(
-            policy_update_v4(&tiers_plan([false, false, false])),
-            "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_LAST_BLACKHOLE\nCOMMIT\n"
-        );
+        for (up, expected) in [
+            (
+                [true, true, true],
+                "*mangle\n\
+                 :CMLB_POLICY_1 - [0:0]\n\
+                 -A CMLB_POLICY_1 -m statistic --mode nth --every 3 --packet 0 -g CMLB_MARK_1\n\
+                 -A CMLB_POLICY_1 -m statistic --mode nth --every 2 --packet 0 -g CMLB_MARK_1\n\
+                 -A CMLB_POLICY_1 -g CMLB_MARK_2\n\
+                 COMMIT\n",
+            ),
+            (
+                [true, false, true],
+                "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_MARK_1\nCOMMIT\n",
+            ),
+            (
+                [false, false, true],
+                "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_MARK_3\nCOMMIT\n",
+            ),
+            (
+                [false, false, false],
+                "*mangle\n:CMLB_POLICY_1 - [0:0]\n-A CMLB_POLICY_1 -g CMLB_LAST_BLACKHOLE\nCOMMIT\n",
+            ),
+        ] {
+            assert_eq!(policy_update_v4(&tiers_plan(up)), expected, "{up:?}");
+        }
     }
 
     #[test]
     fn policy_update_matches_the_full_ruleset() {
-        for up in [
-            [true, true, true],
-            [false, true, false],
-            [false, false, false],
-        ] {
+        for up in SOME_STATES {
             let plan = tiers_plan(up);
             let full = ruleset(&plan, Family::Ipv4, &IptablesState::default());
             for line in policy_update_v4(&plan)

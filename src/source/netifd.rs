@@ -122,17 +122,22 @@ mod tests {
         })
     }
 
+    /// An IPv4 link that is up with `device`, `gateway` and `address` and no prefixes.
+    fn up_v4(device: &str, gateway: [u8; 4], address: [u8; 4]) -> NetifdLink {
+        NetifdLink {
+            up: true,
+            device: Some(device.into()),
+            gateway: Some(IpAddr::from(gateway)),
+            address: Some(IpAddr::from(address)),
+            prefixes: Vec::new(),
+        }
+    }
+
     #[test]
     fn dhcp_wan_resolves_device_gateway_and_address() {
         assert_eq!(
             parse_status(&dhcp_wan(), Family::Ipv4),
-            NetifdLink {
-                up: true,
-                device: Some("eth1".into()),
-                gateway: Some(IpAddr::from([203, 0, 113, 1])),
-                address: Some(IpAddr::from([203, 0, 113, 45])),
-                prefixes: Vec::new(),
-            }
+            up_v4("eth1", [203, 0, 113, 1], [203, 0, 113, 45])
         );
     }
 
@@ -150,13 +155,7 @@ mod tests {
         });
         assert_eq!(
             parse_status(&status, Family::Ipv4),
-            NetifdLink {
-                up: true,
-                device: Some("pppoe-wanb".into()),
-                gateway: Some(IpAddr::from([10, 64, 64, 64])),
-                address: Some(IpAddr::from([100, 64, 17, 9])),
-                prefixes: Vec::new(),
-            }
+            up_v4("pppoe-wanb", [10, 64, 64, 64], [100, 64, 17, 9])
         );
     }
 

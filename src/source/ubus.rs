@@ -344,10 +344,7 @@ impl Client {
     fn read_exact(&mut self, buf: &mut [u8], already: usize, deadline: Instant) -> Result<()> {
         let mut filled = 0;
         while filled < buf.len() {
-            let remaining = self.remaining(deadline)?;
-            self.stream
-                .set_read_timeout(Some(remaining))
-                .map_err(|e| self.io_error(e))?;
+            self.arm(deadline, UnixStream::set_read_timeout)?;
             match self.stream.read(&mut buf[filled..]) {
                 Ok(0) if already + filled == 0 => {
                     return Err(Error::Ubus(format!(
@@ -383,10 +380,7 @@ impl Client {
     fn write_all(&mut self, bytes: &[u8], deadline: Instant) -> Result<()> {
         let mut sent = 0;
         while sent < bytes.len() {
-            let remaining = self.remaining(deadline)?;
-            self.stream
-                .set_write_timeout(Some(remaining))
-                .map_err(|e| self.io_error(e))?;
+            self.arm(deadline, UnixStream::set_write_timeout)?;
             match send(
                 self.stream.as_raw_fd(),
                 &bytes[sent..],
@@ -400,12 +394,18 @@ impl Client {
         Ok(())
     }
 
-    fn remaining(&self, deadline: Instant) -> Result<Duration> {
+    /// Sets the socket's read or write timeout (`set`) to what is left until `deadline`, so
+    /// one blocking call cannot outlast it; none left is the timeout error.
+    fn arm(
+        &self,
+        deadline: Instant,
+        set: fn(&UnixStream, Option<Duration>) -> io::Result<()>,
+    ) -> Result<()> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(timed_out(&self.socket, self.timeout));
         }
-        Ok(remaining)
+        set(&self.stream, Some(remaining)).map_err(|e| self.io_error(e))
     }
 
     fn io_error(&self, source: io::Error) -> Error {

@@ -2,6 +2,9 @@
 //! a silent ISP failure takes its link out the way it would on a router: sticky sources,
 //! resilient hash balancing, address sets filled by the real dnsmasq, the router's own
 //! traffic, and `explain` checked against what the kernel then does.
+//!
+//! Longer than ~600 lines on purpose: it holds only the tests of this one area, each a few
+//! dozen lines of steps and assertions; everything they share lives in `support/`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
 use std::process::{Child, Stdio};

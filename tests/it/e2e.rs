@@ -1,5 +1,8 @@
 //! The end-to-end tests of connmark-lb: each case is a function of the backend, and the macro
 //! at the end instantiates every case once per backend.
+//!
+//! Longer than ~600 lines on purpose: it holds only the tests of this one area, each a few
+//! dozen lines of steps and assertions; everything they share lives in `support/`.
 
 use std::fs;
 use std::net::SocketAddrV4;

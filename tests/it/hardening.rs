@@ -2,6 +2,9 @@
 //! other, other software's routes, rules and chains beside ours, state that no longer matches
 //! the kernel, an unusable or booby-trapped state directory, a daemon that died without
 //! cleaning up, iptables-nft leftovers.
+//!
+//! Longer than ~600 lines on purpose: it holds only the tests of this one area, each a few
+//! dozen lines of steps and assertions; everything they share lives in `support/`.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

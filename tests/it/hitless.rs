@@ -239,6 +239,13 @@ fn reapplies_after_quiet(lab: &DaemonLab) -> u64 {
         .expect("reapplies in status.json")
 }
 
+/// The daemon has re-applied `count` times in all, and its log says `says`.
+fn assert_reapplied(lab: &DaemonLab, count: u64, says: &str) {
+    assert_eq!(reapplies_after_quiet(lab), count, "{}", lab.daemon.log());
+    let log = lab.daemon.log();
+    assert!(log.contains(says), "{log}");
+}
+
 /// `nft flush ruleset`, deleting our ip rules, flushing a link's routing table: each time the
 /// daemon applies again within a second, once, and says what was missing.
 #[test]
@@ -249,13 +256,10 @@ fn self_heals_after_nft_flush_and_deleted_ip_rules() {
     lab.topo.router.run("nft flush ruleset");
     let took = healed(&lab, Duration::from_secs(1), || table() == ruleset);
     eprintln!("FIGURE self-healing after nft flush ruleset: rules back after {took:?}");
-    assert_eq!(reapplies_after_quiet(&lab), 1, "{}", lab.daemon.log());
-    let log = lab.daemon.log();
-    assert!(
-        log.contains(
-            "our rules changed behind our back (nft table inet connmark_lb deleted): applying again"
-        ),
-        "{log}"
+    assert_reapplied(
+        &lab,
+        1,
+        "our rules changed behind our back (nft table inet connmark_lb deleted): applying again",
     );
 
     let rules = lab.topo.router.run("ip -4 rule show");
@@ -274,12 +278,7 @@ fn self_heals_after_nft_flush_and_deleted_ip_rules() {
         lab.topo.router.run("ip -4 rule show") == rules
     });
     eprintln!("FIGURE self-healing after deleting our ip rules: back after {took:?}");
-    assert_eq!(reapplies_after_quiet(&lab), 2, "{}", lab.daemon.log());
-    assert!(
-        lab.daemon.log().contains("ip rule 4001 deleted"),
-        "{}",
-        lab.daemon.log()
-    );
+    assert_reapplied(&lab, 2, "ip rule 4001 deleted");
 
     let route = || lab.topo.router.run("ip -4 route show table 4002");
     let before = route();
@@ -287,12 +286,7 @@ fn self_heals_after_nft_flush_and_deleted_ip_rules() {
     lab.topo.router.run("ip route flush table 4002");
     let took = healed(&lab, Duration::from_secs(1), || route() == before);
     eprintln!("FIGURE self-healing after flushing a link's table: back after {took:?}");
-    assert_eq!(reapplies_after_quiet(&lab), 3, "{}", lab.daemon.log());
-    assert!(
-        lab.daemon.log().contains("route in table 4002 deleted"),
-        "{}",
-        lab.daemon.log()
-    );
+    assert_reapplied(&lab, 3, "route in table 4002 deleted");
 }
 
 /// With the iptables backend, `iptables -t mangle -F` removes our jumps and chain contents:
@@ -314,14 +308,7 @@ fn self_heals_after_iptables_mangle_flush() {
     lab.topo.router.run("iptables -t mangle -F");
     let took = healed(&lab, Duration::from_secs(1), || mangle() == before);
     eprintln!("FIGURE self-healing after iptables -t mangle -F: back after {took:?}");
-    assert_eq!(reapplies_after_quiet(&lab), 1, "{}", lab.daemon.log());
-    assert!(
-        lab.daemon
-            .log()
-            .contains("of iptables table mangle deleted"),
-        "{}",
-        lab.daemon.log()
-    );
+    assert_reapplied(&lab, 1, "of iptables table mangle deleted");
 }
 
 /// Another program that deletes our table whenever it sees it: the daemon re-applies a few

@@ -153,6 +153,7 @@ impl Hook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::time::{Duration, Instant};
 
     /// A temp dir removed when dropped, also when the test fails.
@@ -177,6 +178,24 @@ mod tests {
         TempDir(dir)
     }
 
+    /// Writes the user script into `dir` from `body`, in which `{out}` stands for the file
+    /// `out` in `dir`; returns the paths of the script and of that file.
+    fn write_script(dir: &Path, out: &str, body: &str) -> (PathBuf, PathBuf) {
+        let script = dir.join("connmark-lb.user");
+        let out = dir.join(out);
+        std::fs::write(&script, body.replace("{out}", &out.display().to_string())).unwrap();
+        (script, out)
+    }
+
+    /// Reaps until no run is left, for at most five seconds.
+    fn wait_idle(hook: &mut Hook) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while hook.running() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            hook.reap();
+        }
+    }
+
     fn event() -> HookEvent {
         HookEvent {
             action: "disconnected",
@@ -189,26 +208,17 @@ mod tests {
     #[test]
     fn script_gets_event_in_arguments_and_environment_without_blocking() {
         let dir = temp_dir("run");
-        let script = dir.join("connmark-lb.user");
-        let out = dir.join("out");
-        std::fs::write(
-            &script,
-            format!(
-                "sleep 0.3\necho \"$ACTION $INTERFACE $DEVICE $1 $2\" > {}.tmp\nmv {0}.tmp {0}\n",
-                out.display()
-            ),
-        )
-        .unwrap();
+        let (script, out) = write_script(
+            &dir,
+            "out",
+            "sleep 0.3\necho \"$ACTION $INTERFACE $DEVICE $1 $2\" > {out}.tmp\nmv {out}.tmp {out}\n",
+        );
         let mut hook = Hook::new(script);
         let started = Instant::now();
         assert!(hook.run(&event()).unwrap());
         assert!(started.elapsed() < Duration::from_millis(200));
         assert_eq!(hook.running(), 1);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while hook.running() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-            hook.reap();
-        }
+        wait_idle(&mut hook);
         assert_eq!(hook.running(), 0);
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
@@ -220,16 +230,11 @@ mod tests {
     fn script_starts_with_no_signal_blocked_by_the_daemon() {
         use nix::sys::signal::{SigSet, Signal};
         let dir = temp_dir("mask");
-        let script = dir.join("connmark-lb.user");
-        let out = dir.join("mask");
-        std::fs::write(
-            &script,
-            format!(
-                "grep SigBlk /proc/self/status > {0}.tmp\nmv {0}.tmp {0}\n",
-                out.display()
-            ),
-        )
-        .unwrap();
+        let (script, out) = write_script(
+            &dir,
+            "mask",
+            "grep SigBlk /proc/self/status > {out}.tmp\nmv {out}.tmp {out}\n",
+        );
         let mask = std::thread::spawn(move || {
             let mut blocked = SigSet::empty();
             blocked.add(Signal::SIGTERM);
@@ -237,11 +242,7 @@ mod tests {
             blocked.thread_block().unwrap();
             let mut hook = Hook::new(script);
             assert!(hook.run(&event()).unwrap());
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while hook.running() > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-                hook.reap();
-            }
+            wait_idle(&mut hook);
             std::fs::read_to_string(&out).unwrap()
         })
         .join()
@@ -256,18 +257,13 @@ mod tests {
     #[test]
     fn missing_script_is_not_an_error_and_stuck_runs_never_drop_the_latest_event() {
         let dir = temp_dir("bound");
-        let script = dir.join("connmark-lb.user");
-        let out = dir.join("out");
-        let mut hook = Hook::new(script.clone());
+        let mut hook = Hook::new(dir.join("connmark-lb.user"));
         assert!(!hook.run(&event()).unwrap());
-        std::fs::write(
-            &script,
-            format!(
-                "[ \"$INTERFACE\" = stuck ] && exec sleep 1000\necho \"$ACTION $1 $2\" >> {}\n",
-                out.display()
-            ),
-        )
-        .unwrap();
+        let (_, out) = write_script(
+            &dir,
+            "out",
+            "[ \"$INTERFACE\" = stuck ] && exec sleep 1000\necho \"$ACTION $1 $2\" >> {out}\n",
+        );
         hook.timeout = Duration::from_millis(500);
         let stuck = HookEvent {
             interface: "stuck".into(),

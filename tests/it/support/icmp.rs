@@ -6,8 +6,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrStorage, bind,
-    recv, sendto, setsockopt, socket, sockopt,
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrLike,
+    SockaddrStorage, bind, recv, sendto, setsockopt, socket, sockopt,
 };
 use nix::sys::time::TimeVal;
 
@@ -25,33 +25,13 @@ pub struct EchoReport {
 /// `first_id..first_id + count` (each identifier is its own conntrack flow), one at a time.
 pub fn icmp_echoes(ns: &Netns, target: Ipv4Addr, count: u16, first_id: u16) -> EchoReport {
     spawn_in(ns, move || {
-        let socket = socket(
-            AddressFamily::Inet,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::Icmp,
-        )
-        .expect("raw ICMP socket");
-        setsockopt(&socket, sockopt::ReceiveTimeout, &TimeVal::new(0, 200_000))
-            .expect("receive timeout");
-        let deadline = Instant::now() + BATCH_DEADLINE;
-        let mut report = EchoReport {
-            replies: 0,
-            failures: 0,
-        };
-        for i in 0..count {
-            if Instant::now() > deadline {
-                report.failures += u64::from(count - i);
-                break;
-            }
-            let id = first_id.wrapping_add(i);
-            if echo_once(&socket, target, id) {
-                report.replies += 1;
-            } else {
-                report.failures += 1;
-            }
-        }
-        report
+        let socket = raw_socket(AddressFamily::Inet, SockProtocol::Icmp, "raw ICMP socket");
+        let address = SockaddrIn::from(SocketAddrV4::new(target, 0));
+        tally(count, first_id, |id| {
+            echo_once(&socket, &echo_request(id, 1), &address, |reply| {
+                is_echo_reply(reply, target, id)
+            })
+        })
     })
     .join()
     .expect("icmp client thread panicked")
@@ -67,67 +47,62 @@ pub fn icmp6_echoes(
     first_id: u16,
 ) -> EchoReport {
     spawn_in(ns, move || {
-        let socket = socket(
+        let socket = raw_socket(
             AddressFamily::Inet6,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
             SockProtocol::IcmpV6,
-        )
-        .expect("raw ICMPv6 socket");
-        setsockopt(&socket, sockopt::ReceiveTimeout, &TimeVal::new(0, 200_000))
-            .expect("receive timeout");
+            "raw ICMPv6 socket",
+        );
         bind(
             socket.as_raw_fd(),
             &SockaddrStorage::from(SocketAddr::new(source.into(), 0)),
         )
         .expect("bind the ICMPv6 socket");
-        let mut report = EchoReport {
-            replies: 0,
-            failures: 0,
-        };
-        let deadline = Instant::now() + BATCH_DEADLINE;
-        for i in 0..count {
-            let id = first_id.wrapping_add(i);
-            // Type 128, code 0; the kernel fills in the checksum of ICMPv6 raw sockets.
-            let mut request = vec![128, 0, 0, 0];
-            request.extend_from_slice(&id.to_be_bytes());
-            request.extend_from_slice(&[0, 1]);
-            request.extend_from_slice(b"cmlbtest");
-            let address = SockaddrStorage::from(SocketAddr::new(target.into(), 0));
-            let answered = Instant::now() < deadline
-                && sendto(socket.as_raw_fd(), &request, &address, MsgFlags::empty()).is_ok()
-                && {
-                    let until = Instant::now() + Duration::from_secs(1);
-                    let mut buffer = [0u8; 1500];
-                    let mut found = false;
-                    while !found && Instant::now() < until {
-                        if let Ok(length) = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty())
-                        {
-                            let reply = &buffer[..length];
-                            found = length >= 8
-                                && reply[0] == 129
-                                && u16::from_be_bytes([reply[4], reply[5]]) == id;
-                        }
-                    }
-                    found
-                };
-            if answered {
-                report.replies += 1;
-            } else {
-                report.failures += 1;
-            }
-        }
-        report
+        let address = SockaddrStorage::from(SocketAddr::new(target.into(), 0));
+        tally(count, first_id, |id| {
+            echo_once(&socket, &echo6_request(id), &address, |reply| {
+                is_echo6_reply(reply, id)
+            })
+        })
     })
     .join()
     .expect("icmpv6 client thread panicked")
 }
 
-/// Sends one echo request with identifier `id` and waits up to 1 s for its reply.
-fn echo_once(socket: &OwnedFd, target: Ipv4Addr, id: u16) -> bool {
-    let request = echo_request(id, 1);
-    let address = SockaddrIn::from(SocketAddrV4::new(target, 0));
-    if sendto(socket.as_raw_fd(), &request, &address, MsgFlags::empty()).is_err() {
+/// A raw socket for `protocol` whose receives give up after 0.2 s, so a wait for a reply
+/// can watch its own deadline.
+fn raw_socket(family: AddressFamily, protocol: SockProtocol, what: &str) -> OwnedFd {
+    let socket = socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, protocol).expect(what);
+    setsockopt(&socket, sockopt::ReceiveTimeout, &TimeVal::new(0, 200_000))
+        .expect("receive timeout");
+    socket
+}
+
+/// Counts `echo(id)` for the identifiers `first_id..first_id + count`; those the batch
+/// deadline leaves no time for are failures.
+fn tally(count: u16, first_id: u16, mut echo: impl FnMut(u16) -> bool) -> EchoReport {
+    let deadline = Instant::now() + BATCH_DEADLINE;
+    let mut report = EchoReport {
+        replies: 0,
+        failures: 0,
+    };
+    for i in 0..count {
+        if Instant::now() < deadline && echo(first_id.wrapping_add(i)) {
+            report.replies += 1;
+        } else {
+            report.failures += 1;
+        }
+    }
+    report
+}
+
+/// Sends `request` to `address` and waits up to 1 s for a packet `is_reply` accepts.
+fn echo_once(
+    socket: &OwnedFd,
+    request: &[u8],
+    address: &impl SockaddrLike,
+    is_reply: impl Fn(&[u8]) -> bool,
+) -> bool {
+    if sendto(socket.as_raw_fd(), request, address, MsgFlags::empty()).is_err() {
         return false;
     }
     let until = Instant::now() + Duration::from_secs(1);
@@ -136,11 +111,27 @@ fn echo_once(socket: &OwnedFd, target: Ipv4Addr, id: u16) -> bool {
         let Ok(length) = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty()) else {
             continue;
         };
-        if is_echo_reply(&buffer[..length], target, id) {
+        if is_reply(&buffer[..length]) {
             return true;
         }
     }
     false
+}
+
+/// An ICMPv6 echo request (type 128, code 0) with an 8-byte payload; the kernel fills in the
+/// checksum of ICMPv6 raw sockets.
+fn echo6_request(id: u16) -> Vec<u8> {
+    let mut request = vec![128, 0, 0, 0];
+    request.extend_from_slice(&id.to_be_bytes());
+    request.extend_from_slice(&[0, 1]);
+    request.extend_from_slice(b"cmlbtest");
+    request
+}
+
+/// Whether `packet` (ICMPv6 raw sockets deliver no IP header) is an echo reply (type 129)
+/// with identifier `id`.
+fn is_echo6_reply(packet: &[u8], id: u16) -> bool {
+    packet.len() >= 8 && packet[0] == 129 && u16::from_be_bytes([packet[4], packet[5]]) == id
 }
 
 /// An ICMP echo request (type 8) with an 8-byte payload.

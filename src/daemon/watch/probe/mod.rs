@@ -416,13 +416,31 @@ mod tests {
         ns.enter(|| Prober::open(&route, track)).unwrap()
     }
 
+    /// A testbed, rounds of 3 requests timing out after `timeout_ms`, and two probers bound
+    /// to no device: one the mark steers through w2, one unmarked.
+    fn marked_and_unmarked(timeout_ms: u64) -> (Testbed, TrackConfig, Prober, Prober) {
+        let bed = testbed();
+        let track = track(3, timeout_ms);
+        let marked = open_in(&bed.prober, LINK2_MARK, None, None, &track);
+        let unmarked = open_in(&bed.prober, 0, None, None, &track);
+        (bed, track, marked, unmarked)
+    }
+
+    /// A prober bound to w2 with its source address, as the daemon opens one for a link.
+    fn open_on_w2(bed: &Testbed, track: &TrackConfig) -> Prober {
+        open_in(
+            &bed.prober,
+            LINK2_MARK,
+            Some("w2"),
+            Some(LINK2_SOURCE),
+            track,
+        )
+    }
+
     #[test]
     #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn the_mark_steers_the_probe_through_its_link() {
-        let bed = testbed();
-        let track = track(3, 500);
-        let mut marked = open_in(&bed.prober, LINK2_MARK, None, None, &track);
-        let mut unmarked = open_in(&bed.prober, 0, None, None, &track);
+        let (bed, track, mut marked, mut unmarked) = marked_and_unmarked(500);
 
         // One round of 3 requests: (sent, received), then the target's (via w1, via w2).
         let round = |prober: &mut Prober| {
@@ -440,10 +458,7 @@ mod tests {
     #[test]
     #[cfg_attr(qemu_user, ignore = "qemu-user cannot set SO_MARK (ENOPROTOOPT)")]
     fn replies_to_another_socket_do_not_count() {
-        let bed = testbed();
-        let track = track(3, 400);
-        let mut marked = open_in(&bed.prober, LINK2_MARK, None, None, &track);
-        let mut unmarked = open_in(&bed.prober, 0, None, None, &track);
+        let (_bed, track, mut marked, mut unmarked) = marked_and_unmarked(400);
         // Both rounds use sequence numbers 0..3 towards the same target, and neither socket is
         // bound to a device: the unmarked one sees the marked one's replies and must ignore them.
         let unmarked_round = unmarked.start(&track);
@@ -461,13 +476,7 @@ mod tests {
         let bed = testbed();
         let track = track(3, 1000);
         let opened = Instant::now();
-        let mut prober = open_in(
-            &bed.prober,
-            LINK2_MARK,
-            Some("w2"),
-            Some(LINK2_SOURCE),
-            &track,
-        );
+        let mut prober = open_on_w2(&bed, &track);
         let open_time = opened.elapsed();
         let mut rounds = Vec::new();
         for _ in 0..5 {
@@ -491,13 +500,7 @@ mod tests {
     fn dropped_probes_report_loss_within_the_timeout_and_recover() {
         let bed = testbed();
         let track = track(3, 300);
-        let mut prober = open_in(
-            &bed.prober,
-            LINK2_MARK,
-            Some("w2"),
-            Some(LINK2_SOURCE),
-            &track,
-        );
+        let mut prober = open_on_w2(&bed, &track);
         bed.target.nft(
             "table inet probe_drop {
                 chain input {

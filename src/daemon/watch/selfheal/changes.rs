@@ -190,80 +190,125 @@ pub mod tests {
         NFNL_SUBSYS_NFTABLES << 8 | u16::from(message)
     }
 
+    /// An rtnetlink IPv4 route or rule message whose one attribute `attr` holds `value`.
+    fn rt_message(attr: u16, value: u32) -> Vec<u8> {
+        let mut message = vec![2u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+        netlink::push_be32(&mut message, attr, 0);
+        let at = message.len() - 4;
+        message[at..].copy_from_slice(&value.to_ne_bytes());
+        message
+    }
+
     #[test]
     fn only_changes_to_our_objects_count() {
-        let nftables = |kind, payload: &[u8]| nft_change(Backend::Nftables, kind, payload);
         let ours = nft(NFPROTO_INET, "connmark_lb", None);
-        assert_eq!(
-            text(nftables(kind(NFT_MSG_DELTABLE), &ours)).as_deref(),
-            Some("nft table inet connmark_lb deleted")
-        );
-        let rule = nft(
+        let our_rule = nft(
             NFPROTO_INET,
             "connmark_lb",
             Some((NFTA_RULE_CHAIN, "prerouting")),
         );
-        assert_eq!(
-            text(nftables(kind(NFT_MSG_NEWRULE), &rule)).as_deref(),
-            Some("rules of chain prerouting of nft table inet connmark_lb changed")
-        );
-        assert_eq!(
-            nftables(kind(NFT_MSG_DELTABLE), &nft(NFPROTO_INET, "fw4", None)),
-            None
-        );
-        assert_eq!(
-            nftables(kind(NFT_MSG_DELSETELEM), &ours),
-            None,
-            "set elements expire by themselves"
-        );
-        assert_eq!(
-            nftables(
-                kind(NFT_MSG_DELTABLE),
-                &nft(NFPROTO_IPV4, "connmark_lb", None)
-            ),
-            None
-        );
-
-        let iptables = |kind, payload: &[u8]| nft_change(Backend::Iptables, kind, payload);
-        let route_change = |kind, payload: &[u8]| route_change(&routing(), kind, payload);
+        let fw4 = nft(NFPROTO_INET, "fw4", None);
+        let ipv4_namesake = nft(NFPROTO_IPV4, "connmark_lb", None);
         let jump = nft(
             NFPROTO_IPV4,
             "mangle",
             Some((NFTA_RULE_CHAIN, "PREROUTING")),
         );
-        assert_eq!(
-            text(iptables(kind(NFT_MSG_DELRULE), &jump)).as_deref(),
-            Some("rules of chain PREROUTING of iptables table mangle deleted")
-        );
-        assert_eq!(
-            iptables(kind(NFT_MSG_NEWRULE), &jump),
-            None,
-            "others add rules"
-        );
         let foreign = nft(NFPROTO_IPV4, "mangle", Some((NFTA_RULE_CHAIN, "FORWARD")));
-        assert_eq!(iptables(kind(NFT_MSG_DELRULE), &foreign), None);
         let filter = nft(NFPROTO_IPV4, "filter", Some((NFTA_RULE_CHAIN, "CMLB_X")));
-        assert_eq!(iptables(kind(NFT_MSG_DELRULE), &filter), None);
+        for (backend, message, payload, expected, why) in [
+            (
+                Backend::Nftables,
+                NFT_MSG_DELTABLE,
+                &ours,
+                Some("nft table inet connmark_lb deleted"),
+                "our table",
+            ),
+            (
+                Backend::Nftables,
+                NFT_MSG_NEWRULE,
+                &our_rule,
+                Some("rules of chain prerouting of nft table inet connmark_lb changed"),
+                "our rules",
+            ),
+            (
+                Backend::Nftables,
+                NFT_MSG_DELTABLE,
+                &fw4,
+                None,
+                "another table",
+            ),
+            (
+                Backend::Nftables,
+                NFT_MSG_DELSETELEM,
+                &ours,
+                None,
+                "set elements expire by themselves",
+            ),
+            (
+                Backend::Nftables,
+                NFT_MSG_DELTABLE,
+                &ipv4_namesake,
+                None,
+                "another family",
+            ),
+            (
+                Backend::Iptables,
+                NFT_MSG_DELRULE,
+                &jump,
+                Some("rules of chain PREROUTING of iptables table mangle deleted"),
+                "our jump",
+            ),
+            (
+                Backend::Iptables,
+                NFT_MSG_NEWRULE,
+                &jump,
+                None,
+                "others add rules",
+            ),
+            (
+                Backend::Iptables,
+                NFT_MSG_DELRULE,
+                &foreign,
+                None,
+                "another chain",
+            ),
+            (
+                Backend::Iptables,
+                NFT_MSG_DELRULE,
+                &filter,
+                None,
+                "another table",
+            ),
+        ] {
+            assert_eq!(
+                text(nft_change(backend, kind(message), payload)).as_deref(),
+                expected,
+                "{why}"
+            );
+        }
 
-        let mut rule = vec![2u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
-        netlink::push_be32(&mut rule, FRA_PRIORITY, 0);
-        let at = rule.len() - 4;
-        rule[at..].copy_from_slice(&4001u32.to_ne_bytes());
-        assert_eq!(
-            text(route_change(RTM_DELRULE, &rule)).as_deref(),
-            Some("ip rule 4001 deleted")
-        );
-        rule[at..].copy_from_slice(&32766u32.to_ne_bytes());
-        assert_eq!(route_change(RTM_DELRULE, &rule), None);
-        let mut route = vec![2u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
-        netlink::push_be32(&mut route, RTA_TABLE, 0);
-        let at = route.len() - 4;
-        route[at..].copy_from_slice(&4002u32.to_ne_bytes());
-        assert_eq!(
-            text(route_change(RTM_DELROUTE, &route)).as_deref(),
-            Some("route in table 4002 deleted")
-        );
-        route[at..].copy_from_slice(&254u32.to_ne_bytes());
-        assert_eq!(route_change(RTM_DELROUTE, &route), None);
+        for (message, attr, value, expected) in [
+            (
+                RTM_DELRULE,
+                FRA_PRIORITY,
+                4001,
+                Some("ip rule 4001 deleted"),
+            ),
+            (RTM_DELRULE, FRA_PRIORITY, 32766, None),
+            (
+                RTM_DELROUTE,
+                RTA_TABLE,
+                4002,
+                Some("route in table 4002 deleted"),
+            ),
+            (RTM_DELROUTE, RTA_TABLE, 254, None),
+        ] {
+            let payload = rt_message(attr, value);
+            assert_eq!(
+                text(route_change(&routing(), message, &payload)).as_deref(),
+                expected
+            );
+        }
     }
 }

@@ -3,6 +3,18 @@
 
 use super::*;
 
+/// The error, as text, of a call of `uci` `method` with `args` on a server answering with
+/// `handler`.
+fn call_error(
+    handler: impl FnMut(&Request) -> Answer + Send + 'static,
+    method: &str,
+    args: &Value,
+) -> String {
+    let server = TestServer::start(Some(hello()), handler);
+    let error = connect(&server).call("uci", method, args).unwrap_err();
+    error.to_string()
+}
+
 #[test]
 fn captured_uci_get_exchange_decodes_to_the_expected_json() {
     let mut replies = vec![
@@ -119,11 +131,13 @@ fn unknown_object_is_a_clear_not_found_error() {
 
 #[test]
 fn failing_method_names_object_method_and_status() {
-    let server = TestServer::start(Some(hello()), fake_ubusd(vec![("uci", Behaviour::Fail(3))]));
-    let mut client = connect(&server);
-    let error = client.call("uci", "bogus", &json!({})).unwrap_err();
+    let error = call_error(
+        fake_ubusd(vec![("uci", Behaviour::Fail(3))]),
+        "bogus",
+        &json!({}),
+    );
     assert_eq!(
-        error.to_string(),
+        error,
         "ubus call uci bogus failed with status 3 (METHOD_NOT_FOUND)"
     );
 }
@@ -158,14 +172,11 @@ fn server_closing_mid_message_is_a_clear_error() {
         Answer::SendAndHangUp(hex_fixture("invoke-reply.hex")[..500].to_vec()),
         Answer::Send(hex_fixture("lookup-reply.hex")),
     ];
-    let server = TestServer::start(Some(hello()), move |_| {
-        replies.pop().unwrap_or(Answer::Nothing)
-    });
-    let mut client = connect(&server);
-    let error = client
-        .call("uci", "get", &json!({"config": "connmark-lb"}))
-        .unwrap_err();
-    let text = error.to_string();
+    let text = call_error(
+        move |_| replies.pop().unwrap_or(Answer::Nothing),
+        "get",
+        &json!({"config": "connmark-lb"}),
+    );
     assert!(
         text.starts_with("ubus call uci get: ubusd at ")
             && text
@@ -176,13 +187,8 @@ fn server_closing_mid_message_is_a_clear_error() {
 
 #[test]
 fn server_closing_between_messages_is_a_clear_error() {
-    let server = TestServer::start(Some(hello()), |_| Answer::SendAndHangUp(Vec::new()));
-    let mut client = connect(&server);
-    let error = client.call("uci", "get", &json!({})).unwrap_err();
-    assert!(
-        error.to_string().ends_with("closed the connection"),
-        "{error}"
-    );
+    let error = call_error(|_| Answer::SendAndHangUp(Vec::new()), "get", &json!({}));
+    assert!(error.ends_with("closed the connection"), "{error}");
 }
 
 #[test]
@@ -273,13 +279,13 @@ fn reply_announcing_more_than_1_mib_is_refused_unread() {
         header.extend(((2 * MAX_MESSAGE_LEN) as u32).to_be_bytes());
         header
     }];
-    let server = TestServer::start(Some(hello()), move |_| {
-        Answer::Send(replies.pop().unwrap_or_default())
-    });
-    let mut client = connect(&server);
-    let error = client.call("uci", "get", &json!({})).unwrap_err();
+    let error = call_error(
+        move |_| Answer::Send(replies.pop().unwrap_or_default()),
+        "get",
+        &json!({}),
+    );
     assert_eq!(
-        error.to_string(),
+        error,
         "ubus call uci get: ubus message of 2097152 bytes exceeds the 1048576 byte limit"
     );
 }
@@ -322,14 +328,13 @@ fn malformed_reply_is_an_error_not_a_panic() {
     // A DATA whose table member claims more bytes than its container holds.
     let mut payload = encode_members(&json!({"k": "value"}));
     payload[3] = 0xf0;
-    let server = TestServer::start(
-        Some(hello()),
+    let error = call_error(
         fake_ubusd(vec![("uci", Behaviour::ReplyRaw(payload))]),
+        "get",
+        &json!({}),
     );
-    let mut client = connect(&server);
-    let error = client.call("uci", "get", &json!({})).unwrap_err();
     assert_eq!(
-        error.to_string(),
+        error,
         "ubus call uci get: malformed ubus message: attribute length 240 exceeds the 16 bytes \
          left in its container"
     );
@@ -337,11 +342,13 @@ fn malformed_reply_is_an_error_not_a_panic() {
 
 #[test]
 fn arguments_must_be_an_object() {
-    let server = TestServer::start(Some(hello()), fake_ubusd(vec![("uci", Behaviour::Echo)]));
-    let mut client = connect(&server);
-    let error = client.call("uci", "get", &json!(["x"])).unwrap_err();
+    let error = call_error(
+        fake_ubusd(vec![("uci", Behaviour::Echo)]),
+        "get",
+        &json!(["x"]),
+    );
     assert_eq!(
-        error.to_string(),
+        error,
         "ubus call uci get: ubus arguments must be a JSON object, not [\"x\"]"
     );
 }
