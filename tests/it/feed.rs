@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -220,7 +221,7 @@ fn each_variant_depends_on_everything_its_rules_run_on() {
     assert!(!pulled_in(&dump["connmark-lb.DEPENDS"]).contains(&"nftables".to_string()));
 }
 
-/// The directory of `program` on PATH.
+/// Where `program` is on PATH.
 fn on_path(program: &str) -> PathBuf {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|dir| dir.join(program))
@@ -282,7 +283,7 @@ fn explain_on_an_nft_without_json_refuses_instead_of_reading_no_sets() {
         ),
     )
     .unwrap();
-    run_ok(Command::new("chmod").arg("755").arg(nojson.join("nft")));
+    fs::set_permissions(nojson.join("nft"), fs::Permissions::from_mode(0o755)).unwrap();
 
     let real = explain_with(&lab, &lab.config, None);
     assert!(real.status.success(), "{real:?}");
