@@ -30,6 +30,12 @@ pub struct Args {
     /// explain: print one JSON object (the form a web page reads)
     #[argh(switch)]
     pub json: bool,
+    /// explain: the source's hardware address (default: the router's neighbour entry)
+    #[argh(option)]
+    pub mac: Option<String>,
+    /// explain: the device the connection comes in on (default: the neighbour entry's)
+    #[argh(option)]
+    pub dev: Option<String>,
     /// config as `ubus call uci get` JSON ({"values": {...}})
     #[argh(option)]
     pub config: Option<PathBuf>,
@@ -105,14 +111,15 @@ pub fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     let (verb, operands) = args.verb()?;
-    if verb != Verb::Explain && (!operands.is_empty() || args.json) {
+    let explain_only = args.json || args.mac.is_some() || args.dev.is_some();
+    if verb != Verb::Explain && (!operands.is_empty() || explain_only) {
         return Err(Error::Usage(
-            "only explain takes addresses and --json".into(),
+            "only explain takes addresses, --json, --mac and --dev".into(),
         ));
     }
     let context = args.context();
     match verb {
-        Verb::Explain => explain(operands, args.json, &context),
+        Verb::Explain => explain(args, operands, &context),
         Verb::Check => {
             print!("{}", context.check()?);
             Ok(())
@@ -134,10 +141,10 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 /// `explain`: [`Context::explain`], printed as text or as one JSON object.
-fn explain(operands: &[String], json: bool, context: &Context) -> Result<()> {
-    let query = explain::Query::parse(operands)?;
-    let (answer, plan) = context.explain(&query)?;
-    if json {
+fn explain(args: &Args, operands: &[String], context: &Context) -> Result<()> {
+    let query = explain::Query::with_origin(operands, args.mac.as_deref(), args.dev.as_deref())?;
+    let (answer, plan, query) = context.explain(&query)?;
+    if args.json {
         println!("{}", answer.to_json(&plan, &query));
     } else {
         print!("{}", answer.to_text(&plan, &query));

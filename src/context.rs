@@ -8,7 +8,7 @@
 use crate::apply::{self, Backend, sysctl};
 use crate::config::{Config, Family};
 use crate::error::{Error, Result};
-use crate::explain::{self, Explanation, Facts, Query};
+use crate::explain::{self, Clock, Explanation, Facts, Moment, Query};
 use crate::live::{IpState, IptablesState};
 use crate::plan::Plan;
 use crate::render::{ip, iptables, nft};
@@ -120,7 +120,9 @@ impl Context {
     /// Which way `query` would go now: the plan as apply would build it now, with each link's
     /// liveness from the daemon when one runs, and the kernel's set contents. The command line
     /// and the daemon's ubus `explain` (the LuCI Explain page) both answer with this.
-    pub fn explain(&self, query: &Query) -> Result<(Explanation, Plan)> {
+    /// The source's MAC and ingress device come from the router's neighbour entry when the
+    /// query does not give them; the returned query holds what was used.
+    pub fn explain(&self, query: &Query) -> Result<(Explanation, Plan, Query)> {
         let config = self.load_config()?;
         let mut states = self.link_states(&config);
         // Devices are the same in either family's listing.
@@ -140,12 +142,14 @@ impl Context {
             }
         }
         let plan = Plan::build(&config, &states);
-        let facts = match apply::nft::list_table_json()? {
+        let mut facts = match apply::nft::list_table_json()? {
             Some(text) => Facts::parse(&text)?,
             None => Facts::default(),
         };
-        let answer = explain::explain(&config, &plan, &facts, query);
-        Ok((answer, plan))
+        facts.now = now();
+        let query = with_neighbour(query.clone());
+        let answer = explain::explain(&config, &plan, &facts, &query);
+        Ok((answer, plan, query))
     }
 
     /// The daemon's ubus `explain` of `{"source", "destination", "protocol", "port"}` (the
@@ -157,6 +161,12 @@ impl Context {
             Some(Value::String(text)) if !text.is_empty() => Some(text.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
+        };
+        let origin = |key: &str| {
+            params
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
         };
         let words: Vec<Option<String>> = ["source", "destination", "protocol", "port"]
             .iter()
@@ -171,10 +181,12 @@ impl Context {
             None => Err(Error::Usage(
                 "explain: source and destination are needed, and protocol before port".into(),
             )),
-            Some(words) => Query::parse(&words).and_then(|query| {
-                self.explain(&query)
-                    .map(|(a, plan)| a.to_json(&plan, &query))
-            }),
+            Some(words) => {
+                Query::with_origin(&words, origin("mac"), origin("device")).and_then(|query| {
+                    self.explain(&query)
+                        .map(|(a, plan, query)| a.to_json(&plan, &query))
+                })
+            }
         };
         // Both are JSON objects.
         answer
@@ -182,6 +194,51 @@ impl Context {
             .as_object()
             .cloned()
             .unwrap_or_default()
+    }
+}
+
+/// `query` with the source's MAC and ingress device from the router's neighbour table where
+/// it gives none (a host on a LAN segment of the router has an entry once it talked to it).
+fn with_neighbour(mut query: Query) -> Query {
+    if query.mac.is_some() && query.dev.is_some() {
+        return query;
+    }
+    let family = if query.src.is_ipv6() { "-6" } else { "-4" };
+    let src = query.src.to_string();
+    let listing = apply::exec::run("ip", &["-j", family, "neigh", "show", "to", &src], "");
+    if let Some((dev, mac)) = listing.ok().and_then(|text| crate::live::neighbour(&text)) {
+        query.dev = query.dev.or(Some(dev));
+        query.mac = query.mac.or(mac);
+    }
+    query
+}
+
+/// Now, on the router's local clock (the C library's time zone: `TZ`, else /etc/localtime)
+/// and in UTC.
+fn now() -> Moment {
+    // SAFETY: time() with a null pointer only returns the time.
+    let t = unsafe { libc::time(std::ptr::null_mut()) };
+    let clock = |local: bool| {
+        // SAFETY: an all-zero tm is a valid value; localtime_r and gmtime_r write only into
+        // the tm they are given and read only `t`.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        unsafe {
+            if local {
+                libc::localtime_r(&t, &mut tm);
+            } else {
+                libc::gmtime_r(&t, &mut tm);
+            }
+        }
+        let part = |n: libc::c_int| u32::try_from(n).unwrap_or(0);
+        Clock {
+            seconds: part(tm.tm_hour) * 3600 + part(tm.tm_min) * 60 + part(tm.tm_sec),
+            weekday: (part(tm.tm_wday) + 6) % 7,
+            monthday: part(tm.tm_mday),
+        }
+    };
+    Moment {
+        local: clock(true),
+        utc: clock(false),
     }
 }
 

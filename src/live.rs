@@ -189,6 +189,19 @@ pub fn net_dev_bytes(text: &str, device: &str) -> Option<(u64, u64)> {
     Some((numbers.next()??, numbers.nth(7)??))
 }
 
+/// The device and hardware address of the first entry of an `ip -j neigh show to ADDR`
+/// listing: where that neighbour's connections come in, and from which MAC.
+pub fn neighbour(text: &str) -> Option<(String, Option<crate::config::Mac>)> {
+    let entries: serde_json::Value = serde_json::from_str(text).ok()?;
+    let entry = entries.as_array()?.first()?;
+    let dev = entry.get("dev")?.as_str()?.to_string();
+    let mac = entry
+        .get("lladdr")
+        .and_then(serde_json::Value::as_str)
+        .and_then(crate::config::Mac::parse);
+    Some((dev, mac))
+}
+
 /// The packet count of the first counter in `chain` of an `nft list table` listing.
 pub fn nft_chain_packets(listing: &str, chain: &str) -> Option<u64> {
     let start = format!("chain {chain} {{");
@@ -246,6 +259,17 @@ pub fn empty_ip_tables(listing: &str, family: &str, candidates: &[&str]) -> Resu
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_neighbour_gives_its_device_and_mac() {
+        let text = r#"[{"dst":"192.168.77.2","dev":"eth0","lladdr":"02:00:5E:10:00:01","state":["REACHABLE"]}]"#;
+        let (dev, mac) = super::neighbour(text).unwrap();
+        assert_eq!(dev, "eth0");
+        assert_eq!(mac.unwrap().to_string(), "02:00:5e:10:00:01");
+        assert_eq!(super::neighbour("[]"), None);
+        let failed = r#"[{"dst":"192.168.77.3","dev":"eth0","state":["FAILED"]}]"#;
+        assert_eq!(super::neighbour(failed), Some(("eth0".to_string(), None)));
+    }
+
     use super::*;
 
     #[test]

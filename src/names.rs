@@ -5,11 +5,14 @@
 pub const NFT_TABLE: &str = "inet connmark_lb";
 /// Prefix of every iptables chain we own.
 pub const IPT_PREFIX: &str = "CMLB_";
-/// (table, built-in chain, our chain) jumps we install, at the top of the built-in chain.
-pub const JUMPS: [(&str, &str, &str); 3] = [
+/// (table, built-in chain, our chain) jumps we install, at the top of the built-in chain,
+/// while the ruleset has that chain (the DNS translation only when DNS is steered).
+pub const JUMPS: [(&str, &str, &str); 5] = [
     ("mangle", "PREROUTING", "PREROUTING"),
     ("mangle", "OUTPUT", "OUTPUT"),
     ("nat", "POSTROUTING", "POSTROUTING"),
+    ("nat", "PREROUTING", "DNAT"),
+    ("nat", "OUTPUT", "DNAT"),
 ];
 /// Where apply and the daemon keep their state unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/run/connmark-lb";

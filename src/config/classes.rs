@@ -52,10 +52,12 @@ pub struct Sticky {
 
 impl Config {
     /// Address sets, sticky rules and hash balancing are built on nftables sets and jhash;
-    /// with the iptables backend they are refused, naming the first section that asks.
+    /// with the iptables backend they are refused, naming the first section that asks. nft
+    /// has no match for days of the month, and matches weekdays in the kernel's time zone
+    /// only: with nftables those are refused.
     pub fn check_backend_supports(&self, nftables: bool) -> Result<()> {
         if nftables {
-            return Ok(());
+            return self.check_nftables_supports();
         }
         let refuse = |section: String, option: &str| {
             Err(Error::config(
@@ -81,6 +83,32 @@ impl Config {
             .find(|p| matches!(p.balance, Balance::Hash(_)))
         {
             return refuse(format!("policy '{}'", policy.name), "balance");
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The time matches nft cannot express, naming the first rule that asks.
+    fn check_nftables_supports(&self) -> Result<()> {
+        for rule in &self.rules {
+            let Some(schedule) = rule.schedule else {
+                continue;
+            };
+            if schedule.monthdays.is_some() {
+                return Err(Error::config(
+                    &rule.label,
+                    Some("monthdays"),
+                    "nftables has no match for days of the month (set globals option backend 'iptables')",
+                ));
+            }
+            if schedule.utc && schedule.weekdays.is_some() {
+                return Err(Error::config(
+                    &rule.label,
+                    Some("utc_time"),
+                    "nftables matches weekdays in the kernel's time zone only (leave utc_time out, or set globals option backend 'iptables')",
+                ));
+            }
         }
         Ok(())
     }

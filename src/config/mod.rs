@@ -11,6 +11,7 @@ pub mod classes;
 pub mod family;
 #[cfg(test)]
 mod fixtures;
+pub mod matches;
 mod model;
 mod options;
 pub mod raw;
@@ -21,6 +22,7 @@ pub mod value;
 
 pub use classes::{AddrSet, HashKey, Sticky};
 pub use family::{Cidr, Family};
+pub use matches::{Days, Mac, Schedule};
 pub use model::{
     BackendChoice, Balance, Config, DEFAULT_MARK_MASK, DEFAULT_PRIORITY_BASE, DEFAULT_TABLE_BASE,
     FlushEvent, Globals, Interface, LastResort, MAX_LINKS, Member, PRIORITY_SPAN, Policy,

@@ -4,6 +4,7 @@
 
 use super::classes::{AddrSet, HashKey, Sticky};
 use super::family::{Cidr, Family};
+use super::matches::{Mac, Schedule};
 use super::track::TrackConfig;
 use std::net::IpAddr;
 
@@ -82,6 +83,9 @@ pub struct Globals {
     pub balance: Balance,
     /// New connections of the router itself are balanced too (through the output hook).
     pub local_traffic: bool,
+    /// DNS queries to a link's servers leave by that link, and go to a live link's server
+    /// while it is down.
+    pub dns_follow: bool,
 }
 
 /// `config interface`: one WAN link.
@@ -103,6 +107,8 @@ pub struct Interface {
     /// IPv6 prefixes delegated or routed to this link (`list prefix`; netifd's are added at
     /// apply time): their sources are pinned to the link and never NATed.
     pub prefixes: Vec<Cidr>,
+    /// DNS servers of the link (`list dns`), of its family; netifd's are added at apply time.
+    pub dns: Vec<IpAddr>,
     pub weight: u32,
     pub metric: u32,
     /// netifd interface to resolve device/gateway/source from (None: fixed values only).
@@ -205,7 +211,21 @@ pub struct Rule {
     pub dest_set: Option<String>,
     pub src_set: Option<String>,
     pub sticky: Option<Sticky>,
+    /// When the rule matches (time of day, weekdays, month days); None: always.
+    pub schedule: Option<Schedule>,
+    /// Source hardware addresses, one of which the first packet must come from.
+    pub src_mac: Vec<Mac>,
+    /// Ingress devices, one of which the first packet must come in on.
+    pub src_dev: Vec<String>,
     pub target: RuleTarget,
+}
+
+impl Rule {
+    /// Whether the rule matches only what comes in on a device (a MAC or an ingress device):
+    /// the router's own connections never do.
+    pub fn needs_ingress(&self) -> bool {
+        !self.src_mac.is_empty() || !self.src_dev.is_empty()
+    }
 }
 
 /// The validated configuration; building it is the only place user input is checked.
@@ -232,6 +252,7 @@ impl Default for Globals {
             lan: Vec::new(),
             balance: Balance::RoundRobin,
             local_traffic: true,
+            dns_follow: true,
         }
     }
 }

@@ -8,6 +8,7 @@ use super::family::{Cidr, Family};
 use super::model::{Balance, FlushEvent, PortRange, Proto};
 use super::value::SectionReader;
 use crate::error::Result;
+use std::net::IpAddr;
 
 /// `mark_mask`: the bits must be contiguous (marks are shifted into them) and leave room for
 /// at least one link beside the two reserved values.
@@ -64,6 +65,30 @@ pub(super) fn read_prefixes(r: &mut SectionReader, family: Family) -> Result<Vec
         }
     }
     Ok(prefixes)
+}
+
+/// An interface's `list dns`: its DNS servers, addresses of the link's family, each once.
+pub(super) fn read_dns(r: &mut SectionReader, family: Family) -> Result<Vec<IpAddr>> {
+    let mut servers: Vec<IpAddr> = Vec::new();
+    for v in r.list("dns") {
+        match family
+            .parse(v)
+            .filter(|a| !a.is_unspecified() && !a.is_multicast())
+        {
+            Some(addr) if !servers.contains(&addr) => servers.push(addr),
+            Some(_) => {}
+            None => {
+                return Err(r.error(
+                    "dns",
+                    format!(
+                        "expected {} DNS server addresses (the link's family), got \"{v}\"",
+                        family.label()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(servers)
 }
 
 /// `flush_conntrack`: a list of events; `never` alone switches the default off.

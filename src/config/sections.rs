@@ -5,13 +5,14 @@
 use super::checks::{check_interfaces, check_something_enabled};
 use super::classes::{self, AddrSet};
 use super::family::{Family, is_link_local};
+use super::matches::{read_macs, read_schedule, read_src_dev};
 use super::model::{
     BackendChoice, Balance, Config, Globals, Interface, LastResort, Member, PRIORITY_SPAN, Policy,
     Proto, Rule, RuleTarget,
 };
 use super::options::{
-    read_balance, read_flush_conntrack, read_mark_mask, read_ports, read_prefixes, read_proto,
-    read_rule_family,
+    read_balance, read_dns, read_flush_conntrack, read_mark_mask, read_ports, read_prefixes,
+    read_proto, read_rule_family,
 };
 use super::raw::{RawConfig, RawSection};
 use super::track::read_track;
@@ -174,6 +175,7 @@ fn read_globals(r: &mut SectionReader) -> Result<Globals> {
     let lan = r.devices("lan")?;
     let balance = read_balance(r, d.balance)?;
     let local_traffic = r.bool("local_traffic", d.local_traffic)?;
+    let dns_follow = r.bool("dns_follow", d.dns_follow)?;
     Ok(Globals {
         enabled,
         backend,
@@ -183,6 +185,7 @@ fn read_globals(r: &mut SectionReader) -> Result<Globals> {
         lan,
         balance,
         local_traffic,
+        dns_follow,
     })
 }
 
@@ -206,6 +209,7 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
     }
     let nat = r.bool("nat", true)?;
     let prefixes = read_prefixes(r, family)?;
+    let dns = read_dns(r, family)?;
     let weight = r.int("weight", 1, 1, 1000)?;
     let metric = r.int("metric", 1, 1, 1000)?;
     // Without a fixed device, the netifd interface of the same name is the default source.
@@ -231,6 +235,7 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
         source,
         nat,
         prefixes,
+        dns,
         weight,
         metric,
         netifd,
@@ -359,6 +364,9 @@ fn read_rule(r: &mut SectionReader, policies: &[Policy]) -> Result<Rule> {
         };
     let (dest_set, src_set) = classes::read_set_refs(r)?;
     let sticky = classes::read_sticky(r)?;
+    let schedule = read_schedule(r)?;
+    let src_mac = read_macs(r)?;
+    let src_dev = read_src_dev(r)?;
     if sticky.is_some() && !matches!(target, RuleTarget::Policy(_)) {
         return Err(r.error(
             "sticky",
@@ -377,6 +385,9 @@ fn read_rule(r: &mut SectionReader, policies: &[Policy]) -> Result<Rule> {
         dest_set,
         src_set,
         sticky,
+        schedule,
+        src_mac,
+        src_dev,
         target,
     })
 }

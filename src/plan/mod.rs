@@ -9,8 +9,10 @@ use crate::hash;
 use crate::source::LinkState;
 use std::net::IpAddr;
 
+mod dns;
 mod routing;
 
+pub use dns::{DnsGroup, DnsWay};
 pub use routing::{Footprint, IpRule, Route, Routing, RuleAction};
 
 /// One enabled WAN link with the numbers that identify it in the kernel.
@@ -25,6 +27,8 @@ pub struct Link {
     pub nat: bool,
     /// IPv6 prefixes of the link: sources in them are pinned to it and never NATed.
     pub prefixes: Vec<Cidr>,
+    /// The link's DNS servers: queries to them leave by it (see [`Plan::dns_groups`]).
+    pub dns: Vec<IpAddr>,
     /// Mark value inside the mask (packet mark and conntrack mark).
     pub mark: u32,
     pub table: u32,
@@ -130,6 +134,8 @@ pub struct Plan {
     pub sets: Vec<AddrSet>,
     /// Balance the router's own new connections too.
     pub local_traffic: bool,
+    /// Steer DNS queries to the links' servers (globals `dns_follow`).
+    pub dns_follow: bool,
     /// Packet mark sent to an `unreachable` ip rule when a policy has no live link.
     pub unreachable_mark: u32,
     /// Likewise for `blackhole`.
@@ -167,6 +173,7 @@ impl Plan {
                 source: state.source,
                 nat: iface.nat,
                 prefixes,
+                dns: state.dns,
                 mark: footprint.mark(iface.id),
                 table: footprint.table(iface.id),
             });
@@ -210,6 +217,7 @@ impl Plan {
             rules: config.rules.clone(),
             sets: config.sets.clone(),
             local_traffic: g.local_traffic,
+            dns_follow: g.dns_follow,
             unreachable_mark: footprint.unreachable_mark(),
             blackhole_mark: footprint.blackhole_mark(),
         }
@@ -323,7 +331,8 @@ pub(crate) mod tests {
         Plan::build(&c, &states(&c, &up))
     }
 
-    fn states(config: &Config, up: &[bool]) -> Vec<LinkState> {
+    /// The fixed link states of `config` with only the links marked in `up` alive.
+    pub(crate) fn states(config: &Config, up: &[bool]) -> Vec<LinkState> {
         config
             .interfaces
             .iter()

@@ -19,6 +19,8 @@ pub struct LinkState {
     pub source: Option<IpAddr>,
     /// The link's IPv6 prefixes: configured ones plus those netifd delegated.
     pub prefixes: Vec<Cidr>,
+    /// The link's DNS servers: configured ones plus those netifd has for the interface.
+    pub dns: Vec<IpAddr>,
     /// Alive: device present and health tracking (if any) says up.
     pub up: bool,
 }
@@ -31,6 +33,7 @@ impl LinkState {
             gateway: iface.gateway,
             source: iface.source,
             prefixes: iface.prefixes.clone(),
+            dns: iface.dns.clone(),
             up: iface.enabled && iface.device.is_some(),
         }
     }
@@ -84,23 +87,29 @@ pub fn resolve_links(config: &Config, socket: &Path) -> (Vec<LinkState>, Vec<Str
                 }
                 netifd::NetifdLink::default()
             });
-            let mut prefixes = iface.prefixes.clone();
-            for prefix in status.prefixes {
-                if !prefixes.contains(&prefix) {
-                    prefixes.push(prefix);
-                }
-            }
             state = LinkState {
                 device: iface.device.clone().or(status.device),
                 gateway: iface.gateway.or(status.gateway),
                 source: iface.source.or(status.address),
-                prefixes,
+                prefixes: joined(&iface.prefixes, status.prefixes),
+                dns: joined(&iface.dns, status.dns),
                 up: status.up,
             };
         }
         states.push(state);
     }
     (states, warnings)
+}
+
+/// The configured values, then those netifd adds, each once.
+fn joined<T: PartialEq + Clone>(configured: &[T], resolved: Vec<T>) -> Vec<T> {
+    let mut all = configured.to_vec();
+    for item in resolved {
+        if !all.contains(&item) {
+            all.push(item);
+        }
+    }
+    all
 }
 
 /// Two enabled interfaces of one family whose (resolved) device is the same cannot both be

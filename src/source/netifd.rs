@@ -25,6 +25,8 @@ pub struct NetifdLink {
     pub address: Option<IpAddr>,
     /// IPv6 prefixes delegated to the interface (`ipv6-prefix`).
     pub prefixes: Vec<Cidr>,
+    /// The interface's DNS servers of the family (`dns-server`: the ISP's, or `option dns`).
+    pub dns: Vec<IpAddr>,
 }
 
 /// Interprets `ubus call network.interface.<name> status` for a link of `family` (`wan` for
@@ -72,6 +74,13 @@ pub fn parse_status(status: &Value, family: Family) -> NetifdLink {
                     .collect()
             })
             .unwrap_or_default(),
+        dns: status
+            .get("dns-server")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|server| address(Some(server), family))
+            .collect(),
     }
 }
 
@@ -130,6 +139,7 @@ mod tests {
             gateway: Some(IpAddr::from(gateway)),
             address: Some(IpAddr::from(address)),
             prefixes: Vec::new(),
+            dns: Vec::new(),
         }
     }
 
@@ -137,7 +147,10 @@ mod tests {
     fn dhcp_wan_resolves_device_gateway_and_address() {
         assert_eq!(
             parse_status(&dhcp_wan(), Family::Ipv4),
-            up_v4("eth1", [203, 0, 113, 1], [203, 0, 113, 45])
+            NetifdLink {
+                dns: vec![IpAddr::from([203, 0, 113, 1])],
+                ..up_v4("eth1", [203, 0, 113, 1], [203, 0, 113, 45])
+            }
         );
     }
 
@@ -210,6 +223,7 @@ mod tests {
                 gateway: None,
                 address: Some(IpAddr::from([198, 51, 100, 20])),
                 prefixes: Vec::new(),
+                dns: Vec::new(),
             }
         );
     }
@@ -239,6 +253,7 @@ mod tests {
                              {"address": "2001:db8:ff::2", "mask": 64, "preferred": 3600}],
             "ipv6-prefix": [{"address": "2001:db8:1::", "mask": 56, "preferred": 3600,
                              "valid": 7200, "class": "wan6", "assigned": {}}],
+            "dns-server": ["2001:db8:ff::53", "192.0.2.53"],
             "route": [{"target": "2001:db8:ff::", "mask": 64, "nexthop": "::"},
                       {"target": "::", "mask": 0, "nexthop": "fe80::1",
                        "source": "2001:db8:1::/56"}],
@@ -252,6 +267,7 @@ mod tests {
                 gateway: Some("fe80::1".parse().unwrap()),
                 address: Some("2001:db8:ff::2".parse().unwrap()),
                 prefixes: vec![Cidr::parse("2001:db8:1::/56").unwrap()],
+                dns: vec!["2001:db8:ff::53".parse().unwrap()],
             }
         );
         assert!(

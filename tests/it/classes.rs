@@ -6,8 +6,7 @@
 //! Longer than ~600 lines on purpose: it holds only the tests of this one area, each a few
 //! dozen lines of steps and assertions; everything they share lives in `support/`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
-use std::process::{Child, Stdio};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use connmark_lb::explain::Facts;
@@ -16,13 +15,13 @@ use serde_json::Value;
 
 use crate::support::addr::{LAN_HOST, link_addr, srv_addr_towards, v6};
 use crate::support::checks::{LinkLoad, tcp_target, tcp6_target, udp_target};
+use crate::support::dns::{Dnsmasq, resolve};
 use crate::support::lab::DaemonLab;
 use crate::support::lab::Lab;
 use crate::support::lbconfig::{Backend, Balance, LbConfig, tracked};
-use crate::support::netns::Netns;
 use crate::support::topology::{Loss, Topology};
 use crate::support::traffic::{
-    Bound, Server, spawn_in, tcp_bound_each, tcp_connections, tcp_from_each, udp_flows,
+    Bound, Server, tcp_bound_each, tcp_connections, tcp_from_each, udp_flows,
 };
 
 const FAST: &[(&str, &str)] = &[("interval", "0.5")];
@@ -302,74 +301,6 @@ fn extra_service(topo: &Topology, addr: Ipv4Addr) {
             srv_addr_towards(link)
         ));
     }
-}
-
-/// A dnsmasq in a namespace, killed when dropped.
-struct Dnsmasq(Child);
-
-impl Dnsmasq {
-    fn start(ns: &Netns, dir: &std::path::Path, name: &str, options: &[String]) -> Dnsmasq {
-        let child = ns
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--user=root",
-                "--group=root",
-            ])
-            .arg(format!(
-                "--pid-file={}",
-                dir.join(format!("{name}.pid")).display()
-            ))
-            .arg(format!(
-                "--log-facility={}",
-                dir.join(format!("{name}.log")).display()
-            ))
-            .args(options)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq (scripts/install-deps.sh installs dnsmasq-base)");
-        Dnsmasq(child)
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Asks `server` for the A record of `name` from the LAN host; true when it answered with
-/// at least one record.
-fn resolve(ns: &Netns, server: Ipv4Addr, name: &'static str) -> bool {
-    spawn_in(ns, move || {
-        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in name.split('.') {
-            query.push(label.len() as u8);
-            query.extend(label.as_bytes());
-        }
-        query.extend([0, 0, 1, 0, 1]);
-        let socket = UdpSocket::bind(SocketAddrV4::new(LAN_HOST, 0)).expect("udp socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        for _ in 0..10 {
-            let _ = socket.send_to(&query, SocketAddrV4::new(server, 53));
-            let mut reply = [0u8; 512];
-            if let Ok(n) = socket.recv(&mut reply) {
-                return n > 12 && reply[3] & 0x0f == 0 && reply[7] > 0;
-            }
-        }
-        false
-    })
-    .join()
-    .expect("dns client thread")
 }
 
 /// A rule with `dest_set` sends set members through its policy's link and everything else by

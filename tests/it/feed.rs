@@ -159,9 +159,13 @@ fn needed_by(text: &str) -> (BTreeSet<&'static str>, BTreeSet<&'static str>) {
                 // In the iptables package itself.
                 [
                     "-m",
-                    "mark" | "conntrack" | "icmp" | "icmp6" | "multiport" | "comment",
+                    "mark" | "conntrack" | "icmp" | "icmp6" | "multiport" | "comment" | "mac"
+                    | "time",
                 ]
-                | ["-j", "MARK" | "SNAT" | "MASQUERADE" | "RETURN" | "ACCEPT"] => continue,
+                | [
+                    "-j",
+                    "MARK" | "SNAT" | "DNAT" | "MASQUERADE" | "RETURN" | "ACCEPT",
+                ] => continue,
                 ["-j" | "-g", chain] if chain.starts_with("CMLB") => continue,
                 ["-m" | "-j" | "-g", other] => panic!("no package known for {} {other}", pair[0]),
                 _ => continue,

@@ -105,6 +105,17 @@ const NASTY: &[&str] = &[
     "random",
     "ünïcödé",
     "𝕏",
+    "23:59:59",
+    "24:00",
+    "7:5",
+    "Mon tue",
+    "!Sun",
+    "! ",
+    "31",
+    "02:00:5e:10:00:01",
+    "2-0-5e-10-0-1",
+    "02:00:5e:10:00",
+    "br-guest",
 ];
 
 const KEYWORDS: &[&str] = &[
@@ -134,6 +145,15 @@ const KEYWORDS: &[&str] = &[
     "proto",
     "dest_port",
     "src_ip",
+    "dns",
+    "dns_follow",
+    "start_time",
+    "stop_time",
+    "weekdays",
+    "monthdays",
+    "utc_time",
+    "src_mac",
+    "src_dev",
 ];
 
 /// The golden configs (every `config.uci` and `config.json` under tests/golden).
@@ -284,8 +304,8 @@ fn mutate_json(rng: &mut Rng, text: &str) -> String {
     }
 }
 
-/// Reads, validates and (when valid) renders for both backends; a config error must have exit
-/// code 2.
+/// Reads, validates (also against the backend `check` would use) and (when valid) renders for
+/// both backends; a config error must have exit code 2.
 fn read_in_process(text: &str, uci: bool) -> Result<String> {
     let raw = if uci {
         uci_text::parse(text)?
@@ -293,6 +313,7 @@ fn read_in_process(text: &str, uci: bool) -> Result<String> {
         RawConfig::from_json_text(text)?
     };
     let config = Config::from_raw(&raw)?;
+    config.check_backend_supports(Backend::resolve(config.globals.backend) == Backend::Nftables)?;
     Ok(connmark_lb::context::check_text(&config, Backend::Nftables)
         + &connmark_lb::context::check_text(&config, Backend::Iptables))
 }

@@ -28,6 +28,7 @@ macro_rules! for_both_backends {
 }
 
 mod classes;
+mod dns;
 mod dualstack;
 mod e2e;
 mod emulated;
@@ -46,6 +47,7 @@ mod packaging;
 mod pkgmgr;
 mod procd;
 mod rpcd;
+mod rule_matches;
 mod selftest;
 mod support;
 mod ubus_object;

@@ -258,6 +258,7 @@ mod tests {
             gateway: None,
             source: None,
             prefixes: Vec::new(),
+            dns: Vec::new(),
             up,
         }
     }

@@ -2,7 +2,7 @@
 //! chains ([`super::policy`]), the rules chain ([`super::classify`]) and the three hook chains
 //! that lead connections into them; and the declarations that create or delete chains.
 
-use super::{classify, only, policy, set};
+use super::{classify, dns, only, policy, set};
 use crate::config::Family;
 use crate::config::family::ICMPV6_LINK_TYPES;
 use crate::names::NFT_TABLE;
@@ -12,7 +12,9 @@ use std::fmt::Write;
 
 /// The base chains and the line that hooks each into the kernel: one priority below mangle
 /// (and srcnat), so our marks are set before other mangle rules and routing see the packet.
-const HOOKS: [(&str, &str); 3] = [
+/// The DNS translation runs just after dstnat (-100), so a port forward or DNS redirect of the
+/// firewall's wins over it.
+const HOOKS: [(&str, &str); 5] = [
     (
         "prerouting",
         "type filter hook prerouting priority mangle - 1; policy accept;",
@@ -24,6 +26,14 @@ const HOOKS: [(&str, &str); 3] = [
     (
         "postrouting",
         "type nat hook postrouting priority srcnat - 1; policy accept;",
+    ),
+    (
+        dns::NAT_HOOKS[0],
+        "type nat hook prerouting priority -99; policy accept;",
+    ),
+    (
+        dns::NAT_HOOKS[1],
+        "type nat hook output priority -99; policy accept;",
     ),
 ];
 
@@ -50,6 +60,7 @@ pub(super) fn table(plan: &Plan) -> String {
     chain(&mut out, "prerouting", &prerouting(plan));
     chain(&mut out, "output", &output(plan));
     chain(&mut out, "postrouting", &postrouting(plan));
+    dns::nat_hooks(&mut out, plan);
     out.push_str("}\n");
     out
 }
@@ -160,6 +171,7 @@ fn prerouting(plan: &Plan) -> Vec<String> {
         }
     }
     rules.push(NOT_LOCAL.to_string());
+    rules.extend(dns::jump(plan));
     rules.push(if plan.lan.is_empty() {
         "iifname != \"lo\" goto rules".to_string()
     } else {
@@ -169,11 +181,21 @@ fn prerouting(plan: &Plan) -> Vec<String> {
     rules
 }
 
-/// The router's own traffic: a connection of ours gets its mark back, and with
-/// `local_traffic` a new one is steered too.
+/// The router's own traffic: a connection of ours gets its mark back; a new one that carries
+/// none of our marks (the daemon's probes do) and leaves the router has its DNS steered and,
+/// with `local_traffic`, is steered like LAN traffic.
 fn output(plan: &Plan) -> Vec<String> {
     let mut rules = skipped(plan);
     rules.push(restore_map(plan));
+    if plan.local_traffic || plan.steers_dns() {
+        rules.extend([
+            marked(plan, "ct"),
+            marked(plan, "meta"),
+            NEW_ONLY.to_string(),
+            NOT_LOCAL.to_string(),
+        ]);
+    }
+    rules.extend(dns::jump(plan));
     if plan.local_traffic {
         rules.extend(local_rules(plan));
     }
@@ -242,17 +264,12 @@ fn restore_map(plan: &Plan) -> String {
     )
 }
 
-/// The router's own new connections (output hook, so a changed mark re-routes them): a
-/// socket that carries one of our marks keeps it (our probes); one bound to a link's address
-/// whose first route left by another link is pinned to the link of its address; the rest that
-/// would leave by a WAN device is classified like LAN traffic.
+/// The router's new connections with `local_traffic` (output hook, so a changed mark
+/// re-routes them): one bound to a link's address whose first route left by another link is
+/// pinned to the link of its address; the rest that would leave by a WAN device is classified
+/// like LAN traffic.
 fn local_rules(plan: &Plan) -> Vec<String> {
-    let mut rules = vec![
-        marked(plan, "ct"),
-        marked(plan, "meta"),
-        NEW_ONLY.to_string(),
-        NOT_LOCAL.to_string(),
-    ];
+    let mut rules = Vec::new();
     let mut devices: Vec<&str> = Vec::new();
     for (_, device) in plan.wan_devices() {
         if !devices.contains(&device) {

@@ -5,7 +5,8 @@ use super::chains::marked;
 use super::policy::{PINS, last_resort, policy_chain, sticky_chain};
 use super::set;
 use crate::config::classes::set_name;
-use crate::config::{Family, Proto, Rule};
+use crate::config::matches::{DAY, WEEKDAYS, clock};
+use crate::config::{Family, Proto, Rule, Schedule};
 use crate::plan::Plan;
 use crate::render::Verdict;
 use std::fmt::Write;
@@ -31,7 +32,7 @@ pub(super) fn rules_chain(plan: &Plan) -> Vec<String> {
 /// One classification rule as nft rules: matchers then the verdict; one rule per family when
 /// it names address sets (an nft rule matches one family's addresses).
 fn classify(plan: &Plan, rule: &Rule) -> Vec<String> {
-    let matches = protocol(plan, rule) + &endpoints(rule);
+    let matches = protocol(plan, rule) + &endpoints(rule) + &origin(rule) + &when(rule);
     let verdict = verdict(plan, rule);
     if rule.dest_set.is_none() && rule.src_set.is_none() {
         return vec![matches + &verdict];
@@ -84,6 +85,60 @@ fn endpoints(rule: &Rule) -> String {
         }
     }
     m
+}
+
+/// The ingress device and source hardware address matches.
+fn origin(rule: &Rule) -> String {
+    let mut m = String::new();
+    if !rule.src_dev.is_empty() {
+        let devices = set(rule.src_dev.iter().map(|d| format!("\"{d}\"")));
+        let _ = write!(m, "iifname {devices} ");
+    }
+    if !rule.src_mac.is_empty() {
+        let macs = set(rule.src_mac.iter().map(ToString::to_string));
+        let _ = write!(m, "ether saddr {macs} ");
+    }
+    m
+}
+
+/// The time matches. Local times are written as nft reads them (it converts them to UTC when
+/// it loads the rule), UTC ones as seconds since midnight, which nft takes as they are. A
+/// range is always written with both ends (nft's conversion of a one-sided comparison does
+/// not wrap at midnight); one that crosses midnight as the day without its complement.
+/// Weekdays are matched in the kernel's time zone. Month days have no nft match: the config
+/// is refused with this backend before anything is rendered.
+fn when(rule: &Rule) -> String {
+    let Some(schedule) = rule.schedule else {
+        return String::new();
+    };
+    let mut m = String::new();
+    if let Some(range) = hour_range(&schedule) {
+        let _ = write!(m, "meta hour {range} ");
+    }
+    if let Some(days) = schedule.weekdays {
+        let names = set(days
+            .listed()
+            .map(|d| format!("\"{}\"", WEEKDAYS[d as usize])));
+        let not = if days.invert { "!= " } else { "" };
+        let _ = write!(m, "meta day {not}{names} ");
+    }
+    m
+}
+
+/// `a-b`, or `!= a-b` for the complement of a range that crosses midnight; None for a range
+/// that covers the whole day.
+fn hour_range(schedule: &Schedule) -> Option<String> {
+    let (from, to) = schedule.hours?;
+    let time = |seconds: u32| match schedule.utc {
+        true => seconds.to_string(),
+        false => format!("\"{}\"", clock(seconds)),
+    };
+    if from <= to {
+        return Some(format!("{}-{}", time(from), time(to)));
+    }
+    // The complement of [from, DAY) + [0, to] is [to + 1, from - 1], empty when they touch.
+    let (gap_from, gap_to) = (to + 1, from - 1);
+    (gap_from <= gap_to && gap_to < DAY).then(|| format!("!= {}-{}", time(gap_from), time(gap_to)))
 }
 
 /// Where the rule sends a matching new connection.

@@ -1,6 +1,6 @@
 //! Plan -> `nft -f` text. This renderer owns our table (`names::NFT_TABLE`) whole: its chains
 //! ([`chains`]: per-link marks, hooks; [`policy`]: steering to links; [`classify`]: the rules
-//! chain) and its sets ([`sets`]: address sets and sticky sources). Each text it writes is one
+//! chain; [`dns`]: DNS that follows the link) and its sets ([`sets`]: address sets and sticky sources). Each text it writes is one
 //! transaction; the entry points are [`ruleset`] (everything) and [`policy_update`] (what a
 //! link state change needs).
 //!
@@ -9,6 +9,7 @@
 
 mod chains;
 mod classify;
+mod dns;
 mod policy;
 mod sets;
 

@@ -3,6 +3,7 @@
 //! sticky rule a chain that keeps a source on the link it was given.
 
 use super::chains::{chain, mark_chain};
+use super::dns;
 use super::sets::{sticky_drops, sticky_set};
 use super::{only, set};
 use crate::config::{Balance, Family, HashKey, LastResort, Rule, RuleTarget};
@@ -38,8 +39,9 @@ struct Steering {
     live: bool,
 }
 
-/// Every steering chain in table order: the prefix pins (when a link has prefixes), each
-/// policy's chain, and per sticky rule its chain and one `stick_` chain per link.
+/// Every steering chain in table order: the DNS steering (when links have servers), the
+/// prefix pins (when a link has prefixes), each policy's chain, and per sticky rule its chain
+/// and one `stick_` chain per link.
 fn steering(plan: &Plan) -> Vec<Steering> {
     let mut out = Vec::new();
     let live = |chain: String, rules: Vec<String>| Steering {
@@ -47,6 +49,10 @@ fn steering(plan: &Plan) -> Vec<Steering> {
         rules,
         live: true,
     };
+    if plan.steers_dns() {
+        out.push(live(dns::DNS.to_string(), dns::steering_rules(plan)));
+        out.push(live(dns::DNS_NAT.to_string(), dns::nat_rules(plan)));
+    }
     if plan.pins_prefixes() {
         out.push(live(PINS.to_string(), pin_rules(plan)));
     }
@@ -72,8 +78,8 @@ pub(super) fn chains(out: &mut String, plan: &Plan) {
     }
 }
 
-/// Only the chains that follow liveness (the policy chains, the prefix pins and the sticky
-/// rules' chains) and the sticky sources of links that left their policy: what a link state
+/// Only the chains that follow liveness (the DNS steering, the policy chains, the prefix pins
+/// and the sticky rules' chains) and the sticky sources of links that left their policy: what a link state
 /// change needs, as one small transaction.
 pub fn policy_update(plan: &Plan) -> String {
     let mut out = String::new();

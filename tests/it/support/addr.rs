@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 
 /// The LAN host's address; its default route points at the router.
 pub const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+/// The router's address on the LAN, the LAN host's gateway (and resolver, where one runs).
+pub const ROUTER_LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 /// The server's service address (on its loopback), reachable through every ISP.
 pub const SERVICE: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 1);
 /// The ingress device of the router on the LAN side.

@@ -10,6 +10,7 @@
 //! - `process`: running host commands, bounded in time or fed stdin, and failing loudly.
 //! - `lbconfig`: connmark-lb configs for the topology, written as UCI or JSON.
 //! - `daemon`: `connmark-lb run` started in the router and watched through status.json.
+//! - `dns`: dnsmasq resolvers in the ISPs and on the router, and a one-query DNS client.
 //! - `lab`: a topology with services and a config, applied ([`lab::Lab`]) or run by the
 //!   daemon ([`lab::DaemonLab`]).
 //! - `traffic`: servers that report the peer address, and the LAN's connections and flows.
@@ -24,6 +25,7 @@ pub mod addr;
 pub mod busy;
 pub mod checks;
 pub mod daemon;
+pub mod dns;
 pub mod icmp;
 pub mod lab;
 pub mod lbconfig;

@@ -43,7 +43,8 @@ fn links_are_resolved_from_netifd_and_unknown_ones_are_down() {
     let status = serde_json::json!({
         "up": true, "l3_device": "pppoe-wan",
         "ipv4-address": [{"address": "100.64.0.7", "mask": 32}],
-        "route": [{"target": "0.0.0.0", "mask": 0, "nexthop": "100.64.0.1"}]
+        "route": [{"target": "0.0.0.0", "mask": 0, "nexthop": "100.64.0.1"}],
+        "dns-server": ["100.64.0.53", "9.9.9.9"]
     });
     let server = TestServer::start(
         Some(hello()),
@@ -52,7 +53,7 @@ fn links_are_resolved_from_netifd_and_unknown_ones_are_down() {
     let config = Config::from_raw(
         &RawConfig::from_json_text(
             r#"{"values":{
-            "wan":{".type":"interface",".name":"wan",".index":0},
+            "wan":{".type":"interface",".name":"wan",".index":0,"dns":"9.9.9.9"},
             "wanb":{".type":"interface",".name":"wanb",".index":1,"interface":"lte"},
             "wanc":{".type":"interface",".name":"wanc",".index":2,"device":"eth3"}}}"#,
         )
@@ -68,6 +69,10 @@ fn links_are_resolved_from_netifd_and_unknown_ones_are_down() {
                 gateway: Some(Ipv4Addr::new(100, 64, 0, 1).into()),
                 source: Some(Ipv4Addr::new(100, 64, 0, 7).into()),
                 prefixes: Vec::new(),
+                dns: vec![
+                    Ipv4Addr::new(9, 9, 9, 9).into(),
+                    Ipv4Addr::new(100, 64, 0, 53).into()
+                ],
                 up: true
             },
             LinkState {
@@ -75,6 +80,7 @@ fn links_are_resolved_from_netifd_and_unknown_ones_are_down() {
                 gateway: None,
                 source: None,
                 prefixes: Vec::new(),
+                dns: Vec::new(),
                 up: false
             },
             LinkState {
@@ -82,6 +88,7 @@ fn links_are_resolved_from_netifd_and_unknown_ones_are_down() {
                 gateway: None,
                 source: None,
                 prefixes: Vec::new(),
+                dns: Vec::new(),
                 up: true
             },
         ]

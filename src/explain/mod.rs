@@ -3,128 +3,21 @@
 //! changing anything.
 //!
 //! The decision itself is pure ([`explain`]): the same plan the rules were rendered from,
-//! walked the way the packet path walks it, plus the kernel facts in [`Facts`] (the caller lists them).
+//! walked the way the packet path walks it, plus the kernel facts and the time in [`Facts`]
+//! (the caller gathers them). [`query`] reads the question, [`report`] writes the answer.
+
+mod facts;
+mod query;
+mod report;
+
+pub use facts::{Clock, Facts, Moment};
+pub use query::Query;
 
 use crate::config::{Balance, Cidr, Config, Family, HashKey, LastResort, Proto, Rule, RuleTarget};
-use crate::error::{Error, Result};
 use crate::hash;
-use crate::plan::{Choice, Plan};
+use crate::plan::{Choice, DnsWay, Plan};
 use crate::render::nft::sticky_set;
-use serde_json::{Value, json};
 use std::net::IpAddr;
-
-/// The connection asked about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Query {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    /// None: any protocol (rules that name one do not match).
-    pub proto: Option<Proto>,
-    pub port: Option<u16>,
-}
-
-impl Query {
-    /// `SRC DST [PROTO [DPORT]]` as given on the command line.
-    pub fn parse(words: &[String]) -> Result<Query> {
-        let usage = |why: String| Error::Usage(format!("explain SRC DST [PROTO [DPORT]]: {why}"));
-        let addr = |word: Option<&String>, what: &str| -> Result<IpAddr> {
-            let word = word.ok_or_else(|| usage(format!("missing {what}")))?;
-            word.parse()
-                .map_err(|_| usage(format!("{what} \"{word}\" is not an IP address")))
-        };
-        if words.len() > 4 {
-            return Err(usage(format!("unexpected \"{}\"", words[4])));
-        }
-        let src = addr(words.first(), "SRC")?;
-        let dst = addr(words.get(1), "DST")?;
-        if src.is_ipv4() != dst.is_ipv4() {
-            return Err(usage("SRC and DST are of different families".into()));
-        }
-        let proto = match words.get(2).map(String::as_str) {
-            None => None,
-            Some("tcp") => Some(Proto::Tcp),
-            Some("udp") => Some(Proto::Udp),
-            Some("icmp") => Some(Proto::Icmp),
-            Some(other) => Some(Proto::Number(other.parse().map_err(|_| {
-                usage(format!(
-                    "PROTO \"{other}\": expected tcp, udp, icmp or a number"
-                ))
-            })?)),
-        };
-        let port = match words.get(3) {
-            None => None,
-            Some(word) => Some(
-                word.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| usage(format!("DPORT \"{word}\" is not a port")))?,
-            ),
-        };
-        if port.is_some() && !matches!(proto, Some(Proto::Tcp | Proto::Udp)) {
-            return Err(usage("DPORT needs PROTO tcp or udp".into()));
-        }
-        Ok(Query {
-            src,
-            dst,
-            proto,
-            port,
-        })
-    }
-}
-
-/// What the kernel holds right now: the elements of every set in our table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Facts {
-    /// (kernel set name, its elements).
-    pub sets: Vec<(String, Vec<Cidr>)>,
-}
-
-impl Facts {
-    /// Reads the sets of an `nft -j list table` listing.
-    pub fn parse(text: &str) -> Result<Facts> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::ToolOutput(format!("unexpected output of nft -j: {e}")))?;
-        let mut sets = Vec::new();
-        for item in value["nftables"].as_array().into_iter().flatten() {
-            let Some(set) = item.get("set") else { continue };
-            let Some(name) = set["name"].as_str() else {
-                continue;
-            };
-            let elements = set["elem"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(element)
-                .collect();
-            sets.push((name.to_string(), elements));
-        }
-        Ok(Facts { sets })
-    }
-
-    /// Whether kernel set `name` holds `addr`.
-    pub fn contains(&self, name: &str, addr: IpAddr) -> bool {
-        self.sets
-            .iter()
-            .any(|(n, elements)| n == name && elements.iter().any(|p| p.contains(&addr)))
-    }
-}
-
-/// One set element of nft's JSON: an address or a prefix, possibly wrapped with its timeout.
-fn element(value: &Value) -> Option<Cidr> {
-    match value {
-        Value::String(text) => Cidr::parse(text),
-        Value::Object(map) => {
-            if let Some(inner) = map.get("elem") {
-                return element(&inner["val"]);
-            }
-            let prefix = map.get("prefix")?;
-            let addr = prefix["addr"].as_str()?;
-            let len = prefix["len"].as_u64()?;
-            Cidr::parse(&format!("{addr}/{len}"))
-        }
-        _ => None,
-    }
-}
 
 /// The answer, in the fields of the `explain --json` interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +31,8 @@ pub struct Explanation {
     /// The link a new connection takes, when it is decided already.
     pub link: Option<usize>,
     pub reason: String,
+    /// The moment the rules' schedules were matched at.
+    pub now: Moment,
 }
 
 /// Walks `plan` the way the packet path does for a new connection `query`.
@@ -150,6 +45,7 @@ pub fn explain(config: &Config, plan: &Plan, facts: &Facts, query: &Query) -> Ex
         bucket: None,
         link: None,
         reason: String::new(),
+        now: facts.now,
     };
     let family = Family::of(&query.src);
     if !plan.has(family) {
@@ -158,6 +54,9 @@ pub fn explain(config: &Config, plan: &Plan, facts: &Facts, query: &Query) -> Ex
             "no {} link is configured: {0} traffic is left to the main routing table",
             family.label()
         );
+        return answer;
+    }
+    if dns(plan, query, &mut answer) {
         return answer;
     }
     let pinned = plan.links.iter().position(|l| {
@@ -188,7 +87,7 @@ pub fn explain(config: &Config, plan: &Plan, facts: &Facts, query: &Query) -> Ex
     };
     answer.rule = rule.map(|r| r.name.clone());
     let matched = rule.map_or("with no rules, every connection".to_string(), |r| {
-        format!("{} matches", r.label)
+        matched_rule(r, facts)
     });
     let index = match target {
         RuleTarget::Policy(index) => index,
@@ -339,86 +238,78 @@ fn matches(rule: &Rule, facts: &Facts, q: &Query) -> bool {
         && in_ports(&rule.dest_port, q.port)
         && in_set(&rule.dest_set, q.dst)
         && in_set(&rule.src_set, q.src)
+        && (rule.src_mac.is_empty() || q.mac.is_some_and(|m| rule.src_mac.contains(&m)))
+        && (rule.src_dev.is_empty() || q.dev.as_ref().is_some_and(|d| rule.src_dev.contains(d)))
+        && rule.schedule.is_none_or(|s| {
+            let clock = clock_of(facts, s.utc);
+            s.matches(clock.seconds, clock.weekday, clock.monthday)
+        })
 }
 
-impl Explanation {
-    /// The `explain --json` object.
-    pub fn to_json(&self, plan: &Plan, query: &Query) -> Value {
-        let link = self.link.and_then(|l| plan.links.get(l));
-        let protocol = query.proto.map(|p| match p {
-            Proto::Tcp => json!("tcp"),
-            Proto::Udp => json!("udp"),
-            Proto::Icmp => json!("icmp"),
-            Proto::Number(n) => json!(n.to_string()),
-            Proto::All => Value::Null,
-        });
-        let members: Vec<Value> = self
-            .members
-            .iter()
-            .map(|(member, interface, metric, weight, live)| {
-                json!({"member": member, "interface": interface, "metric": metric,
-                       "weight": weight, "live": live})
-            })
-            .collect();
-        json!({
-            "source": query.src.to_string(),
-            "destination": query.dst.to_string(),
-            "protocol": protocol,
-            "port": query.port,
-            "rule": self.rule,
-            "policy": self.policy,
-            "members": members,
-            "decision": self.decision,
-            "bucket": self.bucket,
-            "interface": link.map(|l| l.name.clone()),
-            "device": link.and_then(|l| l.device.clone()),
-            "source_address": link.and_then(|l| l.source).map(|a| a.to_string()),
-            "reason": self.reason,
-        })
-    }
+/// The clock a schedule is matched on: UTC, or the router's local time.
+fn clock_of(facts: &Facts, utc: bool) -> Clock {
+    if utc { facts.now.utc } else { facts.now.local }
+}
 
-    /// A few lines for people.
-    pub fn to_text(&self, plan: &Plan, query: &Query) -> String {
-        let value = self.to_json(plan, query);
-        let field = |key: &str| match &value[key] {
-            Value::Null => "-".to_string(),
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let members: Vec<String> = self
-            .members
-            .iter()
-            .map(|(m, i, metric, weight, live)| {
-                format!(
-                    "{m} ({i}, metric {metric}, weight {weight}, {})",
-                    if *live { "live" } else { "not live" }
-                )
-            })
-            .collect();
-        format!(
-            "decision: {}\nrule: {}\npolicy: {}\nmembers: {}\ninterface: {} (device {}, source {})\nbucket: {}\nreason: {}\n",
-            self.decision,
-            field("rule"),
-            field("policy"),
-            if members.is_empty() {
-                "-".to_string()
-            } else {
-                members.join(", ")
-            },
-            field("interface"),
-            field("device"),
-            field("source_address"),
-            field("bucket"),
-            self.reason
-        )
+/// How a rule that matched is named in the reason: with its schedule and the time it was
+/// matched at, when it has one.
+fn matched_rule(rule: &Rule, facts: &Facts) -> String {
+    let Some(schedule) = rule.schedule else {
+        return format!("{} matches", rule.label);
+    };
+    let clock = clock_of(facts, schedule.utc);
+    let zone = if schedule.utc { "UTC" } else { "local time" };
+    format!(
+        "{} matches at {} {} {zone}",
+        rule.label,
+        crate::config::matches::WEEKDAYS[clock.weekday as usize % 7],
+        crate::config::matches::clock(clock.seconds)
+    )
+}
+
+/// The answer when `query` is a new DNS connection to one of the links' servers, which is
+/// steered before any rule.
+fn dns(plan: &Plan, query: &Query, answer: &mut Explanation) -> bool {
+    let dns_port = matches!(query.proto, Some(Proto::Tcp | Proto::Udp)) && query.port == Some(53);
+    let Some(way) = plan.dns_way_to(query.dst).filter(|_| dns_port) else {
+        return false;
+    };
+    let dst = query.dst;
+    match way {
+        DnsWay::Pin(link) => {
+            answer.decision = "dns";
+            answer.link = Some(link);
+            answer.reason = format!(
+                "{dst} is a DNS server of {0}: queries to it leave by {0}, before any rule",
+                plan.links[link].name
+            );
+        }
+        DnsWay::Follow { link, server } => {
+            answer.decision = "dns";
+            answer.link = Some(link);
+            answer.reason = format!(
+                "{dst} is a DNS server of a link that is not live: queries to it go to {server}, a DNS server of {0}, through {0}",
+                plan.links[link].name
+            );
+        }
+        DnsWay::Refuse => {
+            answer.decision = "unreachable";
+            answer.reason = format!(
+                "{dst} is a DNS server of a link that is not live, and no live {} link has one: queries to it are refused at once",
+                Family::of(&dst).label()
+            );
+        }
     }
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Mac;
     use crate::config::raw::RawConfig;
-    use crate::source::LinkState;
+    use crate::plan::tests::states;
+    use serde_json::{Value, json};
 
     fn words(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_string).collect()
@@ -436,18 +327,9 @@ mod tests {
         "dns":{".type":"rule",".name":"dns",".index":9,"proto":"udp","dest_port":"53","use_policy":"default"}
     }}"#;
 
-    fn setup(up: [bool; 2]) -> (Config, Plan) {
-        let config = Config::from_raw(&RawConfig::from_json_text(CONFIG).unwrap()).unwrap();
-        let states: Vec<LinkState> = config
-            .interfaces
-            .iter()
-            .zip(up)
-            .map(|(i, up)| LinkState {
-                up,
-                ..LinkState::from_config(i)
-            })
-            .collect();
-        let plan = Plan::build(&config, &states);
+    fn setup(json: &str, up: [bool; 2]) -> (Config, Plan) {
+        let config = Config::from_raw(&RawConfig::from_json_text(json).unwrap()).unwrap();
+        let plan = Plan::build(&config, &states(&config, &up));
         (config, plan)
     }
 
@@ -457,7 +339,7 @@ mod tests {
 
     #[test]
     fn rules_sets_sticky_and_hash() {
-        let (config, plan) = setup([true, true]);
+        let (config, plan) = setup(CONFIG, [true, true]);
         let facts = Facts {
             sets: vec![
                 (
@@ -469,6 +351,7 @@ mod tests {
                     vec![Cidr::parse("192.168.1.7").unwrap()],
                 ),
             ],
+            now: Moment::default(),
         };
         let e = ask(&config, &plan, &facts, "192.168.1.5 172.31.254.9");
         assert_eq!(
@@ -493,7 +376,7 @@ mod tests {
         assert_eq!(json["protocol"], Value::Null);
         assert_eq!(json["members"], json!([]));
 
-        let (config, plan) = setup([true, false]);
+        let (config, plan) = setup(CONFIG, [true, false]);
         let e = ask(&config, &plan, &facts, "192.168.1.5 172.31.254.9 tcp 80");
         assert_eq!(e.decision, "unreachable");
         assert!(!e.members[0].4, "wanb is down");
@@ -528,5 +411,80 @@ mod tests {
         assert!(facts.contains("vpn_v4", "192.0.2.1".parse().unwrap()));
         assert!(!facts.contains("vpn_v4", "172.31.254.16".parse().unwrap()));
         assert!(!facts.contains("other", "192.0.2.1".parse().unwrap()));
+    }
+
+    const MATCHES: &str = r#"{"values":{
+        "wan":{".type":"interface",".name":"wan",".index":1,"device":"eth1","dns":"192.0.2.53"},
+        "wanb":{".type":"interface",".name":"wanb",".index":2,"device":"eth2","dns":"198.51.100.53"},
+        "m2":{".type":"member",".name":"m2",".index":3,"interface":"wanb"},
+        "only2":{".type":"policy",".name":"only2",".index":4,"use_member":["m2"]},
+        "night":{".type":"rule",".name":"night",".index":5,"start_time":"22:00","stop_time":"06:00","use_policy":"only2"},
+        "tv":{".type":"rule",".name":"tv",".index":6,"src_mac":"02:00:5e:10:00:01","use_policy":"only2"},
+        "guest":{".type":"rule",".name":"guest",".index":7,"src_dev":"br-guest","use_policy":"only2"},
+        "utc":{".type":"rule",".name":"utc",".index":8,"start_time":"12:00","utc_time":"1","weekdays":"Sun","use_policy":"only2"}
+    }}"#;
+
+    fn at(local: u32, utc: u32, weekday: u32) -> Facts {
+        let clock = |seconds| Clock {
+            seconds,
+            weekday,
+            monthday: 1,
+        };
+        Facts {
+            sets: Vec::new(),
+            now: Moment {
+                local: clock(local),
+                utc: clock(utc),
+            },
+        }
+    }
+
+    #[test]
+    fn time_mac_and_ingress_device_decide_with_the_clock_and_the_origin() {
+        let (config, plan) = setup(MATCHES, [true, true]);
+        let mut query = Query::parse(&words("192.168.1.5 203.0.113.9")).unwrap();
+        let e = explain(&config, &plan, &at(23 * 3600, 21 * 3600, 1), &query);
+        assert_eq!((e.rule.as_deref(), e.link), (Some("night"), Some(1)));
+        assert!(
+            e.reason
+                .starts_with("rule 'night' matches at Tuesday 23:00:00 local time"),
+            "{}",
+            e.reason
+        );
+        let noon = at(12 * 3600, 10 * 3600, 1);
+        assert_eq!(explain(&config, &plan, &noon, &query).rule, None);
+        query.mac = Mac::parse("02:00:5e:10:00:01");
+        assert_eq!(
+            explain(&config, &plan, &noon, &query).rule.as_deref(),
+            Some("tv")
+        );
+        query.mac = Mac::parse("02:00:5e:10:00:02");
+        query.dev = Some("br-guest".into());
+        assert_eq!(
+            explain(&config, &plan, &noon, &query).rule.as_deref(),
+            Some("guest")
+        );
+        query.dev = None;
+        let sunday_utc_afternoon = at(12 * 3600, 13 * 3600, 6);
+        let e = explain(&config, &plan, &sunday_utc_afternoon, &query);
+        assert_eq!(e.rule.as_deref(), Some("utc"));
+        assert!(e.reason.contains("at Sunday 13:00:00 UTC"), "{}", e.reason);
+    }
+
+    #[test]
+    fn dns_queries_to_a_links_servers_are_decided_before_any_rule() {
+        let night = at(23 * 3600, 23 * 3600, 0);
+        let (config, plan) = setup(MATCHES, [true, true]);
+        let e = ask(&config, &plan, &night, "192.168.1.5 192.0.2.53 udp 53");
+        assert_eq!((e.decision, e.link, e.rule), ("dns", Some(0), None));
+        let e = ask(&config, &plan, &night, "192.168.1.5 192.0.2.53 tcp 80");
+        assert_eq!(e.rule.as_deref(), Some("night"), "not a DNS query");
+        let (_, plan) = setup(MATCHES, [false, true]);
+        let e = ask(&config, &plan, &night, "192.168.1.5 192.0.2.53 tcp 53");
+        assert_eq!((e.decision, e.link), ("dns", Some(1)));
+        assert!(e.reason.contains("go to 198.51.100.53"), "{}", e.reason);
+        let (_, plan) = setup(MATCHES, [false, false]);
+        let e = ask(&config, &plan, &night, "192.168.1.5 192.0.2.53 udp 53");
+        assert_eq!((e.decision, e.link), ("unreachable", None));
     }
 }
