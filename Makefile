@@ -106,12 +106,21 @@ release: kit
 		xargs sha256sum >sha256sums
 	@cat $(DIST)/sha256sums
 
-# The source tarball for the packages feed (PKG_SOURCE) and its PKG_HASH.
+# The release tarball of HEAD for the packages feed, and the feed Makefile's PKG_SOURCE,
+# PKG_SOURCE_URL and PKG_HASH written for it. RELEASE_URL is the directory that holds one
+# vX.Y.Z/ per release (a placeholder until the project has a home).
+FEED_MAKEFILE ?= openwrt/net/connmark-lb/Makefile
+LUCI_MAKEFILE := openwrt/applications/luci-app-connmark-lb/Makefile
+RELEASE_URL ?= https://connmark-lb.example/releases/download
+TARBALL = $(DIST)/connmark-lb-$(VERSION).tar.gz
 dist:
 	mkdir -p $(DIST)
-	git archive --format=tar.gz --prefix=connmark-lb-$(VERSION)/ \
-		-o $(DIST)/connmark-lb-$(VERSION).tar.gz HEAD
-	sha256sum $(DIST)/connmark-lb-$(VERSION).tar.gz
+	git archive --format=tar.gz --prefix=connmark-lb-$(VERSION)/ -o $(TARBALL) HEAD
+	hash=$$(sha256sum $(TARBALL) | cut -d' ' -f1) && sed -i \
+		-e 's|^PKG_SOURCE:=.*|PKG_SOURCE:=$$(PKG_NAME)-$$(PKG_VERSION).tar.gz|' \
+		-e 's|^PKG_SOURCE_URL:=.*|PKG_SOURCE_URL:=$(RELEASE_URL)/v$$(PKG_VERSION)|' \
+		-e "s|^PKG_HASH:=.*|PKG_HASH:=$$hash|" $(FEED_MAKEFILE)
+	@grep -E '^PKG_(SOURCE|SOURCE_URL|HASH):=' $(FEED_MAKEFILE)
 
 deps:
 	scripts/install-deps.sh
@@ -171,6 +180,8 @@ bench: deps
 demo: deps
 	$(CARGO) test --test demo
 
+# The feed Makefiles as the OpenWrt feeds' maintainers read them, then the Rust code.
 lint:
+	scripts/lint-feed.sh $(FEED_MAKEFILE) $(LUCI_MAKEFILE)
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings

@@ -7,8 +7,8 @@
 #
 # Sourced by mkipk.sh and mkapk.sh (bash): what the connmark-lb package holds
 # and says about itself, written once so the .ipk and the .apk cannot drift
-# apart. The tree, modes and conffiles are those of Package/connmark-lb in the
-# feed Makefile; the maintainer scripts are the ones OpenWrt's
+# apart. The tree and modes are those of Package/connmark-lb in the feed
+# Makefile, its dependencies and conffiles are read from there; the maintainer scripts are the ones OpenWrt's
 # include/package-pack.mk generates for a package without scripts of its own
 # (a test compares both formats with the Makefile and runs them with the real
 # opkg and apk).
@@ -29,19 +29,22 @@ fi
 
 pkg_name=${PACKAGE:-connmark-lb}
 pkg_release=${RELEASE:-1}
-# The crate version in Cargo.toml is the one version of the project.
-pkg_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n1)
+# shellcheck source=cross/feed.sh
+. "$root/cross/feed.sh"
+pkg_version=$(cargo_field "$root/Cargo.toml" version)
+pkg_license=$(cargo_field "$root/Cargo.toml" license)
 pkg_epoch=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
-pkg_license=GPL-2.0-only
+pkg_feed=$root/openwrt/net/connmark-lb/Makefile
 pkg_section=net
-# The feed's nftables variant (openwrt/connmark-lb/Makefile DEPENDS).
-pkg_depends=(nftables kmod-nft-core kmod-nft-nat kmod-nf-conntrack-netlink ip-full)
-pkg_conffiles=("/etc/config/$pkg_name")
+# The feed's default variant (nftables).
+mapfile -t pkg_depends < <(feed_depends "$pkg_feed" connmark-lb)
+mapfile -t pkg_conffiles < <(feed_block "$pkg_feed" Package/connmark-lb/conffiles)
 pkg_summary="Multi-WAN connmark load balancer (static build)."
 pkg_details="Balances new connections from the LAN over several WAN links by weight
 and keeps each connection on its link for its whole life."
 
 [ -n "$pkg_version" ] || { echo "$0: no version in $root/Cargo.toml" >&2; exit 1; }
+[ "${#pkg_depends[@]}" -gt 0 ] || { echo "$0: no DEPENDS in $pkg_feed" >&2; exit 1; }
 case $pkg_release in '' | *[!0-9]*) echo "$0: RELEASE must be an integer" >&2; exit 2 ;; esac
 case $pkg_name in
 connmark-lb) [ -x "$binary" ] || { echo "$0: $binary is not an executable" >&2; exit 1; } ;;
@@ -54,13 +57,11 @@ esac
 # mtimes.
 pkg_stage() {
 	local dir=$1
-	install -d -m 0755 "$dir/usr/sbin" "$dir/etc/config" "$dir/etc/init.d" \
-		"$dir/etc/hotplug.d/iface"
+	install -d -m 0755 "$dir/usr/sbin" "$dir/etc/config" "$dir/etc/init.d"
 	install -m 0755 "$binary" "$dir/usr/sbin/$pkg_name"
 	install -m 0600 "$root/files/etc/config/$pkg_name" "$dir/etc/config/$pkg_name"
 	install -m 0755 "$root/files/etc/init.d/$pkg_name" "$dir/etc/init.d/$pkg_name"
-	install -m 0644 "$root/files/etc/hotplug.d/iface/30-$pkg_name" \
-		"$dir/etc/hotplug.d/iface/30-$pkg_name"
+	install -m 0644 "$root/files/etc/$pkg_name.user" "$dir/etc/$pkg_name.user"
 	chown -R 0:0 "$dir"
 	find "$dir" -exec touch -h -d "@$pkg_epoch" {} +
 }

@@ -14,7 +14,11 @@ owrt=$prefix/bin/owrt.sh
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 
-"$owrt" root-init "$root" >/dev/null
+# The package's dependencies, from its feed Makefile, are the root's stand-ins.
+# shellcheck source=cross/feed.sh
+. "$repo/cross/feed.sh"
+mapfile -t depends < <(feed_depends "$repo/openwrt/net/connmark-lb/Makefile" connmark-lb)
+"$owrt" root-init "$root" "${depends[@]}" >/dev/null
 # rc.common's procd.sh needs jshn.sh (package jshn, a stand-in in the root).
 install -D -m 0644 "$prefix/share/libubox/jshn.sh" "$root/usr/share/libubox/jshn.sh"
 "$owrt" apk "$root" add --allow-untrusted "$apk_file"

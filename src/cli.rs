@@ -20,11 +20,13 @@ pub struct Args {
     /// track link health and fail over until SIGTERM, SIGHUP reloads; status: print the
     /// daemon's per-link state; explain SRC DST [PROTO [DPORT]]: which rule, policy and link a
     /// new connection would get now, changing nothing)
-    #[argh(positional)]
-    pub verb: Verb,
-    /// explain's SRC DST [PROTO [DPORT]]
-    #[argh(positional)]
-    pub operands: Vec<String>,
+    // One list, verb first: argh allows no optional positional before another, and with
+    // --version there is no verb.
+    #[argh(positional, arg_name = "verb")]
+    pub words: Vec<String>,
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
     /// explain: print one JSON object (the form a web page reads)
     #[argh(switch)]
     pub json: bool,
@@ -82,6 +84,14 @@ impl FromStr for Verb {
 }
 
 impl Args {
+    /// The verb and the words after it (explain's operands).
+    fn verb(&self) -> Result<(Verb, &[String])> {
+        let (verb, operands) = self.words.split_first().ok_or_else(|| {
+            Error::Usage("no verb: expected apply, check, stop, run, status or explain".into())
+        })?;
+        Ok((verb.parse().map_err(Error::Usage)?, operands))
+    }
+
     /// The context the options describe.
     pub fn context(&self) -> Context {
         Context {
@@ -96,15 +106,20 @@ impl Args {
 
 /// Runs one verb.
 pub fn run(args: &Args) -> Result<()> {
+    if args.version {
+        println!("connmark-lb {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let (verb, operands) = args.verb()?;
     let explain_only = args.json || args.mac.is_some() || args.dev.is_some();
-    if args.verb != Verb::Explain && (!args.operands.is_empty() || explain_only) {
+    if verb != Verb::Explain && (!operands.is_empty() || explain_only) {
         return Err(Error::Usage(
             "only explain takes addresses, --json, --mac and --dev".into(),
         ));
     }
     let context = args.context();
-    match args.verb {
-        Verb::Explain => explain(args, &context),
+    match verb {
+        Verb::Explain => explain(args, operands, &context),
         Verb::Check => {
             print!("{}", context.check()?);
             Ok(())
@@ -126,9 +141,8 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 /// `explain`: [`Context::explain`], printed as text or as one JSON object.
-fn explain(args: &Args, context: &Context) -> Result<()> {
-    let query =
-        explain::Query::with_origin(&args.operands, args.mac.as_deref(), args.dev.as_deref())?;
+fn explain(args: &Args, operands: &[String], context: &Context) -> Result<()> {
+    let query = explain::Query::with_origin(operands, args.mac.as_deref(), args.dev.as_deref())?;
     let (answer, plan, query) = context.explain(&query)?;
     if args.json {
         println!("{}", answer.to_json(&plan, &query));

@@ -142,7 +142,7 @@ impl Context {
             }
         }
         let plan = Plan::build(&config, &states);
-        let mut facts = match apply::nft::list_table_json() {
+        let mut facts = match apply::nft::list_table_json()? {
             Some(text) => Facts::parse(&text)?,
             None => Facts::default(),
         };

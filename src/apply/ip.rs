@@ -68,8 +68,8 @@ fn failed_line(error: &Error) -> Option<usize> {
         .ok()
 }
 
-/// Marks links whose device does not exist (yet) as unknown: no route, no inbound rule; the
-/// hotplug hook re-applies when it appears.
+/// Marks links whose device does not exist (yet) as unknown: no route, no inbound rule; once it
+/// appears, netifd's event for it reloads us and we re-apply.
 pub fn present_devices(mut states: Vec<LinkState>, live: &IpState) -> Vec<LinkState> {
     for s in &mut states {
         if s.device.as_ref().is_some_and(|d| !live.devices.contains(d)) {

@@ -64,9 +64,21 @@ impl FirewallTool for Nftables {
     }
 }
 
-/// Our table as `nft -j` lists it, for `explain`'s set contents; `None` when there is no table
-/// (nothing applied, or `nft` missing): the sets are empty then.
-pub fn list_table_json() -> Option<String> {
+/// Our table as `nft -j` lists it, for `explain`'s set contents; `None` when there is no set to
+/// read (no table: nothing applied, or `nft` missing). An `nft` built without JSON (OpenWrt's
+/// nftables-nojson) refuses `-j`: with sets in our table that is an error, never empty sets.
+pub fn list_table_json() -> Result<Option<String>> {
     let (family, table) = NFT_TABLE.split_once(' ').unwrap_or(("inet", NFT_TABLE));
-    exec::run("nft", &["-j", "list", "table", family, table], "").ok()
+    let refused = match exec::run("nft", &["-j", "list", "table", family, table], "") {
+        Ok(text) => return Ok(Some(text)),
+        Err(e) => e,
+    };
+    // The terse plain listing works on every nft and names each set.
+    match exec::run("nft", &["-t", "list", "table", family, table], "") {
+        Ok(text) if text.lines().any(|l| l.trim_start().starts_with("set ")) => Err(refused.wrap(
+            "explain reads our address sets with `nft -j`, which this nft refuses \
+             (install nftables-json)",
+        )),
+        _ => Ok(None),
+    }
 }

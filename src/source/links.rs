@@ -40,7 +40,7 @@ impl LinkState {
 }
 
 /// How long resolving every netifd interface of one apply may take in all: a netifd that is
-/// slow or silent must not stretch a hotplug reload by seconds per interface.
+/// slow or silent must not stretch a reload by seconds per interface.
 pub const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The current state of every interface: fixed values from the config, completed from netifd

@@ -22,7 +22,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long one ubus exchange may take: a hung ubusd must not hang a hotplug reload.
+/// How long one ubus exchange may take: a hung ubusd must not hang a reload.
 pub const UBUS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the config comes from.

@@ -2,7 +2,7 @@
 //! JSON, with every wait bounded.
 //!
 //! OpenWrt serves both our config (`uci get`) and the state of its WAN interfaces
-//! (`network.interface.<name> status`) over ubus. The init script and the hotplug hook wait
+//! (`network.interface.<name> status`) over ubus. The init script and procd's triggers wait
 //! for us, so a ubusd that hangs, dies mid-message or sends garbage must give an error within
 //! the timeout, never a hang or a panic.
 //!

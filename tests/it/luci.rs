@@ -1,5 +1,5 @@
 //! luci-app-connmark-lb in a real browser against the real LuCI: the kit's uhttpd, rpcd and LuCI
-//! serve `openwrt/luci-app-connmark-lb`, procd runs our init script with the real binary in the
+//! serve `openwrt/applications/luci-app-connmark-lb`, procd runs our init script with the real binary in the
 //! router namespace of the usual topology, and headless Chromium (Playwright, `tests/luci/
 //! browser.py`) logs in, opens every page, changes a weight, Saves & Applies, watches a link go
 //! down and asks the Explain page. This test builds the world and asserts what the browser saw
@@ -313,7 +313,7 @@ fn luci_pages_in_a_real_browser() {
             .output("nft", &["list", "table", "inet", "connmark_lb"], None)
     };
     wait_for("the daemon's first apply", || ruleset().status.success());
-    let app = repo().join("openwrt/luci-app-connmark-lb");
+    let app = repo().join("openwrt/applications/luci-app-connmark-lb");
     owrt.ok("luci-start", &[topo.router.name(), "--app", &path(&app)]);
     let url = fs::read_to_string(owrt.state().join("luci/url")).expect("read luci/url");
 
@@ -584,7 +584,7 @@ fn app_files() -> Vec<(PathBuf, PathBuf)> {
             }
         }
     }
-    let app = repo().join("openwrt/luci-app-connmark-lb");
+    let app = repo().join("openwrt/applications/luci-app-connmark-lb");
     let mut files = Vec::new();
     walk(&app.join("htdocs"), Path::new("www"), &mut files);
     walk(&app.join("root"), Path::new(""), &mut files);
@@ -618,7 +618,9 @@ fn assert_app_installed(root: &Path, installed: bool) {
 /// The feed Makefile follows Cargo.toml's version and says what the packages say.
 #[test]
 fn luci_feed_makefile_matches_the_packages() {
-    let text = fs::read_to_string(repo().join("openwrt/luci-app-connmark-lb/Makefile")).unwrap();
+    let text =
+        fs::read_to_string(repo().join("openwrt/applications/luci-app-connmark-lb/Makefile"))
+            .unwrap();
     for line in [
         format!("PKG_VERSION:={}", crate_version()),
         "LUCI_DEPENDS:=+connmark-lb +luci-base".to_string(),

@@ -1,8 +1,8 @@
 //! One integration test binary; each module is one area. `golden`: renderer output per config
-//! case. `packaging`: the OpenWrt files. The rest are end-to-end tests: the real `connmark-lb`
-//! binary on a router in network namespaces, between a LAN host, one ISP namespace per link and
-//! a server that reports which address it sees; they run as root under plain `cargo test`, and
-//! a missing tool or privilege fails them. `emulated` also needs the MIPS release build, which
+//! case. `feed` and `packaging`: the OpenWrt files. The rest are end-to-end tests: the real
+//! `connmark-lb` binary on a router in network namespaces, between a LAN host, one ISP
+//! namespace per link and a server that reports which address it sees; they run as root under
+//! plain `cargo test`, and a missing tool or privilege fails them. `emulated` also needs the MIPS release build, which
 //! `make test` and `make test-emulated` make before they run it.
 
 /// Instantiates every case once per backend, as `nftables::case` and `iptables::case`.
@@ -35,6 +35,7 @@ mod emulated;
 mod failback;
 mod failover;
 mod failover_ipv6;
+mod feed;
 mod fuzz;
 mod fw4;
 mod golden;

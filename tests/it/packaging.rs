@@ -1,311 +1,23 @@
-//! Packaging checks. The feed Makefile is evaluated by GNU make against a stand-in SDK
-//! (tests/openwrt-stubs/sdk: the one stand-in left, the SDK being too big to run here), the
-//! hotplug hook's event filter runs under busybox ash (OpenWrt's shell), and cross/mkipk.sh
-//! builds a real .ipk that is unpacked with tar. The init script runs under the real procd in
-//! `procd`, the packages under the real opkg and apk in `pkgmgr`. Scripts that use fixed
-//! router paths (/etc/init.d, /var/run) run in a private mount namespace where those paths are
-//! temporary directories.
-//!
-//! Longer than ~600 lines on purpose: it holds only the tests of this one area, each a few
-//! dozen lines of steps and assertions; everything they share lives in `support/`.
+//! Packaging checks: the shipped shell scripts parse under ash and dash and pass shellcheck,
+//! the default config is valid, and cross/mkipk.sh builds a real .ipk that is unpacked with
+//! tar. The feed Makefiles are checked in `feed`, the init script runs under the real procd in
+//! `procd`, the packages under the real opkg and apk in `pkgmgr`.
 
 use connmark_lb::config::raw::RawValue;
 use connmark_lb::config::{Config, RuleTarget, uci_text};
-use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use crate::support::package::{
-    CONFIG, EPOCH, HOTPLUG, INIT_SCRIPT, NAME, PACKAGE_TREE, binary, crate_version, package_binary,
-    repo,
+    CONFIG, EPOCH, FEED_DIR, INIT_SCRIPT, NAME, USER_HOOK, assert_package_tree, binary,
+    crate_version, feed_dump, package_binary, pulled_in, repo, tree,
 };
 use crate::support::process::{run, run_ok};
 use crate::support::tempdir::TempDir;
-
-const STUB_SDK: &str = "tests/openwrt-stubs/sdk";
-const STUB_RUST_MK: &str = "tests/openwrt-stubs/sdk/feeds/packages/lang/rust/rust-package.mk";
-
-fn write_executable(path: &Path, text: &str) {
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// A script that appends its arguments as one line to `log`: stands in for a program the
-/// script under test calls.
-fn write_recorder(path: &Path, log: &Path) {
-    write_executable(
-        path,
-        &format!("#!/bin/sh\necho \"$*\" >>'{}'\n", log.display()),
-    );
-}
-
-fn read_lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Runs `argv` in a private mount namespace in which each `(source, target)` directory is
-/// bind-mounted over `target`, so scripts with fixed router paths touch only test files.
-fn in_private_mounts(binds: &[(&Path, &str)], argv: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-ec"])
-        .arg(
-            "while [ \"$1\" != -- ]; do mount --bind \"$1\" \"$2\"; shift 2; done; shift; exec \"$@\"",
-        )
-        .arg("sh");
-    for (source, target) in binds {
-        cmd.arg(source).arg(target);
-    }
-    cmd.arg("--").args(argv);
-    for var in [
-        "IPKG_INSTROOT",
-        "PKG_UPGRADE",
-        "IPKG_NO_SCRIPT",
-        "DEVICE",
-        "IFUPDATE_ADDRESSES",
-        "IFUPDATE_ROUTES",
-        "IFUPDATE_PREFIXES",
-        "IFUPDATE_DATA",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(envs.iter().copied());
-    run(&mut cmd)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Feed Makefile
-
-/// Runs the feed Makefile against the stand-in SDK.
-fn feed_make(args: &[&str]) -> String {
-    run_ok(
-        Command::new("make")
-            .arg("-s")
-            .arg("-C")
-            .arg(repo().join("openwrt/connmark-lb"))
-            .arg(format!("TOPDIR={}", repo().join(STUB_SDK).display()))
-            .args(args),
-    )
-}
-
-fn feed_dump() -> HashMap<String, String> {
-    feed_make(&["dump"])
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn stub_rust_arch_depends() -> String {
-    let text = fs::read_to_string(repo().join(STUB_RUST_MK)).unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("RUST_ARCH_DEPENDS:="))
-        .unwrap()
-        .to_string()
-}
-
-fn words(value: &str) -> Vec<&str> {
-    value.split_whitespace().collect()
-}
-
-#[test]
-fn feed_makefile_declares_rust_build_and_apk_valid_version() {
-    let dump = feed_dump();
-    assert_eq!(dump["PKG_NAME"], NAME);
-    assert_eq!(dump["PKG_BUILD_DEPENDS"], "rust/host");
-    assert_eq!(dump["PKG_BUILD_PARALLEL"], "1");
-    assert_eq!(
-        dump["PKG_VERSION"],
-        crate_version(),
-        "PKG_VERSION must follow Cargo.toml"
-    );
-    let parts: Vec<&str> = dump["PKG_VERSION"].split('.').collect();
-    assert_eq!(
-        parts.len(),
-        3,
-        "apk wants x.y.z, got {}",
-        dump["PKG_VERSION"]
-    );
-    for part in parts {
-        part.parse::<u32>()
-            .unwrap_or_else(|_| panic!("version part {part:?} is not a number"));
-    }
-    let release: u32 = dump["PKG_RELEASE"]
-        .parse()
-        .expect("PKG_RELEASE is an integer");
-    assert!(release >= 1);
-    assert!(!dump["PKG_LICENSE"].is_empty());
-}
-
-#[test]
-fn feed_makefile_has_nftables_default_and_iptables_variant() {
-    let dump = feed_dump();
-    let arch = stub_rust_arch_depends();
-
-    // Each variant: its package, what it depends on, and what it must never pull in.
-    let variants: [(&str, &str, &[&str], &str); 2] = [
-        (
-            "connmark-lb",
-            "nftables",
-            &[
-                "+nftables",
-                "+kmod-nft-core",
-                "+kmod-nft-nat",
-                "+kmod-nf-conntrack-netlink",
-                "+ip-full",
-            ],
-            "iptables",
-        ),
-        (
-            "connmark-lb-iptables",
-            "iptables",
-            &[
-                "+iptables",
-                "+iptables-mod-conntrack-extra",
-                "+iptables-mod-ipopt",
-                "+kmod-ipt-nat",
-                "+kmod-nf-conntrack-netlink",
-                "+ip-full",
-            ],
-            "nft",
-        ),
-    ];
-    for (package, variant, needs, never) in variants {
-        let deps = words(&dump[&format!("{package}.DEPENDS")]);
-        assert_eq!(
-            deps[0], arch,
-            "DEPENDS must start with $(RUST_ARCH_DEPENDS)"
-        );
-        for dep in needs {
-            assert!(
-                deps.contains(dep),
-                "{variant} package lacks {dep}: {deps:?}"
-            );
-        }
-        assert!(!deps.iter().any(|d| d.contains(never)), "{deps:?}");
-        assert_eq!(dump[&format!("{package}.VARIANT")], variant);
-    }
-    assert_eq!(dump["connmark-lb.DEFAULT_VARIANT"], "1");
-    assert_eq!(dump["connmark-lb-iptables.CONFLICTS"], NAME);
-
-    for pkg in ["connmark-lb", "connmark-lb-iptables"] {
-        assert_eq!(dump[&format!("{pkg}.PROVIDES")], NAME);
-        assert_eq!(dump[&format!("{pkg}.conffiles")], "/etc/config/connmark-lb");
-        for field in ["SECTION", "CATEGORY", "TITLE", "description"] {
-            assert!(
-                !dump[&format!("{pkg}.{field}")].is_empty(),
-                "{pkg} has no {field}"
-            );
-        }
-    }
-}
-
-/// Lists a directory tree as (relative path, permission bits, is_dir), sorted by path.
-fn tree(root: &Path) -> Vec<(String, u32, bool)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u32, bool)>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            out.push((rel, meta.permissions().mode() & 0o7777, meta.is_dir()));
-            if meta.is_dir() {
-                walk(root, &path, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
-}
-
-/// Asserts that `root` holds exactly PACKAGE_TREE, with the repo's files and `binary` as content.
-fn assert_package_tree(root: &Path, binary: &Path) {
-    let expected: Vec<(String, u32, bool)> = PACKAGE_TREE
-        .iter()
-        .map(|(path, mode, source)| (path.to_string(), *mode, source.is_none()))
-        .collect();
-    assert_eq!(
-        tree(root),
-        expected,
-        "installed tree under {}",
-        root.display()
-    );
-    for (path, _, source) in PACKAGE_TREE {
-        let Some(source) = source else { continue };
-        let source = if source.is_empty() {
-            binary.to_path_buf()
-        } else {
-            repo().join(source)
-        };
-        assert!(
-            fs::read(root.join(path)).unwrap() == fs::read(&source).unwrap(),
-            "{path} differs from {}",
-            source.display()
-        );
-    }
-}
-
-#[test]
-fn feed_makefile_installs_every_file_with_openwrt_modes() {
-    for pkg in ["connmark-lb", "connmark-lb-iptables"] {
-        let tmp = TempDir::new("feed-install");
-        let install_dir = tmp.join("ipkg-install");
-        fs::create_dir_all(install_dir.join("bin")).unwrap();
-        let built = install_dir.join("bin/connmark-lb");
-        fs::copy(binary(), &built).unwrap();
-        let dest = tmp.join("dest");
-        feed_make(&[
-            &format!("PKG_BUILD_DIR={}", repo().display()),
-            &format!("PKG_INSTALL_DIR={}", install_dir.display()),
-            &format!("DESTDIR={}", dest.display()),
-            &format!("install-{pkg}"),
-        ]);
-        assert_package_tree(&dest, &built);
-    }
-}
-
-#[test]
-fn feed_makefile_prepare_copies_the_source_without_build_output() {
-    let tmp = TempDir::new("feed-prepare");
-    let build_dir = tmp.join("build");
-    assert!(
-        repo().join("target").is_dir(),
-        "cargo test builds into target/, which prepare must leave out"
-    );
-    feed_make(&[&format!("PKG_BUILD_DIR={}", build_dir.display()), "prepare"]);
-    for needed in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "src/main.rs",
-        "src/lib.rs",
-        CONFIG,
-        INIT_SCRIPT,
-        HOTPLUG,
-    ] {
-        assert!(
-            build_dir.join(needed).is_file(),
-            "prepare did not copy {needed}"
-        );
-    }
-    for left_out in ["target", ".git"] {
-        assert!(
-            !build_dir.join(left_out).exists(),
-            "prepare copied {left_out}"
-        );
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Shell scripts: syntax and shellcheck
@@ -313,7 +25,7 @@ fn feed_makefile_prepare_copies_the_source_without_build_output() {
 #[test]
 fn shell_scripts_parse_under_ash_and_dash_and_pass_shellcheck() {
     let root = repo();
-    for script in [INIT_SCRIPT, HOTPLUG] {
+    for script in [INIT_SCRIPT, USER_HOOK] {
         let path = root.join(script);
         run_ok(Command::new("sh").arg("-n").arg(&path));
         run_ok(Command::new("busybox").args(["sh", "-n"]).arg(&path));
@@ -327,6 +39,7 @@ fn shell_scripts_parse_under_ash_and_dash_and_pass_shellcheck() {
         "scripts/install-deps.sh",
         "scripts/install-cross.sh",
         "scripts/apk-install-check.sh",
+        "scripts/lint-feed.sh",
         ".ci/run",
     ] {
         let path = root.join(script);
@@ -388,125 +101,6 @@ fn check_renders_the_default_config_and_the_cross_selftest_config() {
                 .arg(tmp.join("state")),
         );
         assert!(out.contains("table inet connmark_lb {"), "{config}: {out}");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Hotplug hook
-
-#[test]
-fn hotplug_reloads_only_for_events_that_change_a_configured_wan() {
-    struct Case {
-        action: &'static str,
-        interface: &'static str,
-        env: &'static [(&'static str, &'static str)],
-        service_running: bool,
-        reload: bool,
-    }
-    let cases = [
-        Case {
-            action: "ifup",
-            interface: "wanb",
-            env: &[("DEVICE", "eth2")],
-            service_running: true,
-            reload: true,
-        },
-        Case {
-            action: "ifdown",
-            interface: "wan",
-            env: &[],
-            service_running: true,
-            reload: true,
-        },
-        Case {
-            action: "ifupdate",
-            interface: "wan",
-            env: &[("DEVICE", "eth1"), ("IFUPDATE_ADDRESSES", "1")],
-            service_running: true,
-            reload: true,
-        },
-        Case {
-            action: "ifupdate",
-            interface: "wanb",
-            env: &[("DEVICE", "eth2"), ("IFUPDATE_ROUTES", "1")],
-            service_running: true,
-            reload: true,
-        },
-        Case {
-            action: "ifupdate",
-            interface: "wan",
-            env: &[
-                ("DEVICE", "eth1"),
-                ("IFUPDATE_PREFIXES", "1"),
-                ("IFUPDATE_DATA", "1"),
-            ],
-            service_running: true,
-            reload: false,
-        },
-        Case {
-            action: "ifup",
-            interface: "lan",
-            env: &[("DEVICE", "br-lan")],
-            service_running: true,
-            reload: false,
-        },
-        Case {
-            action: "ifup",
-            interface: "wa",
-            env: &[("DEVICE", "eth9")],
-            service_running: true,
-            reload: false,
-        },
-        Case {
-            action: "ifup-failed",
-            interface: "wan",
-            env: &[],
-            service_running: true,
-            reload: false,
-        },
-        Case {
-            action: "ifup",
-            interface: "wan",
-            env: &[("DEVICE", "eth1")],
-            service_running: false,
-            reload: false,
-        },
-    ];
-    let hook = repo().join(HOTPLUG);
-    let hook = hook.to_str().unwrap();
-    for case in cases {
-        let tmp = TempDir::new("hotplug");
-        let (run_dir, initd) = (tmp.join("run"), tmp.join("initd"));
-        fs::create_dir_all(&run_dir).unwrap();
-        fs::create_dir_all(&initd).unwrap();
-        if case.service_running {
-            fs::write(run_dir.join("connmark-lb.ifaces"), "wan wanb\n").unwrap();
-        }
-        let log = tmp.join("log");
-        write_recorder(&initd.join(NAME), &log);
-        let mut env = vec![("ACTION", case.action), ("INTERFACE", case.interface)];
-        env.extend_from_slice(case.env);
-        // hotplug-call sources each hook in a subshell.
-        let out = in_private_mounts(
-            &[(&run_dir, "/var/run"), (&initd, "/etc/init.d")],
-            &["busybox", "sh", "-c", "( . \"$0\" )", hook],
-            &env,
-        );
-        let what = format!(
-            "{} {} {:?} running={}",
-            case.action, case.interface, case.env, case.service_running
-        );
-        assert!(out.status.success(), "{what}: {out:?}");
-        assert!(
-            out.stdout.is_empty() && out.stderr.is_empty(),
-            "{what} was not silent: {out:?}"
-        );
-        let expected = if case.reload {
-            vec!["reload".to_string()]
-        } else {
-            Vec::new()
-        };
-        assert_eq!(read_lines(&log), expected, "{what}");
     }
 }
 
@@ -643,7 +237,7 @@ fn ipk_has_openwrt_layout_control_fields_and_tree() {
     );
     assert_eq!(
         fs::read_to_string(control_dir.join("conffiles")).unwrap(),
-        "/etc/config/connmark-lb\n"
+        "/etc/config/connmark-lb\n/etc/connmark-lb.user\n"
     );
     let fields = control_fields(&fs::read_to_string(control_dir.join("control")).unwrap());
     let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
@@ -673,12 +267,7 @@ fn ipk_has_openwrt_layout_control_fields_and_tree() {
     );
 
     // Depends: the feed's nftables package dependencies, as opkg writes them.
-    let dump = feed_dump();
-    let feed_deps: Vec<String> = words(&dump["connmark-lb.DEPENDS"])
-        .iter()
-        .filter_map(|d| d.strip_prefix('+'))
-        .map(str::to_string)
-        .collect();
+    let feed_deps = pulled_in(&feed_dump(FEED_DIR, &[])["connmark-lb.DEPENDS"]);
     assert_eq!(field("Depends"), feed_deps.join(", "));
 
     for script in ["postinst", "prerm"] {

@@ -3,11 +3,12 @@
 //! (25.12 and later) does the same with the .apk, each in an offline root made by the kit's
 //! `root-init` (base-files' functions.sh and rc.common, stand-ins for our dependencies). The
 //! maintainer scripts are the SDK's, so base-files itself enables the service on install
-//! (`/etc/rc.d` links) and disables it on removal; a user's edited config survives an upgrade.
+//! (`/etc/rc.d` links) and disables it on removal; a user's edited config and hook script (the
+//! conffiles, which sysupgrade keeps too) survive an upgrade.
 
 use crate::support::owrt::{self, root_init};
 use crate::support::package::{
-    CONFIG, EPOCH, NAME, PACKAGE_TREE, crate_version, package_binary, repo,
+    CONFIG, EPOCH, NAME, PACKAGE_TREE, USER_HOOK, crate_version, package_binary, repo,
 };
 use crate::support::process::{run, run_ok};
 use crate::support::tempdir::TempDir;
@@ -54,10 +55,10 @@ fn assert_installed(root: &Path) {
     }
 }
 
-/// Every file and directory of the package except `/etc/config` is gone from `root`.
+/// Every file of the package except the (edited) conffiles is gone from `root`.
 fn assert_removed(root: &Path) {
     for (path, _, source) in PACKAGE_TREE {
-        if source.is_some() && !path.starts_with("etc/config/") {
+        if source.is_some() && !CONFFILES.iter().any(|(conffile, _)| conffile == path) {
             assert!(!root.join(path).exists(), "{path} left after removal");
         }
     }
@@ -70,27 +71,49 @@ fn rc_links(root: &Path) -> Vec<&'static str> {
         .collect()
 }
 
-/// Appends a user's edit to the installed config; returns the edited text.
-fn edit_config(root: &Path) -> String {
-    let path = root.join(CONFIG.trim_start_matches("files/"));
-    let edited = format!(
-        "{}\n# edited by the user\n",
-        fs::read_to_string(&path).unwrap()
-    );
-    fs::write(&path, &edited).unwrap();
-    edited
+/// The package's conffiles: where they are installed, and their source in the repo.
+const CONFFILES: [(&str, &str); 2] = [
+    ("etc/config/connmark-lb", CONFIG),
+    ("etc/connmark-lb.user", USER_HOOK),
+];
+
+/// Appends a user's edit to every installed conffile; returns the edited texts.
+fn edit_conffiles(root: &Path) -> Vec<String> {
+    CONFFILES
+        .iter()
+        .map(|(path, _)| {
+            let path = root.join(path);
+            let edited = format!(
+                "{}\n# edited by the user\n",
+                fs::read_to_string(&path).unwrap()
+            );
+            fs::write(&path, &edited).unwrap();
+            edited
+        })
+        .collect()
 }
 
-fn shipped_config() -> String {
-    fs::read_to_string(repo().join(CONFIG)).unwrap()
-}
-
-fn installed_config(root: &Path, suffix: &str) -> Option<String> {
-    fs::read_to_string(root.join(format!("etc/config/{NAME}{suffix}"))).ok()
+/// Every conffile still holds the user's edit, and (with `suffix`) the new default sits beside
+/// it.
+fn assert_edits_kept(root: &Path, edited: &[String], suffix: Option<&str>) {
+    for ((path, source), edited) in CONFFILES.iter().zip(edited) {
+        assert_eq!(
+            fs::read_to_string(root.join(path)).ok().as_ref(),
+            Some(edited),
+            "{path}"
+        );
+        if let Some(suffix) = suffix {
+            assert_eq!(
+                fs::read_to_string(root.join(format!("{path}{suffix}"))).ok(),
+                fs::read_to_string(repo().join(source)).ok(),
+                "the new {path} must be offered beside the user's"
+            );
+        }
+    }
 }
 
 #[test]
-fn opkg_installs_upgrades_keeping_the_edited_config_and_removes_from_a_feed() {
+fn opkg_installs_upgrades_keeping_the_edited_conffiles_and_removes_from_a_feed() {
     let tmp = TempDir::new("opkg");
     let (feed, root) = (tmp.join("feed"), tmp.join("root"));
     fs::create_dir_all(&feed).unwrap();
@@ -115,22 +138,14 @@ fn opkg_installs_upgrades_keeping_the_edited_config_and_removes_from_a_feed() {
     let version = |release: u32| format!("{NAME} - {}-r{release}", crate_version());
     assert!(opkg(&["list-installed"]).contains(&version(1)));
 
-    let edited = edit_config(&root);
+    let edited = edit_conffiles(&root);
     build("mkipk.sh", &feed, 2);
     owrt::owrt_ok(&[Path::new("feed-index"), &feed]);
     opkg(&["update"]);
     opkg(&["upgrade", NAME]);
     assert!(opkg(&["list-installed"]).contains(&version(2)));
-    assert_installed_except_config(&root);
-    assert_eq!(
-        installed_config(&root, "").as_deref(),
-        Some(edited.as_str())
-    );
-    assert_eq!(
-        installed_config(&root, "-opkg"),
-        Some(shipped_config()),
-        "the new config must be offered beside the user's"
-    );
+    assert_installed_except_conffiles(&root);
+    assert_edits_kept(&root, &edited, Some("-opkg"));
     assert_eq!(
         rc_links(&root),
         RC_LINKS,
@@ -144,24 +159,27 @@ fn opkg_installs_upgrades_keeping_the_edited_config_and_removes_from_a_feed() {
         "prerm did not disable the service"
     );
     assert!(!opkg(&["list-installed"]).contains(NAME));
-    assert_eq!(
-        installed_config(&root, "").as_deref(),
-        Some(edited.as_str()),
-        "opkg keeps an edited conffile"
-    );
+    assert_edits_kept(&root, &edited, None);
 }
 
-/// After an upgrade that kept the user's config, everything else is the new package's.
-fn assert_installed_except_config(root: &Path) {
-    let config = root.join(format!("etc/config/{NAME}"));
-    let saved = fs::read(&config).unwrap();
-    fs::write(&config, shipped_config()).unwrap();
+/// After an upgrade that kept the user's conffiles, everything else is the new package's.
+fn assert_installed_except_conffiles(root: &Path) {
+    let saved: Vec<Vec<u8>> = CONFFILES
+        .iter()
+        .map(|(path, source)| {
+            let saved = fs::read(root.join(path)).unwrap();
+            fs::write(root.join(path), fs::read(repo().join(source)).unwrap()).unwrap();
+            saved
+        })
+        .collect();
     assert_installed(root);
-    fs::write(&config, saved).unwrap();
+    for ((path, _), saved) in CONFFILES.iter().zip(saved) {
+        fs::write(root.join(path), saved).unwrap();
+    }
 }
 
 #[test]
-fn apk_adds_upgrades_keeping_the_edited_config_and_deletes() {
+fn apk_adds_upgrades_keeping_the_edited_conffiles_and_deletes() {
     let tmp = TempDir::new("apk");
     let (out, root) = (tmp.join("out"), tmp.join("root"));
     let first = build("mkapk.sh", &out, 1);
@@ -198,14 +216,21 @@ fn apk_adds_upgrades_keeping_the_edited_config_and_deletes() {
         fs::read_to_string(meta.join(format!("{NAME}.list"))).unwrap(),
         files.iter().map(|f| format!("{f}\n")).collect::<String>()
     );
+    let conffiles: String = CONFFILES.iter().map(|(p, _)| format!("/{p}\n")).collect();
     assert_eq!(
         fs::read_to_string(meta.join(format!("{NAME}.conffiles"))).unwrap(),
-        format!("/etc/config/{NAME}\n")
+        conffiles
     );
-    let sha = run_ok(Command::new("sha256sum").arg(repo().join(CONFIG)));
+    let with_sums: String = CONFFILES
+        .iter()
+        .map(|(path, source)| {
+            let sha = run_ok(Command::new("sha256sum").arg(repo().join(source)));
+            format!("/{path} {}\n", sha.split(' ').next().unwrap())
+        })
+        .collect();
     assert_eq!(
         fs::read_to_string(meta.join(format!("{NAME}.conffiles_static"))).unwrap(),
-        format!("/etc/config/{NAME} {}\n", sha.split(' ').next().unwrap())
+        with_sums
     );
     let listed = apk(&[os("info"), os("-L"), os(NAME)]);
     for file in &files {
@@ -215,19 +240,15 @@ fn apk_adds_upgrades_keeping_the_edited_config_and_deletes() {
         );
     }
 
-    let edited = edit_config(&root);
+    let edited = edit_conffiles(&root);
     let upgrade = apk(&[os("add"), os("--allow-untrusted"), second.as_os_str()]);
     assert!(upgrade.contains("post-upgrade"), "{upgrade}");
     assert!(
         apk(&[os("info"), os("-e"), os(NAME)]).contains(NAME),
         "not installed after the upgrade"
     );
-    assert_installed_except_config(&root);
-    assert_eq!(
-        installed_config(&root, "").as_deref(),
-        Some(edited.as_str())
-    );
-    assert_eq!(installed_config(&root, ".apk-new"), Some(shipped_config()));
+    assert_installed_except_conffiles(&root);
+    assert_edits_kept(&root, &edited, Some(".apk-new"));
     assert_eq!(
         rc_links(&root),
         RC_LINKS,

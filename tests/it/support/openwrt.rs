@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::checks::servers;
@@ -16,9 +16,10 @@ use super::topology::Topology;
 use super::traffic::Server;
 
 /// OpenWrt's /etc/init.d/network runs netifd with `procd_set_param watch network.interface`;
-/// that watch is what turns netifd's notifications into the `interface.*` events interface
-/// triggers match. netifd itself runs from `owrt.sh netifd-start` here, so this service only
-/// holds the watch.
+/// that watch, which procd takes up when netifd registers the object, is what turns netifd's
+/// notifications into the `interface.*` events interface triggers match. netifd itself runs
+/// from `owrt.sh netifd-start` here, after this service is up, so this service only holds the
+/// watch.
 const NETWORK_WATCH: &str = "#!/bin/sh /etc/rc.common
 USE_PROCD=1
 START=20
@@ -34,18 +35,16 @@ start_service() {
 pub const WAIT: Duration = Duration::from_secs(15);
 
 /// The router's init.d (our script and `network`) and sbin (our binary) for the procd view.
-pub fn view_dirs(
-    dir: &TempDir,
-    with_network_watch: bool,
-) -> (std::path::PathBuf, std::path::PathBuf) {
+fn view_dirs(dir: &TempDir) -> (PathBuf, PathBuf) {
     let (initd, sbin) = (dir.join("initd"), dir.join("sbin"));
     fs::create_dir_all(&initd).unwrap();
     fs::create_dir_all(&sbin).unwrap();
-    let script = initd.join("connmark-lb");
-    fs::copy(repo().join("files/etc/init.d/connmark-lb"), &script).unwrap();
-    if with_network_watch {
-        fs::write(initd.join("network"), NETWORK_WATCH).unwrap();
-    }
+    fs::copy(
+        repo().join("files/etc/init.d/connmark-lb"),
+        initd.join("connmark-lb"),
+    )
+    .unwrap();
+    fs::write(initd.join("network"), NETWORK_WATCH).unwrap();
     for entry in fs::read_dir(&initd).unwrap() {
         let path = entry.unwrap().path();
         fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
@@ -106,20 +105,22 @@ pub fn wait_modulus(router: &Netns, modulus: u32, why: &str) {
     });
 }
 
-/// The test router run by OpenWrt's daemons: the namespaces of [`Topology`] with two links
-/// and the server's services, ubusd + rpcd serving our config (enabled, both links named by
-/// their netifd interface, 1:1), and netifd configuring lan and both WANs, running the
-/// hotplug scripts of `hotplug` (a directory holding `iface/`; none without).
+/// The test router run by OpenWrt's daemons, started in a router's order: the namespaces of
+/// [`Topology`] with two links and the server's services, ubusd + rpcd serving our config
+/// (enabled, both links named by their netifd interface, 1:1), procd in its view with our init
+/// script and the `network` service, then netifd configuring lan and both WANs (with no
+/// hotplug scripts: we ship none). Our service is not started.
 pub struct OpenwrtRouter {
-    /// Declared first: its daemons stop before the namespaces go.
+    /// Declared first: its daemons stop before the namespaces and the view's files go.
     pub stack: Stack,
     pub socket: PathBuf,
+    _view: TempDir,
     _servers: Vec<Server>,
     pub topo: Topology,
 }
 
 impl OpenwrtRouter {
-    pub fn start(tag: &str, hotplug: Option<&Path>) -> OpenwrtRouter {
+    pub fn start(tag: &str) -> OpenwrtRouter {
         let topo = Topology::new(2);
         let servers = servers(&topo);
         // netifd configures the WANs (and their default routes) itself.
@@ -128,14 +129,18 @@ impl OpenwrtRouter {
         let stack = Stack::new(tag);
         let socket = stack.start_ubus();
         stack.write_config("connmark-lb", &netifd_lb_config(true, &[1, 1]));
-        let none = stack.path("hotplug");
-        std::fs::create_dir_all(none.join("iface")).unwrap();
+        let view = TempDir::new(&format!("{tag}-view"));
+        let (initd, sbin) = view_dirs(&view);
+        stack.start_procd(topo.router.name(), &initd, &sbin);
+        stack.exec(&["/etc/init.d/network", "start"]);
+        let hotplug = stack.path("hotplug");
+        std::fs::create_dir_all(hotplug.join("iface")).unwrap();
         let up = [netifd_name(1), netifd_name(2)];
-        let hotplug = hotplug.unwrap_or(&none);
-        stack.start_netifd(topo.router.name(), &network_config(2), hotplug, &up);
+        stack.start_netifd(topo.router.name(), &network_config(2), &hotplug, &up);
         OpenwrtRouter {
             stack,
             socket,
+            _view: view,
             _servers: servers,
             topo,
         }

@@ -4,7 +4,7 @@
 //! daemon of that state and removes the directory, also when the test fails.
 
 use super::addr::{link_addr, link_device, link_gateway};
-use super::package::repo;
+use super::package::{FEED_DIR, feed_dump, pulled_in, repo};
 use super::process::{run, run_ok};
 use super::tempdir::TempDir;
 use std::ffi::OsStr;
@@ -274,13 +274,14 @@ const KIT_STAND_INS: &[&str] = &[
 ];
 
 /// Makes `root` an offline OpenWrt root (`owrt.sh root-init`): base-files' shell libraries,
-/// opkg's and apk's databases with stand-ins for our dependencies, one opkg feed per `feeds`,
-/// and jshn.sh (package jshn is one of the stand-ins; rc.common's procd.sh sources it).
+/// opkg's and apk's databases with stand-ins for the kit's packages and for our package's
+/// dependencies (as its feed Makefile names them), one opkg feed per `feeds`, and jshn.sh
+/// (package jshn is one of the stand-ins; rc.common's procd.sh sources it).
 pub fn root_init(root: &Path, feeds: &[&Path]) {
     root_init_with(root, feeds, &[]);
 }
 
-/// [`root_init`] with more stand-ins than the kit's default ones (luci-base for the LuCI app).
+/// [`root_init`] with more stand-ins (luci-base for the LuCI app).
 pub fn root_init_with(root: &Path, feeds: &[&Path], more_stand_ins: &[&str]) {
     std::fs::create_dir_all(root).unwrap();
     let mut cmd = owrt(&["root-init"]);
@@ -288,9 +289,18 @@ pub fn root_init_with(root: &Path, feeds: &[&Path], more_stand_ins: &[&str]) {
     for feed in feeds {
         cmd.arg("--feed").arg(feed);
     }
-    if !more_stand_ins.is_empty() {
-        cmd.args(KIT_STAND_INS).args(more_stand_ins);
+    let ours = pulled_in(&feed_dump(FEED_DIR, &[])["connmark-lb.DEPENDS"]);
+    let mut stand_ins: Vec<&str> = KIT_STAND_INS.to_vec();
+    for name in ours
+        .iter()
+        .map(String::as_str)
+        .chain(more_stand_ins.iter().copied())
+    {
+        if !stand_ins.contains(&name) {
+            stand_ins.push(name);
+        }
     }
+    cmd.args(stand_ins);
     run_ok(&mut cmd);
     let jshn = root.join("usr/share/libubox/jshn.sh");
     std::fs::create_dir_all(jshn.parent().unwrap()).unwrap();
