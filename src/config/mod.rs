@@ -17,6 +17,7 @@ mod options;
 pub mod raw;
 mod sections;
 pub mod track;
+mod tunnel;
 pub mod uci_text;
 pub mod value;
 
@@ -28,3 +29,4 @@ pub use model::{
     FlushEvent, Globals, Interface, LastResort, MAX_LINKS, Member, PRIORITY_SPAN, Policy,
     PortRange, Proto, Rule, RuleTarget,
 };
+pub use tunnel::Tunnel;

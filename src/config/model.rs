@@ -6,6 +6,7 @@ use super::classes::{AddrSet, HashKey, Sticky};
 use super::family::{Cidr, Family};
 use super::matches::{Mac, Schedule};
 use super::track::TrackConfig;
+use super::tunnel::Tunnel;
 use std::net::IpAddr;
 
 /// Which firewall tool carries the marking rules.
@@ -117,6 +118,8 @@ pub struct Interface {
     pub track: TrackConfig,
     /// Events on which this link's conntrack entries are deleted; default: when it goes down.
     pub flush_conntrack: Vec<FlushEvent>,
+    /// A tunnel's underlay links and outer endpoint (`list underlay`, `option endpoint`).
+    pub tunnel: Option<Tunnel>,
     /// 1-based position among interface sections: decides mark and table, stable while the
     /// file's interface order is.
     pub id: u32,
