@@ -49,4 +49,5 @@ mod rpcd;
 mod rule_matches;
 mod selftest;
 mod support;
+mod tunnels;
 mod ubus_object;
