@@ -19,6 +19,7 @@ pub mod raw;
 mod sections;
 pub mod standby;
 pub mod track;
+mod tunnel;
 pub mod uci_text;
 pub mod value;
 
@@ -32,3 +33,4 @@ pub use model::{
     PortRange, Proto, Rule, RuleTarget,
 };
 pub use standby::Standby;
+pub use tunnel::Tunnel;

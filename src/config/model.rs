@@ -8,6 +8,7 @@ use super::family::{Cidr, Family};
 use super::matches::{Mac, Schedule};
 use super::standby::Standby;
 use super::track::TrackConfig;
+use super::tunnel::Tunnel;
 use std::net::IpAddr;
 
 /// Which firewall tool carries the marking rules.
@@ -121,6 +122,8 @@ pub struct Interface {
     pub flush_conntrack: Vec<FlushEvent>,
     /// Whether the link is a backup used only when its policies' primaries are down.
     pub standby: Standby,
+    /// A tunnel's underlay links and outer endpoint (`list underlay`, `option endpoint`).
+    pub tunnel: Option<Tunnel>,
     /// 1-based position among interface sections: decides mark and table, stable while the
     /// file's interface order is.
     pub id: u32,

@@ -18,6 +18,7 @@ use super::options::{
 use super::raw::{RawConfig, RawSection};
 use super::standby::read_standby;
 use super::track::read_track;
+use super::tunnel;
 use super::value::{SectionReader, valid_name};
 use crate::error::{Error, Result};
 
@@ -66,6 +67,7 @@ impl Config {
         }
         let interfaces = read.each("interface", |r, i| read_interface(r, i as u32 + 1));
         read.check(check_interfaces(&globals, &interfaces));
+        read.check(tunnel::check_tunnels(&interfaces));
         let members = read.each("member", |r, _| read_member(r, &interfaces));
         let mut policies = read.each("policy", |r, _| {
             read_policy(r, &members, &interfaces, globals.balance)
@@ -229,6 +231,7 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
     let track = read_track(r, family)?;
     let flush_conntrack = read_flush_conntrack(r)?;
     let standby = read_standby(r, track.interval)?;
+    let tunnel = tunnel::read_tunnel(r)?;
     Ok(Interface {
         name,
         enabled,
@@ -245,6 +248,7 @@ fn read_interface(r: &mut SectionReader, id: u32) -> Result<Interface> {
         track,
         flush_conntrack,
         standby,
+        tunnel,
         id,
     })
 }

@@ -4,16 +4,18 @@
 //! (its device, whether it is alive). Renderers turn it into tool input; nothing here touches
 //! the system, so it is tested with plain values.
 
-use crate::config::{AddrSet, Balance, Cidr, Config, Family, LastResort, Rule};
+use crate::config::{AddrSet, Balance, Cidr, Config, Family, LastResort, Rule, Tunnel};
 use crate::hash;
 use crate::source::LinkState;
 use std::net::IpAddr;
 
 mod dns;
 mod routing;
+mod tunnel;
 
 pub use dns::{DnsGroup, DnsWay};
 pub use routing::{Footprint, IpRule, Route, Routing, RuleAction};
+pub use tunnel::OuterPin;
 
 /// One enabled WAN link with the numbers that identify it in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +34,12 @@ pub struct Link {
     /// Mark value inside the mask (packet mark and conntrack mark).
     pub mark: u32,
     pub table: u32,
+    /// Usable: alive, and for a tunnel, some underlay is too.
     pub up: bool,
     /// A backup link (`standby`): a policy uses it only while no non-standby member is up.
     pub standby: bool,
+    /// A tunnel's underlay and outer endpoint (see [`Plan::outer_pins`]).
+    pub tunnel: Option<Tunnel>,
 }
 
 /// One link's share of a policy's new connections.
@@ -179,8 +184,10 @@ impl Plan {
                 mark: footprint.mark(iface.id),
                 table: footprint.table(iface.id),
                 standby: iface.standby.is_standby(),
+                tunnel: iface.tunnel.clone(),
             });
         }
+        tunnel::down_with_underlay(&mut links);
         let policies = config
             .policies
             .iter()

@@ -52,4 +52,5 @@ mod rule_matches;
 mod selftest;
 mod standby;
 mod support;
+mod tunnels;
 mod ubus_object;

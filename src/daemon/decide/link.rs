@@ -41,6 +41,8 @@ pub enum Cause {
     },
     /// The device went up (`true`) or down.
     Device(bool),
+    /// A tunnel's first underlay link became usable (`true`), or its last one stopped.
+    Underlay(bool),
     /// A confirmation burst (passive health suspected the link) ended.
     Burst { answered: u32, targets: u32 },
 }
@@ -59,7 +61,7 @@ impl Outcome {
         match self.cause {
             Cause::Device(true) => events.push(FlushEvent::IfUp),
             Cause::Device(false) => events.push(FlushEvent::IfDown),
-            Cause::Round { .. } | Cause::Burst { .. } => {}
+            Cause::Round { .. } | Cause::Burst { .. } | Cause::Underlay(_) => {}
         }
         if self.transition.usable_changed() {
             events.push(if self.transition.to.is_usable() {
@@ -82,7 +84,15 @@ pub struct TrackedLink {
     /// Mark, device and source the probes go out with.
     pub route: LinkRoute,
     pub flush_conntrack: Vec<FlushEvent>,
-    /// The link's state, and its tracking options.
+    /// A tunnel's underlay interfaces (empty for other links): it is down while none of them
+    /// is usable.
+    pub underlay: Vec<String>,
+    /// The device's own state, as last fed.
+    device: bool,
+    /// Whether some underlay link is usable (always for other links).
+    underlay_up: bool,
+    /// The link's state, and its tracking options; its device counts as up only while
+    /// `device` and `underlay_up` both are.
     health: HealthMachine,
     prober: Option<Prober>,
     round: Option<InFlight>,
@@ -115,6 +125,9 @@ impl TrackedLink {
             index,
             route,
             flush_conntrack,
+            underlay: Vec::new(),
+            device: device_up,
+            underlay_up: true,
             next_start: health.next_round().map(|_| Instant::now()),
             health,
             prober: None,
@@ -137,6 +150,8 @@ impl TrackedLink {
         self.last_change = old.last_change;
         self.budget = old.budget.clone();
         self.in_use = old.in_use;
+        self.device = old.device;
+        self.underlay_up = old.underlay_up;
         self.next_start = self.health.next_round().map(|_| Instant::now());
     }
 
@@ -185,20 +200,41 @@ impl TrackedLink {
 
     /// Whether the link's device is up, as last fed.
     pub fn device_up(&self) -> bool {
-        self.health.device_up()
+        self.device
     }
 
     /// Feeds the device's state; a device that comes back gets a new probe socket (it may be
     /// a new device with the same name) and is probed at once.
     pub fn set_device(&mut self, up: bool, now: Instant) -> Option<Outcome> {
-        if up == self.health.device_up() {
+        if up == self.device {
             return None;
         }
+        self.device = up;
+        Some(self.feed(Cause::Device(up), now))
+    }
+
+    /// Feeds whether some underlay link is usable (tunnels only): while none is, the tunnel is
+    /// down and not probed, since its probes could only get lost in a dead underlay.
+    pub fn set_underlay(&mut self, up: bool, now: Instant) -> Option<Outcome> {
+        if up == self.underlay_up {
+            return None;
+        }
+        self.underlay_up = up;
+        Some(self.feed(Cause::Underlay(up), now))
+    }
+
+    /// Gives health the device state that counts (device and underlay both up); when that
+    /// changed, probing restarts with a new socket.
+    fn feed(&mut self, cause: Cause, now: Instant) -> Outcome {
+        let up = self.device && self.underlay_up;
+        let changed = up != self.health.device_up();
         let transition = self.health.on_device(up);
-        self.prober = None;
-        self.round = None;
-        self.next_start = transition.next_round.map(|_| now);
-        Some(self.record(transition, Cause::Device(up)))
+        if changed {
+            self.prober = None;
+            self.round = None;
+            self.next_start = transition.next_round.map(|_| now);
+        }
+        self.record(transition, cause)
     }
 
     /// When the link next needs [`TrackedLink::advance`]: its round's deadline, or the start
@@ -306,7 +342,7 @@ impl TrackedLink {
         if !self.health.track().passive
             || !self.health.is_tracked()
             || !self.usable()
-            || !self.device_up()
+            || !self.health.device_up()
             || confirming
         {
             return false;

@@ -29,6 +29,8 @@ pub fn transition(link: &TrackedLink, outcome: &Outcome) -> String {
         }
         Cause::Device(true) => "device up".to_string(),
         Cause::Device(false) => "device down".to_string(),
+        Cause::Underlay(true) => "an underlay link is usable".to_string(),
+        Cause::Underlay(false) => "no underlay link is usable".to_string(),
     };
     let what = match (outcome.transition.usable_changed(), link.usable()) {
         (true, true) => "; new connections use it again",

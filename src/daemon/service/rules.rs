@@ -126,6 +126,24 @@ pub fn device_up(state: Option<&LinkState>, running: &[String]) -> bool {
     state.is_some_and(|s| s.up && s.device.as_ref().is_some_and(|d| running.contains(d)))
 }
 
+/// Feeds each tunnel whether one of its underlay links is usable, and returns what changed.
+/// Underlays are never tunnels (config checks), so one pass settles every tunnel.
+pub fn gate_tunnels(links: &mut [TrackedLink], now: Instant) -> Vec<(usize, Outcome)> {
+    let usable: Vec<(String, bool)> = links.iter().map(|l| (l.name.clone(), l.usable())).collect();
+    links
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, link)| !link.underlay.is_empty())
+        .filter_map(|(i, link)| {
+            let up = link
+                .underlay
+                .iter()
+                .any(|name| usable.iter().any(|(n, u)| n == name && *u));
+            link.set_underlay(up, now).map(|o| (i, o))
+        })
+        .collect()
+}
+
 /// The link states the plan is built from: liveness from health, and no device for a link
 /// whose device is down (the kernel has dropped its routes; they come back with it).
 pub fn plan_states(resolved: &[LinkState], links: &[TrackedLink]) -> Vec<LinkState> {

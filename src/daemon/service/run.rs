@@ -16,7 +16,7 @@ use super::bus::{Bus, Method, check_reply};
 use super::hook::{Hook, HookEvent};
 use super::messages;
 use super::pollset::{self, FdOwner, PollSet};
-use super::rules::{self, Owed, RULES_RETRY, RulesUpdate, device_up, plan_states};
+use super::rules::{self, Owed, RULES_RETRY, RulesUpdate, device_up, gate_tunnels, plan_states};
 use super::signals::{Asked, Signals};
 use super::status::{self, DaemonStatus, LinkStatus};
 use crate::apply::{self, Backend};
@@ -398,6 +398,7 @@ impl Daemon<'_> {
                 outcomes.extend(link.set_device(up, now).map(|o| (i, o)));
             }
         }
+        outcomes.extend(gate_tunnels(&mut links, now));
         let backend = Backend::resolve(config.globals.backend);
         let applied = apply::apply(
             &config,
@@ -434,8 +435,9 @@ impl Daemon<'_> {
     /// Logs what changed, brings the rules up to date (unless `rules_done`), then deletes
     /// conntrack entries and runs the hook, in that order: a connection whose entry is
     /// deleted must find the new rules when it comes back.
-    fn act(&mut self, outcomes: Vec<(usize, Outcome)>, rules_done: bool) {
+    fn act(&mut self, mut outcomes: Vec<(usize, Outcome)>, rules_done: bool) {
         let now = Instant::now();
+        outcomes.extend(gate_tunnels(&mut self.links, now));
         for (i, outcome) in &outcomes {
             let link = &self.links[*i];
             if outcome.transition.changed() {
@@ -553,7 +555,7 @@ impl Daemon<'_> {
 /// from these links).
 fn build_links(config: &Config, resolved: &[LinkState], running: &[String]) -> Vec<TrackedLink> {
     let plan = Plan::build(config, resolved);
-    config
+    let mut links: Vec<TrackedLink> = config
         .interfaces
         .iter()
         .enumerate()
@@ -566,18 +568,25 @@ fn build_links(config: &Config, resolved: &[LinkState], running: &[String]) -> V
                 device: planned.device.clone(),
                 source: planned.source,
             };
-            Some(
-                TrackedLink::new(
-                    index,
-                    route,
-                    iface.track.clone(),
-                    iface.flush_conntrack.clone(),
-                    device_up(resolved.get(index), running),
-                )
-                .with_idle_interval(iface.standby.idle_interval()),
+            let mut link = TrackedLink::new(
+                index,
+                route,
+                iface.track.clone(),
+                iface.flush_conntrack.clone(),
+                device_up(resolved.get(index), running),
             )
+            .with_idle_interval(iface.standby.idle_interval());
+            link.underlay = iface
+                .tunnel
+                .as_ref()
+                .map(|t| t.underlay.clone())
+                .unwrap_or_default();
+            Some(link)
         })
-        .collect()
+        .collect();
+    // Nothing has happened yet: a tunnel over a dead underlay simply starts down.
+    gate_tunnels(&mut links, Instant::now());
+    links
 }
 
 /// Runs the hook when the link's usability changed.

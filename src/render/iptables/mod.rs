@@ -6,12 +6,13 @@
 //!
 //! [`table`] writes one table's section and knows what of the live state is ours; [`steer`]
 //! the rules that choose a link; [`classify`] a rule's matches; [`dns`] DNS that follows the
-//! link.
+//! link; [`tunnel`] tunnels' outer packets.
 
 mod classify;
 mod dns;
 mod steer;
 mod table;
+mod tunnel;
 
 pub use table::{chains_in, ours, removal};
 
@@ -77,6 +78,7 @@ fn mangle(plan: &Plan, family: Family) -> Table {
         add_pins(&mut mangle, plan);
     }
     add_policies(&mut mangle, plan, family);
+    tunnel::add_pins(&mut mangle, plan, family);
     dns::add_steering(&mut mangle, plan, family);
     add_rules(&mut mangle, plan, family, pins, RULES);
     if plan.local_traffic && local_rules_apart(plan, family) {
@@ -210,16 +212,17 @@ fn not_local(family: Family) -> String {
 
 /// The router's own traffic, as in the nft output chain: a connection of ours gets its mark
 /// back; a new one that carries none of our marks (the daemon's probes do) and leaves the
-/// router has its DNS steered and, with `local_traffic`, is steered like LAN traffic.
+/// router has a tunnel's outer packets pinned, its DNS steered and, with `local_traffic`, is
+/// steered like LAN traffic.
 fn add_output(mangle: &mut Table, plan: &Plan, family: Family) {
     mangle.rule("OUTPUT", &restore(plan));
-    if plan.local_traffic || plan.steers_dns() {
+    if plan.local_traffic || plan.steers_dns() || plan.has_tunnels() {
         mangle.rule("OUTPUT", &marked(plan, "connmark"));
         mangle.rule("OUTPUT", &marked(plan, "mark"));
         mangle.rule("OUTPUT", NEW_ONLY);
         mangle.rule("OUTPUT", &not_local(family));
     }
-    for line in dns::jump(plan) {
+    for line in tunnel::jump(plan).into_iter().chain(dns::jump(plan)) {
         mangle.rule("OUTPUT", &line);
     }
     if plan.local_traffic {
@@ -252,7 +255,8 @@ fn local_rules(mangle: &mut Table, plan: &Plan, family: Family) {
 /// The chain (without prefix) that pins new connections from a link's own prefixes to it.
 const PINS: &str = "PREFIXES";
 
-/// Only the policy chains of `family` (and its prefix pins and DNS steering), rewritten in
+/// Only the policy chains of `family` (and its prefix pins, tunnels' outer packets and DNS
+/// steering), rewritten in
 /// place: what a link state change needs, as one small `-restore --noflush` that leaves every
 /// other chain and jump alone. Empty for a family without links.
 pub fn policy_update(plan: &Plan, family: Family) -> String {
@@ -264,6 +268,7 @@ pub fn policy_update(plan: &Plan, family: Family) -> String {
         add_pins(&mut mangle, plan);
     }
     add_policies(&mut mangle, plan, family);
+    tunnel::add_pins(&mut mangle, plan, family);
     dns::add_steering(&mut mangle, plan, family);
     let mut out = String::new();
     mangle.write(&mut out, None);

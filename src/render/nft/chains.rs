@@ -2,7 +2,7 @@
 //! chains ([`super::policy`]), the rules chain ([`super::classify`]) and the three hook chains
 //! that lead connections into them; and the declarations that create or delete chains.
 
-use super::{classify, dns, only, policy, set};
+use super::{classify, dns, only, policy, set, tunnel};
 use crate::config::Family;
 use crate::config::family::ICMPV6_LINK_TYPES;
 use crate::names::NFT_TABLE;
@@ -182,12 +182,13 @@ fn prerouting(plan: &Plan) -> Vec<String> {
 }
 
 /// The router's own traffic: a connection of ours gets its mark back; a new one that carries
-/// none of our marks (the daemon's probes do) and leaves the router has its DNS steered and,
-/// with `local_traffic`, is steered like LAN traffic.
+/// none of our marks (the daemon's probes do) and leaves the router has a tunnel's outer
+/// packets pinned to an underlay, its DNS steered and, with `local_traffic`, is steered like
+/// LAN traffic.
 fn output(plan: &Plan) -> Vec<String> {
     let mut rules = skipped(plan);
     rules.push(restore_map(plan));
-    if plan.local_traffic || plan.steers_dns() {
+    if plan.local_traffic || plan.steers_dns() || plan.has_tunnels() {
         rules.extend([
             marked(plan, "ct"),
             marked(plan, "meta"),
@@ -195,6 +196,7 @@ fn output(plan: &Plan) -> Vec<String> {
             NOT_LOCAL.to_string(),
         ]);
     }
+    rules.extend(tunnel::jump(plan));
     rules.extend(dns::jump(plan));
     if plan.local_traffic {
         rules.extend(local_rules(plan));

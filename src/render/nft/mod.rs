@@ -1,6 +1,6 @@
 //! Plan -> `nft -f` text. This renderer owns our table (`names::NFT_TABLE`) whole: its chains
 //! ([`chains`]: per-link marks, hooks; [`policy`]: steering to links; [`classify`]: the rules
-//! chain; [`dns`]: DNS that follows the link) and its sets ([`sets`]: address sets and sticky sources). Each text it writes is one
+//! chain; [`dns`]: DNS that follows the link; [`tunnel`]: tunnels' outer packets) and its sets ([`sets`]: address sets and sticky sources). Each text it writes is one
 //! transaction; the entry points are [`ruleset`] (everything) and [`policy_update`] (what a
 //! link state change needs).
 //!
@@ -12,6 +12,7 @@ mod classify;
 mod dns;
 mod policy;
 mod sets;
+mod tunnel;
 
 pub use chains::{chains_in, mark_chain};
 pub use policy::policy_update;

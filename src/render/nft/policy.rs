@@ -3,8 +3,8 @@
 //! sticky rule a chain that keeps a source on the link it was given.
 
 use super::chains::{chain, mark_chain};
-use super::dns;
 use super::sets::{sticky_drops, sticky_set};
+use super::{dns, tunnel};
 use super::{only, set};
 use crate::config::{Balance, Family, HashKey, LastResort, Rule, RuleTarget};
 use crate::hash;
@@ -39,7 +39,7 @@ struct Steering {
     live: bool,
 }
 
-/// Every steering chain in table order: the DNS steering (when links have servers), the
+/// Every steering chain in table order: the tunnels' outer packets, the DNS steering (when links have servers), the
 /// prefix pins (when a link has prefixes), each policy's chain, and per sticky rule its chain
 /// and one `stick_` chain per link.
 fn steering(plan: &Plan) -> Vec<Steering> {
@@ -49,6 +49,9 @@ fn steering(plan: &Plan) -> Vec<Steering> {
         rules,
         live: true,
     };
+    if plan.has_tunnels() {
+        out.push(live(tunnel::OUTER.to_string(), tunnel::rules(plan)));
+    }
     if plan.steers_dns() {
         out.push(live(dns::DNS.to_string(), dns::steering_rules(plan)));
         out.push(live(dns::DNS_NAT.to_string(), dns::nat_rules(plan)));

@@ -56,8 +56,14 @@ pub struct DaemonLab {
 impl DaemonLab {
     /// Starts the daemon and waits until every link is up.
     pub fn start(config: &LbConfig) -> DaemonLab {
+        DaemonLab::start_with(config, |_| ())
+    }
+
+    /// The same, with `prepare` run on the topology first (a tunnel the config names, say).
+    pub fn start_with(config: &LbConfig, prepare: impl FnOnce(&Topology)) -> DaemonLab {
         let lab = Lab::prepared(config);
         let topo = &lab.topo;
+        prepare(topo);
         let hook_log = topo.dir.path().join("hook.log");
         let hook = topo.dir.write(
             "connmark-lb.user",

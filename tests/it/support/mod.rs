@@ -14,6 +14,7 @@
 //! - `lab`: a topology with services and a config, applied ([`lab::Lab`]) or run by the
 //!   daemon ([`lab::DaemonLab`]).
 //! - `traffic`: servers that report the peer address, and the LAN's connections and flows.
+//! - `tunnel`: a userspace UDP tunnel (tun devices, python3 forwarders) over ISP 2.
 //! - `icmp`: ICMP and ICMPv6 echoes from a raw socket, one conntrack flow each.
 //! - `checks`: the server's services and the per-link measurements tests assert on.
 //! - `long`: one long TCP connection on a chosen link, for what failover and failback do to it.
@@ -39,3 +40,4 @@ pub mod process;
 pub mod tempdir;
 pub mod topology;
 pub mod traffic;
+pub mod tunnel;
