@@ -41,9 +41,9 @@ static_bin = target/$(1)/release/connmark-lb
 # .cargo/config.toml), with std's `optimize_for_size` (smaller algorithms and formatting: the
 # sizes in BENCH.md). The others use the stable toolchain and its std.
 include cross/toolchain.env
-# x86_64 builds the same way to stay under its 800 KiB budget (with the stable std it is over);
-# aarch64 is under it with the stable std.
-BUILD_STD_TARGETS := x86_64-unknown-linux-musl armv7-unknown-linux-musleabihf \
+# x86_64 and aarch64 build the same way to stay under their 800 KiB budget (with the stable std
+# both are over); aarch64 links with zig too, the pinned nightly having no aarch64-musl std.
+BUILD_STD_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf \
 	mipsel-unknown-linux-musl mips-unknown-linux-musl
 BUILD_STD := -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
 cargo_for = $(if $(filter $(1),$(BUILD_STD_TARGETS)),$(CARGO) +$(NIGHTLY),$(CARGO))
